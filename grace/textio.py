@@ -1,0 +1,72 @@
+"""Reading texts from user files and writing result files without leaving partial ones."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+class InputError(ValueError):
+    """Bad user input; the message names the file, the line and the reason."""
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Lines of a UTF-8 text file, refusing binary or non-UTF-8 content."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file.")
+    raw = p.read_bytes()
+    if b"\x00" in raw:
+        raise InputError(f"{p}: looks like a binary file, not text.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 text (bad byte at offset {exc.start}).") from None
+    return text.splitlines()
+
+
+def read_texts(path: str | Path, field: str = "text") -> list[str]:
+    """Texts from a .txt (one per line) or .jsonl (objects with a ``text`` field) file."""
+    p = Path(path)
+    lines = read_lines(p)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise InputError(f"{p}: the file is empty.")
+    texts = []
+    jsonl = p.suffix.lower() in (".jsonl", ".json")
+    for n, line in enumerate(lines, 1):
+        if jsonl:
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                raise InputError(f"{p}, line {n}: not valid JSON.") from None
+            if not isinstance(obj, dict) or field not in obj:
+                raise InputError(f"{p}, line {n}: no {field!r} field.")
+            line = obj[field]
+            if not isinstance(line, str):
+                raise InputError(f"{p}, line {n}: {field!r} is not a string.")
+        if not line.strip():
+            raise InputError(f"{p}, line {n}: empty text.")
+        texts.append(line)
+    return texts
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, mode: str = "w") -> Iterator:
+    """Write to a temp file beside ``path`` and rename it into place only on success."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
+            yield f
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
