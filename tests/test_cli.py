@@ -1,0 +1,84 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from grace.cli import main
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_encode_txt_and_jsonl(tiny_model_dir, tmp_path, capsys):
+    txt = tmp_path / "in.txt"
+    txt.write_text("Machu Picchu is in Peru.\nStocks fell today.\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code, _, err = _run(["encode", "--input", str(txt), "--output", str(out), "--model", str(tiny_model_dir),
+                         "--max-new-tokens", "4"], capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in rows] == ["Machu Picchu is in Peru.", "Stocks fell today."]
+    assert all(len(r["embedding"]) == 32 and r["rationale"] for r in rows)
+
+    jl = tmp_path / "in.jsonl"
+    jl.write_text('{"text": "one"}\n{"text": "two", "id": 3}\n', encoding="utf-8")
+    code, _, _ = _run(["encode", "--input", str(jl), "--output", str(out), "--model", str(tiny_model_dir),
+                       "--no-rationale"], capsys)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert code == 0 and [r["rationale"] for r in rows] == ["", ""]
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "the file is empty"),
+    (b"fine\n   \nalso fine\n", "line 2: empty text"),
+    (b"caf\xe9\n", "not UTF-8"),
+    (b'{"text": "ok"}\n{"title": "no text"}\n', "line 2: no 'text' field"),
+    (b'{"text": "ok"}\n{broken\n', "line 2: not valid JSON"),
+])
+def test_bad_input_files(tiny_model_dir, tmp_path, capsys, content, message):
+    f = tmp_path / ("in.jsonl" if content.startswith(b"{") else "in.txt")
+    f.write_bytes(content)
+    out = tmp_path / "out.jsonl"
+    code, _, err = _run(["encode", "--input", str(f), "--output", str(out), "--model", str(tiny_model_dir)],
+                        capsys)
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and err.startswith("error:")
+    assert not out.exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_bad_options(tiny_model_dir, tmp_path, capsys):
+    f = tmp_path / "in.txt"
+    f.write_text("hello\n")
+    base = ["encode", "--input", str(f), "--output", str(tmp_path / "o.jsonl"), "--model", str(tiny_model_dir)]
+    code, _, err = _run(base + ["--adapter", str(tmp_path / "missing")], capsys)
+    assert code == 2 and "Adapter folder not found" in err
+    with pytest.raises(SystemExit) as exc:
+        main(base + ["--pooling", "median"])
+    assert exc.value.code == 2
+    code, _, err = _run(["similarity", "--query", " ", "--doc", "x", "--model", str(tiny_model_dir)], capsys)
+    assert code == 2 and "The query is empty." in err
+
+
+def test_similarity_json_contributions_sum(tiny_model_dir, capsys):
+    code, out, _ = _run(["similarity", "--query", "Where is Machu Picchu?", "--doc", "Machu Picchu is in Peru.",
+                         "--doc", "Stocks fell.", "--json", "--model", str(tiny_model_dir),
+                         "--max-new-tokens", "5"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    cos = [d["cosine"] for d in report["docs"]]
+    assert cos == sorted(cos, reverse=True)
+    for d in report["docs"]:
+        for side in ("query", "doc"):
+            assert abs(sum(v for _, v in d["contributions"][side]) - d["cosine"]) < 1e-5
+        assert abs(d["segments"]["text"] + d["segments"]["rationale"] - d["cosine"]) < 1e-5
+
+
+def test_help_explains_options():
+    out = subprocess.run([sys.executable, "-m", "grace", "encode", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for flag in ("--no-rationale", "--pooling", "--prompt", "--adapter", "--layer", "--seed"):
+        assert flag in out.stdout
