@@ -179,8 +179,15 @@ def load_backbone(
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    if adapter is not None and not Path(adapter).is_dir():
-        raise BackboneError(f"Adapter folder not found: {adapter}.")
+    label = DEFAULT_MODEL if name_or_path in (DEFAULT_MODEL, "", None) else str(name_or_path)
+    if adapter is not None:
+        if not Path(adapter).is_dir():
+            raise BackboneError(f"Adapter folder not found: {adapter}.")
+        adapter = resolve_adapter(adapter)
+        base = adapter_base_model(adapter)
+        if base is not None and not _same_model(base, label):  # checked before any weights load
+            raise BackboneError(f"Adapter {adapter} was trained on {base!r}, not on {label!r}; "
+                                f"pass --model {base}.")
     source = str(default_model_dir()) if name_or_path in (DEFAULT_MODEL, "", None) else str(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -201,9 +208,33 @@ def load_backbone(
         model = _apply_adapter(model, Path(adapter))
     model.to(dev)
     model.eval()
-    label = DEFAULT_MODEL if name_or_path in (DEFAULT_MODEL, "", None) else str(name_or_path)
     return Backbone(model=model, tokenizer=tokenizer, name=label,
                     adapter=str(adapter) if adapter else None, device=dev)
+
+
+def resolve_adapter(adapter: str | os.PathLike) -> Path:
+    """An adapter folder, or a training run folder holding one in ``adapter/``."""
+    path = Path(adapter)
+    if not (path / "adapter_config.json").exists() and (path / "adapter" / "adapter_config.json").exists():
+        return path / "adapter"
+    return path
+
+
+def adapter_base_model(adapter: Path) -> str | None:
+    """The backbone a GRACE run trained this adapter on (from its grace_config.json)."""
+    cfg = adapter / "grace_config.json"
+    if not cfg.exists():
+        return None
+    import json
+
+    return json.loads(cfg.read_text(encoding="utf-8")).get("model")
+
+
+def _same_model(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a), Path(b)
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def _apply_adapter(model: torch.nn.Module, adapter: Path) -> torch.nn.Module:

@@ -185,6 +185,7 @@ def _short_warning(message, category, filename, lineno, file=None, line=None) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _short_warning
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -171,11 +171,12 @@ class GraceEncoder:
 
     def generate(self, prompts: Sequence[PromptIds], settings: GenerationSettings,
                  on_batch: Callable[[int], None] | None = None,
-                 on_token: Callable[[int, list[int]], None] | None = None) -> list[list[int]]:
+                 on_token: Callable[[int, list[int]], None] | None = None,
+                 finished: list[bool] | None = None) -> list[list[int]]:
         """Rationale token ids for each prompt (cut at EOS or the template's stop string)."""
         return generate_rationales(self.model, self.tokenizer, prompts, settings,
                                    stop_strings=self.prompts.stop_strings(), on_batch=on_batch,
-                                   on_token=on_token)
+                                   on_token=on_token, finished=finished)
 
     def embed(self, prompts: Sequence[PromptIds], rationales: Sequence[Sequence[int]], *,
               pooling: str = "mean", layer: int = -1, keep_states: bool = False,

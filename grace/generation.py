@@ -106,26 +106,31 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 
 def cut_rationale(tokens: Sequence[int], tokenizer, stop_ids: set[int],
-                  stop_strings: Sequence[str]) -> list[int]:
-    """Rationale ids up to (not including) the first EOS/pad or the start of a stop string."""
+                  stop_strings: Sequence[str]) -> tuple[list[int], bool]:
+    """Rationale ids up to (not including) the first EOS/pad or the start of a stop string,
+    and whether the rationale finished (False: it hit the length limit)."""
     out: list[int] = []
     for t in tokens:
         if t in stop_ids:
-            break
+            return _cut_at_stop_string(out, tokenizer, stop_strings)[0], True
         out.append(t)
+    return _cut_at_stop_string(out, tokenizer, stop_strings)
+
+
+def _cut_at_stop_string(out: list[int], tokenizer, stop_strings: Sequence[str]) -> tuple[list[int], bool]:
     if not stop_strings or not out:
-        return out
+        return out, False
     text = tokenizer.decode(out, skip_special_tokens=False)
     hits = [text.find(s) for s in stop_strings if s and text.find(s) >= 0]
     if not hits:
-        return out
+        return out, False
     cut_at = min(hits)
     keep = 0
     for j in range(1, len(out) + 1):  # the longest prefix whose text ends before the stop
         if len(tokenizer.decode(out[:j], skip_special_tokens=False)) > cut_at:
             break
         keep = j
-    return out[:keep]
+    return out[:keep], True
 
 
 def generate_rationales(
@@ -137,13 +142,16 @@ def generate_rationales(
     stop_strings: Sequence[str] = (),
     on_batch: Callable[[int], None] | None = None,
     on_token: Callable[[int, list[int]], None] | None = None,
+    finished: list[bool] | None = None,
 ) -> list[list[int]]:
-    """Rationale token ids for each prompt, in input order."""
+    """Rationale token ids for each prompt, in input order. ``finished``, when given, is
+    filled with whether each rationale ended (EOS or stop string) before the length limit."""
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
     stop_ids = _eos_ids(model, tokenizer) | ({pad_id} if pad_id is not None else set())
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
     result: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
     for b, start in enumerate(range(0, len(order), settings.batch_size)):
         idx = order[start:start + settings.batch_size]
         width = max(len(prompts[i].ids) for i in idx)
@@ -177,8 +185,12 @@ def generate_rationales(
             out = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), **kwargs)
         new = out[:, width:].tolist()
         for j, i in enumerate(idx):
-            result[i] = new[j] if settings.fixed_length else cut_rationale(new[j], tokenizer, stop_ids,
-                                                                            stop_strings)
+            if settings.fixed_length:
+                result[i] = new[j]
+            else:
+                result[i], done[i] = cut_rationale(new[j], tokenizer, stop_ids, stop_strings)
         if on_batch is not None:
             on_batch(len(idx))
+    if finished is not None:
+        finished[:] = done
     return result

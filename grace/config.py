@@ -1,0 +1,123 @@
+"""GraceConfig: every hyper-parameter of a training run, one source for defaults, docs and CLI.
+
+Each field's ``metadata["help"]`` is its documentation and its ``--flag`` help; the config is
+saved as ``grace_config.json`` next to the run's checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .pooling import POOLINGS
+from .prompts import DEFAULT_TEMPLATE
+
+METHODS = ("grace", "cl", "simcse")
+MODES = ("supervised", "unsupervised")
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class GraceConfig:
+    # -- what to train -----------------------------------------------------------------------
+    method: str = _f("grace", "grace (rationale policy, contrastive reward), cl (InfoNCE on the direct "
+                     "forward embedding, eq. 1-2) or simcse (unsupervised, dropout positives)", choices=METHODS)
+    mode: str = _f("supervised", "supervised (query/positive/negatives) or unsupervised (raw passages)",
+                   choices=MODES)
+    data: str = _f("", "training data: JSONL triplets (supervised) or one passage per line / JSONL 'text'")
+    output: str = _f("runs/grace", "run folder: adapter, checkpoints, metrics.jsonl, samples.jsonl")
+    model: str = _f("default", "backbone: 'default' (Gemma 3 270M), an HF id or a local folder")
+    prompt: str = _f(DEFAULT_TEMPLATE, "prompt template name or file")
+    # -- optimisation ------------------------------------------------------------------------
+    steps: int = _f(20, "optimizer steps")
+    batch_size: int = _f(2, "examples per step (B)")
+    lr: float = _f(1e-4, "learning rate of the LoRA weights (the paper's 1e-6 is for full fine-tuning)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    max_grad_norm: float = _f(1.0, "gradient clipping")
+    seed: int = _f(0, "random seed (data order, sampling)")
+    # -- GRACE rollouts and rewards (eq. 12-18) ---------------------------------------------
+    rollouts: int = _f(4, "K sampled rationales per positive (the group of the advantage)")
+    lambda_consistency: float = _f(0.2, "lambda1: weight of the consistency reward (eq. 14)")
+    lambda_hard: float = _f(0.2, "lambda2: weight of the in-batch hard-negative reward (eq. 15)")
+    reward_temperature: float = _f(0.1, "tau: the total reward is divided by it (eq. 17)")
+    length_penalty: float = _f(-1.0, "reward of a rollout that hit the length limit without ending")
+    penalize_truncated: bool = _f(True, "give truncated rollouts the length penalty (the reference code does)")
+    max_new_tokens: int = _f(48, "rationale length limit during training")
+    sampling_temperature: float = _f(1.0, "temperature of the sampled rollouts")
+    top_p: float = _f(1.0, "nucleus mass of the sampled rollouts")
+    kl_beta: float = _f(0.0, "KL coefficient against the base model (the paper uses 0)")
+    # -- embedding ---------------------------------------------------------------------------
+    pooling: str = _f("mean", "pooling of the embedding used by the reward", choices=POOLINGS)
+    layer: int = _f(-1, "hidden layer pooled (-1 last)")
+    cl_temperature: float = _f(0.05, "InfoNCE temperature of the cl and simcse baselines")
+    # -- LoRA --------------------------------------------------------------------------------
+    lora_rank: int = _f(8, "LoRA rank r")
+    lora_alpha: int = _f(16, "LoRA alpha")
+    lora_dropout: float = _f(0.05, "LoRA dropout (simcse uses at least 0.1: its positives come from dropout)")
+    lora_targets: list = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA")
+    # -- bookkeeping -------------------------------------------------------------------------
+    sample_every: int = _f(5, "write the probe texts' rationales to samples.jsonl every N steps")
+    save_every: int = _f(10, "checkpoint every N steps (and at the end)")
+    max_minutes: float = _f(0.0, "stop cleanly and save after this many minutes (0 = no limit)")
+    probe_texts: list = _f([], "texts whose rationales are logged over training (default: the first 3 "
+                           "positives or passages)")
+    skip_bad: bool = _f(False, "drop bad data records instead of refusing the file")
+    device: str = _f("auto", "auto, cpu or cuda")
+
+    def validate(self) -> None:
+        """Refuse settings the method cannot run with, before anything is loaded."""
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown method {self.method!r}: use one of {', '.join(METHODS)}.")
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown mode {self.mode!r}: use supervised or unsupervised.")
+        if self.method == "cl" and self.mode != "supervised":
+            raise ValueError("--method cl needs --mode supervised (it trains on query/positive pairs).")
+        if self.method == "simcse" and self.mode != "unsupervised":
+            raise ValueError("--method simcse needs --mode unsupervised (it trains on raw passages).")
+        if self.steps < 1:
+            raise ValueError("--steps must be at least 1.")
+        if self.batch_size < 1:
+            raise ValueError("--batch-size must be at least 1.")
+        if self.method == "grace":
+            if self.rollouts < 2:
+                raise ValueError("--rollouts must be at least 2: the advantage compares rollouts within a group.")
+            if self.batch_size < 2 and self.lambda_hard > 0:
+                raise ValueError("--batch-size 1 has no in-batch negatives: use B >= 2 or --lambda-hard 0.")
+            if self.reward_temperature <= 0:
+                raise ValueError("--reward-temperature must be above 0.")
+            if self.max_new_tokens < 1:
+                raise ValueError("--max-new-tokens must be at least 1.")
+        elif self.batch_size < 2:
+            raise ValueError(f"--method {self.method} needs --batch-size >= 2 (in-batch negatives).")
+        if self.lr <= 0:
+            raise ValueError("--lr must be above 0.")
+        if self.lora_rank < 1:
+            raise ValueError("--lora-rank must be at least 1.")
+        if not self.data:
+            raise ValueError("--data is required.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> "GraceConfig":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    # fields that may change when a run is resumed
+    RESUMABLE = ("steps", "max_minutes", "save_every", "sample_every", "device", "output", "skip_bad")
+
+    def same_run_as(self, other: "GraceConfig") -> bool:
+        a = {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE}
+        b = {k: v for k, v in other.to_dict().items() if k not in self.RESUMABLE}
+        return a == b

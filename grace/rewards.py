@@ -1,0 +1,92 @@
+"""GRACE rewards (eq. 13-17) and the group advantage (eq. 18) as pure tensor functions.
+
+Shapes: B examples, K rollouts each, M negatives, d dimensions; embeddings are L2-normalised
+so a dot product is a cosine. Every function returns one value per rollout, [B, K].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def contrastive_reward(q: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None) -> torch.Tensor:
+    """eq. 13: R_CL = sim(h_q, h_d+^k) - mean_m sim(h_q, h_d-_m).  q [B,d], pos [B,K,d], neg [B,M,d]."""
+    r = torch.einsum("bd,bkd->bk", q, pos)
+    if neg is not None and neg.shape[1] > 0:
+        r = r - torch.einsum("bd,bmd->bm", q, neg).mean(dim=1, keepdim=True)
+    return r
+
+
+def self_reward(anchor: torch.Tensor, rollouts: torch.Tensor) -> torch.Tensor:
+    """eq. 20: R_self = sim(h_anchor, h_x^k) for the unsupervised mode.  anchor [B,d], rollouts [B,K,d]."""
+    return torch.einsum("bd,bkd->bk", anchor, rollouts)
+
+
+def consistency_reward(rollouts: torch.Tensor) -> torch.Tensor:
+    """eq. 14: R_consist = mean_{j != k} sim(h^k, h^j), agreement among one example's K rollouts."""
+    k = rollouts.shape[1]
+    if k < 2:
+        raise ValueError("Consistency needs at least 2 rollouts.")
+    sims = torch.einsum("bkd,bjd->bkj", rollouts, rollouts)
+    return (sims.sum(dim=2) - sims.diagonal(dim1=1, dim2=2)) / (k - 1)
+
+
+def hard_negative_reward(anchors: torch.Tensor, rollouts: torch.Tensor) -> torch.Tensor:
+    """eq. 15, in-batch hard negative, read per rollout.
+
+    For rollout k of example i: R_hard = - mean_{j != i} sim(h_q_j, h_d+_i^k), how close this
+    rollout comes to the *other* examples' queries (anchors) in the batch. The equation's literal
+    form, - mean_{j != i} max_l sim(h_q_i, h_d+_j^l), takes the same value for all K rollouts
+    of example i and so cancels in the group advantage (eq. 18); this reading keeps the same
+    in-batch negatives but lets the term rank the rollouts. anchors [B,d], rollouts [B,K,d].
+    """
+    b = anchors.shape[0]
+    if b < 2:
+        raise ValueError("The in-batch hard negative needs at least 2 examples per batch.")
+    sims = torch.einsum("jd,ikd->ikj", anchors, rollouts)  # [B(i), K, B(j)]
+    others = ~torch.eye(b, dtype=torch.bool, device=anchors.device)  # j != i
+    return -(sims * others.unsqueeze(1)).sum(dim=2) / (b - 1)
+
+
+def hard_negative_literal(anchors: torch.Tensor, rollouts: torch.Tensor) -> torch.Tensor:
+    """eq. 15 as printed: - mean_{j != i} max_l sim(h_q_i, h_d+_j^l), broadcast over k (for logging)."""
+    b, k = rollouts.shape[:2]
+    sims = torch.einsum("id,jld->ijl", anchors, rollouts).max(dim=2).values  # [B(i), B(j)]
+    others = ~torch.eye(b, dtype=torch.bool, device=anchors.device)
+    value = -(sims * others).sum(dim=1) / (b - 1)
+    return value.unsqueeze(1).expand(b, k)
+
+
+@dataclass
+class RewardBreakdown:
+    """Each component per rollout [B, K]; ``total`` is what the advantage uses."""
+
+    main: torch.Tensor  # contrastive (supervised) or self (unsupervised)
+    consistency: torch.Tensor
+    hard_negative: torch.Tensor
+    length_penalty: torch.Tensor
+    total: torch.Tensor
+
+
+def total_reward(main: torch.Tensor, consistency: torch.Tensor, hard: torch.Tensor, *,
+                 lambda_consistency: float, lambda_hard: float, temperature: float,
+                 truncated: torch.Tensor | None = None, length_penalty: float = -1.0) -> RewardBreakdown:
+    """eq. 16-17: R = (R_CL + l1 R_consist + l2 R_hard) / tau; a rollout that hit the length
+    limit without ending gets ``length_penalty`` instead (as the reference code does)."""
+    if temperature <= 0:
+        raise ValueError("The reward temperature must be above 0.")
+    total = (main + lambda_consistency * consistency + lambda_hard * hard) / temperature
+    penalty = torch.zeros_like(total)
+    if truncated is not None:
+        truncated = truncated.to(torch.bool)
+        penalty = torch.where(truncated, torch.full_like(total, length_penalty), penalty)
+        total = torch.where(truncated, penalty, total)
+    return RewardBreakdown(main=main, consistency=consistency, hard_negative=hard,
+                           length_penalty=penalty, total=total)
+
+
+def group_advantage(rewards: torch.Tensor) -> torch.Tensor:
+    """eq. 18: A_k = R_k - mean_l R_l over each example's K rollouts (no division by the std)."""
+    return rewards - rewards.mean(dim=1, keepdim=True)

@@ -1,0 +1,54 @@
+"""Rewards against values computed by hand on 2-d unit vectors (B=2 examples, K=2 rollouts)."""
+
+import pytest
+import torch
+
+from grace.rewards import (consistency_reward, contrastive_reward, group_advantage, hard_negative_literal,
+                           hard_negative_reward, self_reward, total_reward)
+
+Q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+POS = torch.tensor([[[1.0, 0.0], [0.6, 0.8]], [[0.0, 1.0], [1.0, 0.0]]])
+NEG = torch.tensor([[[0.0, 1.0]], [[1.0, 0.0]]])
+
+
+def test_contrastive_eq13():
+    assert torch.allclose(contrastive_reward(Q, POS, NEG), torch.tensor([[1.0, 0.6], [1.0, 0.0]]))
+    two_negs = torch.stack([NEG[:, 0], torch.tensor([[0.6, 0.8], [0.6, 0.8]])], dim=1)  # means .3 and .4
+    assert torch.allclose(contrastive_reward(Q, POS, two_negs), torch.tensor([[0.7, 0.3], [0.6, -0.4]]))
+
+
+def test_consistency_eq14():
+    assert torch.allclose(consistency_reward(POS), torch.tensor([[0.6, 0.6], [0.0, 0.0]]))
+    three = torch.tensor([[[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]])  # pairs: .6, 0, .8
+    assert torch.allclose(consistency_reward(three), torch.tensor([[0.3, 0.7, 0.4]]))
+    with pytest.raises(ValueError):
+        consistency_reward(POS[:, :1])
+
+
+def test_hard_negative_eq15():
+    # per rollout: - mean_{j != i} sim(q_j, d+_i^k)
+    assert torch.allclose(hard_negative_reward(Q, POS), torch.tensor([[0.0, -0.8], [0.0, -1.0]]))
+    # as printed: - mean_{j != i} max_l sim(q_i, d+_j^l), the same for every k
+    assert torch.allclose(hard_negative_literal(Q, POS), torch.tensor([[-1.0, -1.0], [-0.8, -0.8]]))
+    with pytest.raises(ValueError):
+        hard_negative_reward(Q[:1], POS[:1])
+
+
+def test_self_reward_eq20():
+    assert torch.allclose(self_reward(Q, POS), torch.tensor([[1.0, 0.6], [1.0, 0.0]]))
+
+
+def test_total_temperature_length_penalty_and_advantage():
+    r = total_reward(contrastive_reward(Q, POS, NEG), consistency_reward(POS), hard_negative_reward(Q, POS),
+                     lambda_consistency=0.5, lambda_hard=0.5, temperature=0.5)
+    assert torch.allclose(r.total, torch.tensor([[2.6, 1.0], [2.0, -1.0]]))
+    assert torch.equal(r.length_penalty, torch.zeros(2, 2))
+    truncated = torch.tensor([[False, True], [False, False]])
+    r = total_reward(r.main, r.consistency, r.hard_negative, lambda_consistency=0.5, lambda_hard=0.5,
+                     temperature=0.5, truncated=truncated, length_penalty=-1.0)
+    assert torch.allclose(r.total, torch.tensor([[2.6, -1.0], [2.0, -1.0]]))
+    assert torch.allclose(r.length_penalty, torch.tensor([[0.0, -1.0], [0.0, 0.0]]))
+    # eq. 18: reward minus the group mean, no std division
+    assert torch.allclose(group_advantage(r.total), torch.tensor([[1.8, -1.8], [1.5, -1.5]]))
+    with pytest.raises(ValueError):
+        total_reward(r.main, r.consistency, r.hard_negative, lambda_consistency=0, lambda_hard=0, temperature=0)
