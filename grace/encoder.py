@@ -9,7 +9,7 @@ encoder, the trainer's rewards and the evaluation adapter all call it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from .backbone import DEFAULT_MODEL, Backbone, load_backbone
 from .generation import GenerationSettings, generate_rationales
 from .pooling import INSTRUCTION, PAD, RATIONALE, TEXT, check_pooling, pool, pool_mask
 from .prompts import PromptBuilder, PromptIds
+
+if TYPE_CHECKING:
+    from .cache import RationaleCache
 
 SEGMENT_NAMES = {INSTRUCTION: "instruction", TEXT: "text", RATIONALE: "rationale"}
 
@@ -195,6 +198,37 @@ class GraceEncoder:
         return EmbedBatch(embeddings=torch.stack(embs), pooled=torch.stack(pooled),
                           details=details if keep_states else None)
 
+    def cache_key(self, settings: GenerationSettings) -> str:
+        """Fingerprint of what decides a rationale besides the text: model, adapter, prompt, settings."""
+        from .cache import file_fingerprint, settings_key
+
+        s = {k: v for k, v in vars(settings).items() if k != "batch_size"}
+        return settings_key(model=self.name, adapter=file_fingerprint(self.backbone.adapter),
+                            template=self.prompts.template.to_dict(), chat=self.prompts.use_chat,
+                            max_text_tokens=self.max_text_tokens, **s)
+
+    def rationales(self, texts: Sequence[str], prompts: Sequence[PromptIds], settings: GenerationSettings, *,
+                   cache=None, on_batch: Callable[[int], None] | None = None,
+                   on_token: Callable[[int, list[int]], None] | None = None) -> list[list[int]]:
+        """Rationale ids for each text, generated or (with a cache) re-used; each generated batch
+        is stored as soon as it is done, so an interrupted run resumes where it stopped."""
+        if cache is None:
+            return self.generate(prompts, settings, on_batch=on_batch, on_token=on_token)
+        key = self.cache_key(settings)
+        got = cache.get_many(key, texts)
+        if on_batch is not None and got:
+            on_batch(len(got))
+        missing = sorted((i for i in range(len(texts)) if i not in got), key=lambda i: len(prompts[i].ids))
+        for start in range(0, len(missing), settings.batch_size):
+            chunk = missing[start:start + settings.batch_size]
+            done: list[bool] = []
+            ids = self.generate([prompts[i] for i in chunk], settings, finished=done)
+            cache.put_many(key, [texts[i] for i in chunk], ids, done)
+            got.update(zip(chunk, ids))
+            if on_batch is not None:
+                on_batch(len(chunk))
+        return [got[i] for i in range(len(texts))]
+
     # -- the public entry point ------------------------------------------------------------
     def encode(
         self,
@@ -215,12 +249,14 @@ class GraceEncoder:
         show_progress_bar: bool = False,
         return_details: bool = False,
         on_token: Callable[[int, list[int]], None] | None = None,
+        cache: "RationaleCache | None" = None,
     ) -> np.ndarray | list[EncodeResult]:
         """L2-normalised float32 embeddings [N, d] (or one ``EncodeResult`` per text).
 
         ``rationale=False`` is the direct-forward baseline (no generation). ``rationales``
         gives the rationale text of each input instead of generating one (what-if editing):
-        it is tokenised once and pooled through the same path.
+        it is tokenised once and pooled through the same path. ``cache`` (a ``RationaleCache``)
+        re-uses rationales generated before with the same model, adapter and settings.
         """
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
@@ -241,7 +277,8 @@ class GraceEncoder:
                                               repetition_penalty=repetition_penalty,
                                               no_repeat_ngram_size=no_repeat_ngram_size,
                                               seed=seed, batch_size=batch_size)
-                rat_ids = self.generate(prompts, settings, on_batch=bar.update, on_token=on_token)
+                rat_ids = self.rationales(texts, prompts, settings, cache=cache, on_batch=bar.update,
+                                          on_token=on_token)
             else:
                 rat_ids = [[] for _ in texts]
                 bar.update(len(texts))

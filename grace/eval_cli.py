@@ -1,0 +1,77 @@
+"""``python -m grace eval`` and ``python -m grace compare``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from .cli import CliError, add_model_options, check_model_options
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import EvalSettings, evaluate, resolve_tasks
+    from .models import load_encoder
+    from .textio import atomic_output
+
+    check_model_options(args)
+    settings = EvalSettings(model=args.model, adapter=args.adapter, rationale=not args.no_rationale,
+                            prompt=args.prompt, max_new_tokens=args.max_new_tokens, pooling=args.pooling,
+                            layer=args.layer, do_sample=args.sample, seed=args.seed, batch_size=args.batch_size)
+    tasks = resolve_tasks(args.suite, quick=args.quick)  # unknown names fail before any model loads
+    from .evaluation import check_datasets
+
+    check_datasets(tasks)
+    encoder = load_encoder(args.model, adapter=args.adapter, prompt=args.prompt, device=args.device,
+                           dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    print(f"evaluating {settings.label()} on {len(tasks)} task(s)", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn's per-class notes on tiny splits
+        result = evaluate(settings, tasks, encoder=encoder,
+                          on_task=lambda n, s, t: print(f"  {n}: {100 * s:.1f} ({t:.0f} s)", file=sys.stderr))
+    if args.label:
+        result["label"] = args.label
+    result["suite"] = args.suite + (" (quick)" if args.quick else "")
+    with atomic_output(args.output) as f:
+        json.dump(result, f, indent=1)
+    print(f"average {100 * result['average']:.1f} over {len(result['tasks'])} task(s) in "
+          f"{result['wall_seconds'] / 60:.1f} min; wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .evaluation import compare_table, load_results
+    from .textio import atomic_output
+
+    if not args.results:
+        raise CliError("Name at least one results file (written by 'python -m grace eval').")
+    table = compare_table(load_results(args.results))
+    if args.output:
+        with atomic_output(args.output) as f:
+            f.write(table)
+    print(table)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a configuration on MTEB tasks or the offline WordNet suite",
+                       description="Evaluate the current settings (model, adapter, rationale on/off, pooling, ...) "
+                                   "and write per-task main scores, category averages and wall time as JSON. "
+                                   "Rationales are cached on disk, so re-runs and shared texts are not generated "
+                                   "again; an interrupted run resumes.")
+    p.add_argument("--suite", default="offline",
+                   help="offline (WordNet tasks; needs Debian's wordnet-base), mteb-subset (the paper's 16 "
+                        "ablation tasks; needs the Hub), or TASK[,TASK...] (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="small task sizes (tests, a first look)")
+    p.add_argument("--output", required=True, help="results .json")
+    p.add_argument("--label", default=None, help="row name in the comparison table (default: from the settings)")
+    p.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
+    add_model_options(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="render results files as a table in the shape of the paper's Table 1",
+                       description="Rows are configurations, columns MTEB categories and the average.")
+    p.add_argument("results", nargs="*", help="results .json files from 'python -m grace eval'")
+    p.add_argument("--output", default=None, help="write the Markdown table here too")
+    p.set_defaults(func=cmd_compare)

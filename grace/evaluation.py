@@ -1,0 +1,238 @@
+"""Evaluation: any GRACE configuration (or the MiniLM baseline) as an MTEB model, the offline
+WordNet suite or real MTEB tasks, and the paper's comparison table (Table 1's shape).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .backbone import cache_dir
+
+# the paper's 16-task ablation subset (DESIGN.md)
+MTEB_SUBSET = ["SciFact", "ArguAna", "NFCorpus", "StackOverflowDupQuestions", "SciDocsRR",
+               "BiorxivClusteringS2S", "MedrxivClusteringS2S", "TwentyNewsgroupsClustering",
+               "SprintDuplicateQuestions", "Banking77Classification", "EmotionClassification",
+               "MassiveIntentClassification", "STS17", "SICK-R", "STSBenchmark", "SummEval"]
+CATEGORY = {"Retrieval": "Retrieval", "Reranking": "Reranking", "Clustering": "Clustering",
+            "PairClassification": "PairClassification", "Classification": "Classification", "STS": "STS",
+            "Summarization": "Summarization"}
+CATEGORY_ORDER = list(CATEGORY.values())
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run; the message says why in one sentence."""
+
+
+@dataclass
+class EvalSettings:
+    """What decides an embedding during evaluation; saved with the results."""
+
+    model: str = "default"
+    adapter: str | None = None
+    rationale: bool = True
+    prompt: str | None = None
+    max_new_tokens: int = 64
+    pooling: str = "mean"
+    layer: int = -1
+    do_sample: bool = False
+    seed: int | None = None
+    batch_size: int = 16
+    extra: dict = field(default_factory=dict)
+
+    def label(self) -> str:
+        if self.model == "minilm":
+            return "MiniLM (all-MiniLM-L6-v2)"
+        name = "Base" if self.model == "default" else self.model
+        if self.adapter:
+            name += f" + {Path(self.adapter).resolve().parent.name if Path(self.adapter).name == 'adapter' else Path(self.adapter).name}"
+        return name + (" w/ reasoning" if self.rationale else " (direct forward)")
+
+    def encode_kwargs(self) -> dict:
+        return dict(rationale=self.rationale, max_new_tokens=self.max_new_tokens, pooling=self.pooling,
+                    layer=self.layer, do_sample=self.do_sample, seed=self.seed, batch_size=self.batch_size)
+
+
+class MtebModel:
+    """Wraps an encoder for ``mteb.evaluate``: texts in, L2-normalised embeddings out.
+
+    Rationales go through a ``RationaleCache`` so the same text in another task, or a re-run,
+    is not generated again.
+    """
+
+    def __init__(self, encoder, settings: EvalSettings, cache=None):
+        from mteb.models.model_meta import ModelMeta
+
+        self.encoder = encoder
+        self.settings = settings
+        self.cache = cache
+        self.texts_seen = 0
+        n_params = sum(p.numel() for p in encoder.model.parameters()) if hasattr(encoder.model, "parameters") else None
+        self.mteb_model_meta = ModelMeta(
+            loader=None, name=f"grace-studio/{_slug(settings.label())}", revision=_revision(settings),
+            release_date=None, languages=["eng-Latn"], n_parameters=n_params, memory_usage_mb=None,
+            max_tokens=None, embed_dim=encoder.embedding_dim, license=None, open_weights=True,
+            public_training_code=None, public_training_data=None, similarity_fn_name="cosine",
+            framework=["PyTorch"], reference=None, use_instructions=False, training_datasets=None)
+
+    def encode(self, inputs, *, task_metadata=None, hf_split=None, hf_subset=None, prompt_type=None, **kwargs):
+        texts = [t for batch in inputs for t in batch["text"]]
+        texts = [t if isinstance(t, str) and t.strip() else "(empty)" for t in texts]
+        self.texts_seen += len(texts)
+        return self.encoder.encode(texts, cache=self.cache, **self.settings.encode_kwargs())
+
+    def similarity(self, a, b):
+        a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+        return _normalise(a) @ _normalise(b).T
+
+    def similarity_pairwise(self, a, b):
+        a, b = _normalise(np.asarray(a, dtype=np.float32)), _normalise(np.asarray(b, dtype=np.float32))
+        return (a * b).sum(axis=1)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in s).strip("-").lower()
+
+
+def _revision(settings: EvalSettings) -> str:
+    from .cache import file_fingerprint, settings_key
+
+    return settings_key(**{**vars(settings), "adapter": file_fingerprint(settings.adapter)})[:12]
+
+
+# -- choosing tasks ---------------------------------------------------------------------------------
+def offline_task_names() -> list[str]:
+    return ["WordNetRetrieval", "WordNetClustering", "WordNetClassification", "WordNetPairClassification"]
+
+
+def resolve_tasks(suite: str, quick: bool = False, wordnet_dir: str | None = None) -> list:
+    """``offline`` (WordNet), ``mteb-subset`` (the paper's 16 tasks) or TASK[,TASK...]."""
+    from .offline_tasks import make_tasks
+
+    size = "quick" if quick else "full"
+    if suite == "offline":
+        return make_tasks(size, wordnet_dir)
+    names = MTEB_SUBSET if suite == "mteb-subset" else [n.strip() for n in suite.split(",") if n.strip()]
+    offline = {t.metadata.name.removesuffix("Quick"): t for t in make_tasks(size, wordnet_dir)} \
+        if any(n in offline_task_names() for n in names) else {}
+    import mteb
+
+    tasks, unknown = [], []
+    for n in names:
+        if n in offline:
+            tasks.append(offline[n])
+            continue
+        try:
+            tasks.append(mteb.get_task(n))
+        except (KeyError, ValueError):
+            unknown.append(n)
+    if unknown:
+        raise EvalError(f"Unknown task(s) {', '.join(unknown)}: use offline, mteb-subset, "
+                        f"{', '.join(offline_task_names())} or MTEB task names such as {', '.join(MTEB_SUBSET[:4])}.")
+    return tasks
+
+
+def check_datasets(tasks: list) -> None:
+    """Load each task's data before any model runs; offline, name what could not be fetched."""
+    failed = []
+    for t in tasks:
+        if getattr(t, "data_loaded", False):
+            continue
+        try:
+            t.load_data()
+        except Exception:  # hub errors come in many types
+            failed.append(f"{t.metadata.name} ({t.metadata.dataset.get('path', '?')})")
+    if failed:
+        raise EvalError(f"Could not fetch the datasets of {len(failed)} task(s): {', '.join(failed)}; "
+                        "they come from the Hugging Face Hub (offline, use --suite offline).")
+
+
+# -- running and comparing --------------------------------------------------------------------------
+def main_score(task_result) -> float:
+    return float(task_result.get_score())
+
+
+def evaluate(settings: EvalSettings, tasks: list, *, encoder=None, cache=None,
+             on_task: Callable[[str, float, float], None] | None = None) -> dict:
+    """Run the tasks; per-task main scores and seconds, category averages, the overall average."""
+    import mteb
+
+    from .cache import RationaleCache
+    from .models import load_encoder
+
+    check_datasets(tasks)
+    started = time.perf_counter()
+    if encoder is None:
+        encoder = load_encoder(settings.model, adapter=settings.adapter, prompt=settings.prompt)
+    if cache is None and settings.rationale and settings.model != "minilm":
+        cache = RationaleCache()
+    model = MtebModel(encoder, settings, cache)
+    per_task = {}
+    for task in tasks:
+        t0 = time.perf_counter()
+        res = mteb.evaluate(model, task, cache=None, overwrite_strategy="always", show_progress_bar=False,
+                            encode_kwargs={"batch_size": 10_000})
+        tr = res.task_results[0]
+        seconds = time.perf_counter() - t0
+        name = task.metadata.name
+        per_task[name] = {"score": main_score(tr), "main_score": task.metadata.main_score,
+                          "category": CATEGORY.get(task.metadata.type, task.metadata.type), "seconds": seconds}
+        if on_task:
+            on_task(name, per_task[name]["score"], seconds)
+    cats: dict[str, list[float]] = {}
+    for r in per_task.values():
+        cats.setdefault(r["category"], []).append(r["score"])
+    return {"label": settings.label(), "settings": {k: v for k, v in vars(settings).items() if k != "extra"},
+            "tasks": per_task, "categories": {c: float(np.mean(v)) for c, v in cats.items()},
+            "average": float(np.mean([r["score"] for r in per_task.values()])),
+            "wall_seconds": time.perf_counter() - started, "texts_encoded": model.texts_seen}
+
+
+def compare_table(results: list[dict]) -> str:
+    """Markdown in the shape of the paper's Table 1: rows = configurations, columns = categories + Avg."""
+    if not results:
+        raise EvalError("No result files to compare.")
+    cats = [c for c in CATEGORY_ORDER if any(c in r["categories"] for r in results)]
+    head = "| configuration | " + " | ".join(cats) + " | Avg. | tasks | wall time |"
+    lines = [head, "|" + "---|" * (len(cats) + 4)]
+    for r in results:
+        cells = [f"{100 * r['categories'][c]:.1f}" if c in r["categories"] else "–" for c in cats]
+        lines.append(f"| {r['label']} | " + " | ".join(cells) +
+                     f" | {100 * r['average']:.1f} | {len(r['tasks'])} | {r['wall_seconds'] / 60:.1f} min |")
+    tasks = sorted({t for r in results for t in r["tasks"]})
+    lines += ["", "Main score per task (x100):", "", "| configuration | " + " | ".join(tasks) + " |",
+              "|" + "---|" * (len(tasks) + 1)]
+    for r in results:
+        lines.append(f"| {r['label']} | " + " | ".join(
+            f"{100 * r['tasks'][t]['score']:.1f}" if t in r["tasks"] else "–" for t in tasks) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def load_results(paths: list[str]) -> list[dict]:
+    out = []
+    for p in paths:
+        try:
+            data = json.loads(Path(p).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise EvalError(f"{p}: not a results file ({exc.__class__.__name__}).") from None
+        if not isinstance(data, dict) or "tasks" not in data or "categories" not in data:
+            raise EvalError(f"{p}: not a results file written by 'python -m grace eval'.")
+        out.append(data)
+    return out
+
+
+def default_results_dir() -> Path:
+    return Path("results")
+
+
+__all__ = ["EvalError", "EvalSettings", "MtebModel", "compare_table", "evaluate", "resolve_tasks",
+           "cache_dir"]
