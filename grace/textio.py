@@ -70,3 +70,45 @@ def atomic_output(path: str | Path, mode: str = "w") -> Iterator:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def read_corpus(path: str | Path, max_texts: int = 2000) -> tuple[list[str], list[str] | None]:
+    """Texts (and labels, if any) from .txt, .jsonl (``text``, optional ``label``) or .csv
+    (a ``text`` column, optional ``label``)."""
+    import csv
+    import io
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".csv":
+        content = "\n".join(read_lines(p))
+        reader = csv.DictReader(io.StringIO(content))
+        cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+        if "text" not in cols:
+            raise InputError(f"{p.name}: the CSV has no 'text' column (columns: {', '.join(cols) or 'none'}).")
+        texts, labels = [], []
+        for n, row in enumerate(reader, 2):
+            row = {k.strip().lower(): v for k, v in row.items() if k}
+            t = (row.get("text") or "").strip()
+            if not t:
+                raise InputError(f"{p.name}, line {n}: empty text.")
+            texts.append(t)
+            labels.append(str(row.get("label") or ""))
+        if not texts:
+            raise InputError(f"{p.name}: the file is empty.")
+        has_labels = any(labels)
+    elif suffix in (".jsonl", ".json"):
+        texts = read_texts(p)
+        labels = []
+        for line in read_lines(p):
+            if line.strip():
+                obj = json.loads(line)
+                labels.append(str(obj.get("label", "")))
+        has_labels = any(labels)
+    elif suffix == ".txt":
+        texts, labels, has_labels = read_texts(p), [], False
+    else:
+        raise InputError(f"{p.name}: use a .txt, .jsonl or .csv file.")
+    if len(texts) > max_texts:
+        raise InputError(f"{p.name}: {len(texts)} texts; the limit is {max_texts}.")
+    return texts, (labels if has_labels else None)

@@ -1,0 +1,62 @@
+"""Plotly figures the app shows: corpus maps, training curves, evaluation bars."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Sequence
+
+import plotly.graph_objects as go
+
+REWARD_KEYS = ["reward/contrastive", "reward/self", "reward/consistency", "reward/hard_negative",
+               "reward/length_penalty", "reward/total"]
+
+
+def _short(s: str, n: int = 90) -> str:
+    s = " ".join(s.split())
+    return escape(s if len(s) <= n else s[:n - 1] + "…")
+
+
+def corpus_map(coords, texts: Sequence[str], labels: Sequence[str] | None = None,
+               rationales: Sequence[str] | None = None, title: str = "") -> go.Figure:
+    """A scatter coloured by label; hover shows the text and the start of its rationale."""
+    labels = list(labels) if labels is not None else ["(no label)"] * len(texts)
+    rationales = list(rationales) if rationales is not None else [""] * len(texts)
+    fig = go.Figure()
+    for lab in sorted(set(labels), key=str):
+        idx = [i for i, l in enumerate(labels) if l == lab]
+        hover = [f"{_short(texts[i])}" + (f"<br><i>rationale:</i> {_short(rationales[i], 70)}" if rationales[i] else "")
+                 for i in idx]
+        fig.add_trace(go.Scatter(x=[float(coords[i][0]) for i in idx], y=[float(coords[i][1]) for i in idx],
+                                 mode="markers", name=escape(str(lab)), text=hover, hoverinfo="text",
+                                 marker={"size": 9, "opacity": 0.8}))
+    fig.update_layout(title=title, height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      xaxis={"showticklabels": False}, yaxis={"showticklabels": False})
+    return fig
+
+
+def training_curves(metrics: list[dict]) -> go.Figure:
+    """Every reward component and the loss against the step."""
+    fig = go.Figure()
+    steps = [m["step"] for m in metrics]
+    for key in REWARD_KEYS + ["loss"]:
+        if metrics and key in metrics[0]:
+            fig.add_trace(go.Scatter(x=steps, y=[m.get(key) for m in metrics], mode="lines+markers", name=key,
+                                     yaxis="y2" if key == "loss" else "y"))
+    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis={"title": "step"},
+                      yaxis={"title": "reward"}, yaxis2={"title": "loss", "overlaying": "y", "side": "right"},
+                      legend={"orientation": "h"}, title="training curves" if metrics else "no steps yet")
+    return fig
+
+
+def category_bars(results: list[dict]) -> go.Figure:
+    """One bar group per MTEB category, a bar per configuration."""
+    from grace.evaluation import CATEGORY_ORDER
+
+    cats = [c for c in CATEGORY_ORDER if any(c in r["categories"] for r in results)] + ["Avg."]
+    fig = go.Figure()
+    for r in results:
+        vals = [100 * r["categories"].get(c, float("nan")) for c in cats[:-1]] + [100 * r["average"]]
+        fig.add_trace(go.Bar(x=cats, y=vals, name=escape(r["label"])))
+    fig.update_layout(barmode="group", height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      yaxis={"title": "main score x100"})
+    return fig

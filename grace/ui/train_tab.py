@@ -1,0 +1,126 @@
+"""Train: start a small GRACE / CL / SimCSE job in its own process and watch it live."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import gradio as gr
+
+from analysis.plots import training_curves
+from grace.config import GraceConfig
+from grace.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
+from grace.jobs import estimate_seconds
+
+from .common import data_dir, jobs, one_line
+
+METHODS = ["grace / supervised", "grace / unsupervised", "cl / supervised", "simcse / unsupervised"]
+
+
+def _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model) -> GraceConfig:
+    method, mode = [x.strip() for x in method_mode.split("/")]
+    data = str(SAMPLE_TRIPLETS if mode == "supervised" else SAMPLE_PASSAGES)
+    if upload is not None:
+        src = upload if isinstance(upload, str) else upload.name
+        dst = data_dir() / "uploads" / f"{int(time.time())}-{abs(hash(src)) % 10**6}{src[src.rfind('.'):]}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        data = str(dst)
+    return GraceConfig(method=method, mode=mode, data=data, model=model or "default", steps=int(steps),
+                       batch_size=int(batch), rollouts=int(rollouts), lambda_consistency=float(lam1),
+                       lambda_hard=float(lam2), reward_temperature=float(tau), max_new_tokens=int(new_tokens),
+                       lora_rank=int(rank), sample_every=1, save_every=max(1, int(steps) // 4 or 1))
+
+
+def estimate(method_mode, steps, batch, rollouts, new_tokens, model) -> str:
+    try:
+        cfg = _config(method_mode, None, steps, batch, rollouts, 0.2, 0.2, 0.1, new_tokens, 8, model)
+    except Exception:
+        return ""
+    sec = estimate_seconds(cfg)
+    if sec is None:
+        return "No time estimate for this backbone (measured only for the default model)."
+    return f"Estimated time on a 2-core CPU: about **{sec / 60:.1f} min** (from the measured step time)."
+
+
+def start(name, method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model):
+    try:
+        cfg = _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model)
+        jobs().start(cfg, (name or "").strip())
+    except Exception as exc:
+        return f"⚠️ {one_line(exc)}", gr.update()
+    return f"Started **{name}**.", name.strip()
+
+
+def cancel(name):
+    if not name:
+        return "No job selected."
+    try:
+        jobs().cancel(name)
+    except Exception as exc:
+        return f"⚠️ {one_line(exc)}"
+    return f"Cancelling **{name}** after its current step…"
+
+
+def refresh(name):
+    """Status line, curves, probe rationales, the runs table and the adapter choices."""
+    jm = jobs()
+    active = jm.active()
+    if not name and active:
+        name = active["name"]
+    runs = jm.runs()
+    table = [[r["name"], f"{r['method']}/{r['mode']}", r["state"], f"{r['step'] or 0}/{r['steps']}",
+              r["error"] or ""] for r in runs]
+    adapters = gr.update(choices=["(none)"] + jm.adapters())
+    if not name:
+        return "No job yet.", training_curves([]), [], table, adapters, name
+    st = jm.status(name)
+    metrics = jm.metrics(name)
+    line = f"**{name}**: {st.get('state')} — step {st.get('step', 0)} of {st.get('steps')}"
+    if st.get("error"):
+        line += f" — {st['error']}"
+    if metrics:
+        line += f" — last step {metrics[-1]['step_time']:.1f} s"
+    samples = [[s["step"], s["text"][:80], s["rationale"]] for s in jm.samples(name)][-30:]
+    return line, training_curves(metrics), samples, table, adapters, name
+
+
+def build(adapter_dropdown, model_box) -> None:
+    with gr.Tab("Train"):
+        gr.Markdown("Fine-tune a LoRA adapter. GRACE rewards sampled rationales by contrastive similarity; CL and "
+                    "SimCSE are the paper's baselines. The job runs in its own process (one at a time); this page "
+                    "re-attaches to it after a refresh.")
+        with gr.Row():
+            name = gr.Textbox(value="demo", label="Run name", elem_id="train-name")
+            method = gr.Dropdown(METHODS, value=METHODS[0], label="Method / mode")
+            upload = gr.File(label="Data (optional; default: the sample set)", file_types=[".jsonl", ".txt"])
+        with gr.Row():
+            steps = gr.Number(value=20, precision=0, label="Steps", elem_id="train-steps")
+            batch = gr.Number(value=2, precision=0, label="Batch size B")
+            rollouts = gr.Number(value=4, precision=0, label="Rollouts K")
+            new_tokens = gr.Number(value=48, precision=0, label="Max new tokens", elem_id="train-tokens")
+            rank = gr.Number(value=8, precision=0, label="LoRA rank")
+        with gr.Row():
+            lam1 = gr.Number(value=0.2, label="λ1 consistency")
+            lam2 = gr.Number(value=0.2, label="λ2 hard negative")
+            tau = gr.Number(value=0.1, label="reward temperature τ")
+        est = gr.Markdown()
+        with gr.Row():
+            go = gr.Button("Start", variant="primary", elem_id="train-start")
+            stop = gr.Button("Cancel", elem_id="train-cancel")
+        status = gr.Markdown(elem_id="train-status")
+        curves = gr.Plot(label="Rewards and loss", elem_id="train-curves")
+        samples = gr.Dataframe(headers=["step", "probe text", "rationale"], label="How the probe rationales evolve",
+                               interactive=False, wrap=True)
+        runs = gr.Dataframe(headers=["run", "method", "state", "steps", "error"], label="Runs on disk",
+                            interactive=False)
+        current = gr.State("")
+        for c in (method, steps, batch, rollouts, new_tokens, model_box):
+            c.change(estimate, [method, steps, batch, rollouts, new_tokens, model_box], [est])
+        go.click(start, [name, method, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model_box],
+                 [status, current])
+        stop.click(cancel, [current], [status])
+        timer = gr.Timer(2.0)
+        outs = [status, curves, samples, runs, adapter_dropdown, current]
+        timer.tick(refresh, [current], outs)
+        return refresh, current, outs

@@ -1,0 +1,81 @@
+"""The app in headless Chromium (Debian's package) driven by Playwright: Explore, Train, Map."""
+
+import pytest
+
+from browser import browser_page, running_app, shot
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model_dir, tmp_path_factory):
+    with running_app(str(tiny_model_dir), str(tmp_path_factory.mktemp("appdata"))) as url:
+        yield url
+
+
+def _wait_text(page, selector, text, timeout=90_000):
+    page.wait_for_function(
+        "([sel, t]) => { const e = document.querySelector(sel); return e && e.innerText.includes(t); }",
+        arg=[selector, text], timeout=timeout)
+
+
+def test_explore_ranks_shows_rationales_and_tokens(app_url):
+    with browser_page() as page:
+        page.goto(app_url)
+        page.fill("#explore-query textarea", "Where is Machu Picchu?")
+        page.fill("#explore-docs textarea", "Machu Picchu is in Peru.\n<b>bold</b><img src=x onerror=\"window.__pwned=1\">")
+        page.click("#explore-go")
+        _wait_text(page, "#explore-status", "Ranked by GRACE cosine")
+        table = page.inner_text("#explore-table")
+        assert "Machu Picchu is in Peru." in table and "GRACE cosine" in table and "MiniLM" in table
+        assert "[query]" in page.input_value("#explore-rationales textarea")
+        assert page.locator("#explore-dhl .textspan, #explore-dhl span").count() > 3
+        assert "rationale" in page.inner_text("#explore-summary")
+        # user text is shown as text, never run as HTML
+        assert page.evaluate("window.__pwned") is None
+        assert "<b>bold</b>" in table  # the second document, as literal text
+        shot(page, "explore")
+        # what-if: edit the document's rationale and re-score without generating
+        page.click("text=What if the rationale said something else?")
+        page.fill("#whatif-d textarea", "Peru, Andes, Inca citadel")
+        page.click("#whatif-go")
+        _wait_text(page, "#whatif-msg", "after")
+        assert "before" in page.inner_text("#whatif-msg")
+        shot(page, "explore-whatif")
+
+
+def test_explore_bad_input_shows_a_message(app_url):
+    with browser_page() as page:
+        page.goto(app_url)
+        page.fill("#explore-query textarea", "   ")
+        page.click("#explore-go")
+        _wait_text(page, "#explore-status", "Type a query.")
+
+
+def test_train_job_shows_curves(app_url):
+    with browser_page() as page:
+        page.goto(app_url)
+        page.click("button[role=tab]:has-text('Train')")
+        page.fill("#train-name textarea, #train-name input", "browser-run")
+        page.fill("#train-steps input", "2")
+        page.fill("#train-tokens input", "6")
+        page.click("#train-start")
+        _wait_text(page, "#train-status", "finished", timeout=180_000)
+        page.wait_for_selector("#train-curves .js-plotly-plot", timeout=30_000)
+        assert "step 2 of 2" in page.inner_text("#train-status")
+        shot(page, "train")
+
+
+def test_map_upload_shows_a_plot(app_url, tmp_path):
+    corpus = tmp_path / "corpus.csv"
+    rows = ["text,label"] + [f"a sentence about {w} number {i},{w}" for i in range(6) for w in ("cats", "stocks")]
+    corpus.write_text("\n".join(rows) + "\n")
+    with browser_page() as page:
+        page.goto(app_url)
+        page.click("button[role=tab]:has-text('Map')")
+        page.set_input_files("#map-upload input[type=file]", str(corpus))
+        page.wait_for_timeout(1500)
+        page.click("#map-go")
+        _wait_text(page, "#map-note", "12 texts mapped", timeout=180_000)
+        page.wait_for_selector("#map-left .js-plotly-plot", timeout=30_000)
+        shot(page, "map")
