@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
 from grace.backbone import DEFAULT_MODEL
 from grace.jobs import JobManager
+from grace.paths import data_dir
 from grace.pooling import POOLINGS
 from grace.prompts import DEFAULT_TEMPLATE, TEMPLATES
 
 MAX_DOCS = 50
 MAX_CHARS = 20_000  # per text; longer pastes are cut with a visible note
-
-
-def data_dir() -> Path:
-    """``GRACE_DATA_DIR``, else /data on a Hugging Face Space with persistent storage, else ./data."""
-    env = os.environ.get("GRACE_DATA_DIR")
-    if env:
-        p = Path(env)
-    elif Path("/data").is_dir() and os.access("/data", os.W_OK) and os.environ.get("SPACE_ID"):
-        p = Path("/data/grace")
-    else:
-        p = Path("data")
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 def jobs() -> JobManager:

@@ -1,0 +1,354 @@
+"""The rationale-quality annotation store: SQLite (WAL, foreign keys, schema migrations).
+
+Items are (text, rationale, the settings that made it, optional paired text and similarity or
+reward, where it came from). Annotators are names (a lab tool: no passwords). Each annotator
+rates an item once on faithfulness, informativeness and fluency (1-5), with a hallucination flag
+and a comment; a rating can be edited by its author, and every edit keeps the old values in
+``rating_history``. Every write is one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+APP_ID = "grace-studio-annotations"
+SCHEMA_VERSION = 2
+DIMENSIONS = ("faithfulness", "informativeness", "fluency")
+SOURCES = ("explore", "training", "import")
+MAX_NAME = 100
+
+# Each entry upgrades the schema from version i to i + 1; version 1 is the first release.
+MIGRATIONS: list[str] = [
+    # v0 -> v1
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE items (
+        id INTEGER PRIMARY KEY, text TEXT NOT NULL, rationale TEXT NOT NULL, settings TEXT NOT NULL DEFAULT '{}',
+        paired_text TEXT, similarity REAL, source TEXT NOT NULL, created REAL NOT NULL);
+    CREATE TABLE annotators (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+    CREATE TABLE ratings (
+        id INTEGER PRIMARY KEY,
+        item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+        annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+        faithfulness INTEGER NOT NULL CHECK (faithfulness BETWEEN 1 AND 5),
+        informativeness INTEGER NOT NULL CHECK (informativeness BETWEEN 1 AND 5),
+        fluency INTEGER NOT NULL CHECK (fluency BETWEEN 1 AND 5),
+        hallucination INTEGER NOT NULL DEFAULT 0, comment TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL, updated REAL NOT NULL, UNIQUE (item_id, annotator_id));
+    """,
+    # v1 -> v2: de-duplication key, training provenance (run, step), reward, rating history
+    """
+    ALTER TABLE items ADD COLUMN content_hash TEXT;
+    ALTER TABLE items ADD COLUMN run TEXT;
+    ALTER TABLE items ADD COLUMN step INTEGER;
+    ALTER TABLE items ADD COLUMN reward REAL;
+    CREATE TABLE rating_history (
+        id INTEGER PRIMARY KEY, rating_id INTEGER NOT NULL REFERENCES ratings(id) ON DELETE CASCADE,
+        old TEXT NOT NULL, changed REAL NOT NULL);
+    """,
+]
+
+
+class AnnotationError(ValueError):
+    """A refused operation; the message says why in one sentence."""
+
+
+def content_hash(text: str, rationale: str, settings: dict) -> str:
+    blob = json.dumps([text, rationale, settings], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise AnnotationError("Type your annotator name first.")
+    if len(name) > MAX_NAME:
+        raise AnnotationError(f"An annotator name is at most {MAX_NAME} characters ({len(name)} given).")
+    return name
+
+
+def check_scores(scores: dict) -> dict:
+    out = {}
+    for d in DIMENSIONS:
+        v = scores.get(d)
+        if v is None or v == "":
+            raise AnnotationError(f"Rate {d} (1-5) before saving.")
+        try:
+            iv = int(v)
+        except (TypeError, ValueError):
+            raise AnnotationError(f"{d} must be a whole number from 1 to 5, not {v!r}.") from None
+        if iv != float(v) or not 1 <= iv <= 5:
+            raise AnnotationError(f"{d} must be from 1 to 5, not {v!r}.")
+        out[d] = iv
+    return out
+
+
+@dataclass
+class Item:
+    id: int
+    text: str
+    rationale: str
+    settings: dict
+    paired_text: str | None
+    similarity: float | None
+    reward: float | None
+    source: str
+    run: str | None
+    step: int | None
+    content_hash: str
+
+
+class AnnotationStore:
+    """One SQLite file; safe for several threads (a connection each) and processes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AnnotationError(f"Cannot create the annotation folder {self.path.parent}: {exc.strerror}.") from None
+        self._open_and_migrate()
+
+    # -- connection and schema -------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA busy_timeout = 30000")
+            self._local.conn = conn
+        return conn
+
+    def _tx(self):
+        return _Transaction(self._conn())
+
+    def _open_and_migrate(self) -> None:
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as f:
+                if f.read(16) != b"SQLite format 3\x00":
+                    raise AnnotationError(f"{self.path} is not a GRACE annotation database (not SQLite); "
+                                          "it was left untouched.")
+        try:
+            conn = self._conn()
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "meta" not in tables:
+                raise AnnotationError(f"{self.path} is an SQLite file of another program; it was left untouched.")
+            version = 0
+            if "meta" in tables:
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                if meta.get("app") != APP_ID:
+                    raise AnnotationError(f"{self.path} is not a GRACE annotation database; it was left untouched.")
+                version = int(meta.get("schema_version", "0"))
+            if version > SCHEMA_VERSION:
+                raise AnnotationError(f"{self.path} uses annotation schema {version}, newer than this GRACE Studio "
+                                      f"({SCHEMA_VERSION}); upgrade GRACE Studio to open it.")
+            try:  # only a GRACE database (or a new file) gets here, so changing its journal is fine
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                raise AnnotationError(f"Cannot write the annotation database {self.path}: {exc}.") from None
+            for v in range(version, SCHEMA_VERSION):
+                self.migrate_to(v + 1)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc).lower():
+                raise AnnotationError(f"The annotation database {self.path} is read-only.") from None
+            raise AnnotationError(f"{self.path} cannot be used as an annotation database ({exc}).") from None
+
+    def migrate_to(self, version: int) -> None:
+        """Apply one migration step (version - 1 -> version) in a single transaction."""
+        with self._tx() as c:
+            for stmt in MIGRATIONS[version - 1].split(";"):
+                if stmt.strip():
+                    c.execute(stmt)
+            if version == 2:
+                for row in c.execute("SELECT id, text, rationale, settings FROM items").fetchall():
+                    h = content_hash(row["text"], row["rationale"], json.loads(row["settings"]))
+                    c.execute("UPDATE items SET content_hash=? WHERE id=?", (h, row["id"]))
+                c.execute("CREATE UNIQUE INDEX items_hash ON items(content_hash)")
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('app', ?)", (APP_ID,))
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version),))
+
+    def schema_version(self) -> int:
+        return int(self._conn().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+
+    # -- items -----------------------------------------------------------------------------------
+    def add_item(self, text: str, rationale: str, *, settings: dict | None = None, source: str = "import",
+                 paired_text: str | None = None, similarity: float | None = None, reward: float | None = None,
+                 run: str | None = None, step: int | None = None) -> tuple[int, bool]:
+        """Add an item (or find the identical one); returns (id, newly added)."""
+        return self.add_items([dict(text=text, rationale=rationale, settings=settings or {}, source=source,
+                                    paired_text=paired_text, similarity=similarity, reward=reward, run=run,
+                                    step=step)])[0]
+
+    def add_items(self, items: Iterable[dict]) -> list[tuple[int, bool]]:
+        """Several items in one transaction (all or none)."""
+        out = []
+        with self._tx() as c:
+            for it in items:
+                out.append(self._insert_item(c, it))
+        return out
+
+    @staticmethod
+    def _insert_item(c, it: dict) -> tuple[int, bool]:
+        text, rationale = it.get("text"), it.get("rationale")
+        if not isinstance(text, str) or not text.strip():
+            raise AnnotationError("An item needs a non-empty text.")
+        if not isinstance(rationale, str):
+            raise AnnotationError("An item needs a rationale (a string).")
+        settings = it.get("settings") or {}
+        source = it.get("source") or "import"
+        if source not in SOURCES:
+            raise AnnotationError(f"Unknown item source {source!r}: use one of {', '.join(SOURCES)}.")
+        h = content_hash(text, rationale, settings)
+        row = c.execute("SELECT id FROM items WHERE content_hash=?", (h,)).fetchone()
+        if row:
+            return row[0], False
+        cur = c.execute(
+            "INSERT INTO items (text, rationale, settings, paired_text, similarity, source, created, content_hash,"
+            " run, step, reward) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (text, rationale, json.dumps(settings, sort_keys=True), it.get("paired_text"), it.get("similarity"),
+             source, it.get("created") or time.time(), h, it.get("run"), it.get("step"), it.get("reward")))
+        return cur.lastrowid, True
+
+    def item(self, item_id: int) -> Item:
+        row = self._conn().execute("SELECT * FROM items WHERE id=?", (item_id,)).fetchone()
+        if row is None:
+            raise AnnotationError(f"No item {item_id}.")
+        return _item(row)
+
+    def items(self) -> list[Item]:
+        return [_item(r) for r in self._conn().execute("SELECT * FROM items ORDER BY id")]
+
+    def count_items(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM items").fetchone()[0]
+
+    # -- annotators and ratings ------------------------------------------------------------------
+    def annotator_id(self, name: str) -> int:
+        name = check_name(name)
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO annotators (name, created) VALUES (?, ?)", (name, time.time()))
+            return c.execute("SELECT id FROM annotators WHERE name=?", (name,)).fetchone()[0]
+
+    def rate(self, item_id: int, annotator: str, *, hallucination: bool = False, comment: str = "",
+             **scores) -> int:
+        """Save (or edit) this annotator's rating of the item; an edit keeps the old values in history."""
+        s = check_scores(scores)
+        aid = self.annotator_id(annotator)
+        now = time.time()
+        with self._tx() as c:
+            if c.execute("SELECT 1 FROM items WHERE id=?", (item_id,)).fetchone() is None:
+                raise AnnotationError(f"No item {item_id}.")
+            old = c.execute("SELECT * FROM ratings WHERE item_id=? AND annotator_id=?", (item_id, aid)).fetchone()
+            if old is None:
+                cur = c.execute(
+                    "INSERT INTO ratings (item_id, annotator_id, faithfulness, informativeness, fluency, hallucination,"
+                    " comment, created, updated) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (item_id, aid, s["faithfulness"], s["informativeness"], s["fluency"], int(bool(hallucination)),
+                     comment or "", now, now))
+                return cur.lastrowid
+            keep = {k: old[k] for k in (*DIMENSIONS, "hallucination", "comment", "updated")}
+            c.execute("INSERT INTO rating_history (rating_id, old, changed) VALUES (?,?,?)",
+                      (old["id"], json.dumps(keep), now))
+            c.execute("UPDATE ratings SET faithfulness=?, informativeness=?, fluency=?, hallucination=?, comment=?,"
+                      " updated=? WHERE id=?", (s["faithfulness"], s["informativeness"], s["fluency"],
+                                                int(bool(hallucination)), comment or "", now, old["id"]))
+            return old["id"]
+
+    @staticmethod
+    def _import_rating(c, item_id: int, row: dict) -> None:
+        """A rating from an export, with its own timestamps (inside the caller's transaction)."""
+        s = check_scores(row)
+        name = check_name(row["annotator"])
+        c.execute("INSERT OR IGNORE INTO annotators (name, created) VALUES (?, ?)", (name, time.time()))
+        aid = c.execute("SELECT id FROM annotators WHERE name=?", (name,)).fetchone()[0]
+        created = row.get("rated") or time.time()
+        c.execute("INSERT INTO ratings (item_id, annotator_id, faithfulness, informativeness, fluency, hallucination,"
+                  " comment, created, updated) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (item_id, annotator_id) DO "
+                  "UPDATE SET faithfulness=excluded.faithfulness, informativeness=excluded.informativeness, "
+                  "fluency=excluded.fluency, hallucination=excluded.hallucination, comment=excluded.comment, "
+                  "updated=excluded.updated",
+                  (item_id, aid, s["faithfulness"], s["informativeness"], s["fluency"],
+                   int(bool(row.get("hallucination"))), row.get("comment") or "", created,
+                   row.get("updated") or created))
+
+    def rating(self, item_id: int, annotator: str) -> dict | None:
+        row = self._conn().execute(
+            "SELECT r.* FROM ratings r JOIN annotators a ON a.id=r.annotator_id WHERE r.item_id=? AND a.name=?",
+            (item_id, check_name(annotator))).fetchone()
+        return dict(row) if row else None
+
+    def history(self, item_id: int, annotator: str) -> list[dict]:
+        r = self.rating(item_id, annotator)
+        if r is None:
+            return []
+        return [json.loads(x[0]) for x in self._conn().execute(
+            "SELECT old FROM rating_history WHERE rating_id=? ORDER BY id", (r["id"],))]
+
+    def next_item(self, annotator: str, *, random_order: bool = False, seed: int = 0,
+                  after: int | None = None) -> Item | None:
+        """The next item this annotator has not rated (in id order, or a fixed shuffle per annotator)."""
+        name = check_name(annotator)
+        rows = self._conn().execute(
+            "SELECT i.id FROM items i WHERE NOT EXISTS (SELECT 1 FROM ratings r JOIN annotators a "
+            "ON a.id=r.annotator_id WHERE r.item_id=i.id AND a.name=?) ORDER BY i.id", (name,)).fetchall()
+        ids = [r[0] for r in rows]
+        if random_order:
+            random.Random(f"{seed}:{name}").shuffle(ids)
+        if after is not None and after in ids:
+            ids = ids[ids.index(after) + 1:] + ids[:ids.index(after)]
+        return self.item(ids[0]) if ids else None
+
+    def progress(self, annotator: str) -> tuple[int, int]:
+        """(items this annotator rated, items in the store)."""
+        rated = self._conn().execute(
+            "SELECT COUNT(*) FROM ratings r JOIN annotators a ON a.id=r.annotator_id WHERE a.name=?",
+            (check_name(annotator),)).fetchone()[0]
+        return rated, self.count_items()
+
+    def rated_by(self, annotator: str) -> list[int]:
+        return [r[0] for r in self._conn().execute(
+            "SELECT r.item_id FROM ratings r JOIN annotators a ON a.id=r.annotator_id WHERE a.name=? "
+            "ORDER BY r.updated", (check_name(annotator),))]
+
+    def ratings(self) -> list[dict]:
+        """Every rating joined with its item and annotator."""
+        return [dict(r) for r in self._conn().execute(
+            "SELECT i.content_hash, i.id AS item_id, i.step, i.run, i.similarity, i.reward, a.name AS annotator, "
+            "r.faithfulness, r.informativeness, r.fluency, r.hallucination, r.comment, r.created, r.updated "
+            "FROM ratings r JOIN items i ON i.id=r.item_id JOIN annotators a ON a.id=r.annotator_id "
+            "ORDER BY i.id, a.name")]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error: one write is one transaction."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _item(row) -> Item:
+    return Item(id=row["id"], text=row["text"], rationale=row["rationale"], settings=json.loads(row["settings"]),
+                paired_text=row["paired_text"], similarity=row["similarity"], reward=row["reward"],
+                source=row["source"], run=row["run"], step=row["step"], content_hash=row["content_hash"])
+
+
+def default_store() -> AnnotationStore:
+    from grace.paths import data_dir
+
+    return AnnotationStore(data_dir() / "annotations.sqlite")

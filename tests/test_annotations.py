@@ -1,0 +1,214 @@
+import json
+import multiprocessing as mp
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from analysis.agreement import cohen_weighted_kappa, krippendorff_alpha_ordinal, pair_kappa, spearman, summarise
+from analysis.annotations import MIGRATIONS, SCHEMA_VERSION, AnnotationError, AnnotationStore
+
+
+def _store(tmp_path, name="a.sqlite"):
+    return AnnotationStore(tmp_path / name)
+
+
+def test_schema_created_with_wal_and_foreign_keys(tmp_path):
+    s = _store(tmp_path)
+    assert s.schema_version() == SCHEMA_VERSION
+    conn = sqlite3.connect(tmp_path / "a.sqlite")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert s._conn().execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_migration_from_the_first_version_keeps_data(tmp_path):
+    path = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.executescript("INSERT INTO meta VALUES ('app', 'grace-studio-annotations');"
+                       "INSERT INTO meta VALUES ('schema_version', '1');"
+                       "INSERT INTO items (text, rationale, settings, source, created) VALUES ('t', 'r', '{}', 'explore', 1);"
+                       "INSERT INTO annotators (name, created) VALUES ('ann', 1);"
+                       "INSERT INTO ratings (item_id, annotator_id, faithfulness, informativeness, fluency, created, updated)"
+                       " VALUES (1, 1, 4, 3, 5, 1, 1);")
+    conn.commit()
+    conn.close()
+    s = AnnotationStore(path)
+    assert s.schema_version() == 2
+    assert s.items()[0].content_hash and s.rating(1, "ann")["faithfulness"] == 4
+    # the migrated item de-duplicates like a new one
+    assert s.add_item("t", "r", source="explore") == (1, False)
+    s.rate(1, "ann", faithfulness=2, informativeness=3, fluency=5)
+    assert s.history(1, "ann")[0]["faithfulness"] == 4
+
+
+def test_refuses_foreign_or_newer_databases_without_touching_them(tmp_path):
+    other = tmp_path / "other.sqlite"
+    c = sqlite3.connect(other)
+    c.execute("CREATE TABLE t (x)")
+    c.commit()
+    c.close()
+    before = other.read_bytes()
+    with pytest.raises(AnnotationError, match="another program"):
+        AnnotationStore(other)
+    assert other.read_bytes() == before
+    text = tmp_path / "notes.sqlite"
+    text.write_text("hello")
+    with pytest.raises(AnnotationError, match="not SQLite"):
+        AnnotationStore(text)
+    assert text.read_text() == "hello"
+    newer = _store(tmp_path, "newer.sqlite")
+    with newer._tx() as conn:
+        conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(AnnotationError, match="schema 99, newer"):
+        AnnotationStore(tmp_path / "newer.sqlite")
+
+
+def test_read_only_folder_gives_a_clear_message():
+    # /proc is read-only even for root, unlike a chmod-ed folder
+    with pytest.raises(AnnotationError, match="Cannot create the annotation folder"):
+        AnnotationStore("/proc/grace-annotations/a.sqlite")
+
+
+def test_items_ratings_queue_and_validation(tmp_path):
+    s = _store(tmp_path)
+    ids = [s.add_item(f"text {i}", f"rationale {i}", source="explore")[0] for i in range(4)]
+    assert s.add_item("text 0", "rationale 0", source="explore") == (ids[0], False)  # de-duplicated
+    assert s.next_item("ann").id == ids[0]
+    s.rate(ids[0], "ann", faithfulness=5, informativeness=4, fluency=3, hallucination=True, comment="ok")
+    assert s.next_item("ann").id == ids[1] and s.progress("ann") == (1, 4)
+    shuffled = [s.next_item("ann", random_order=True, seed=1).id for _ in range(2)]
+    assert shuffled[0] == shuffled[1] and shuffled[0] != ids[0]  # fixed order per annotator and seed
+    with pytest.raises(AnnotationError, match="from 1 to 5"):
+        s.rate(ids[1], "ann", faithfulness=6, informativeness=4, fluency=3)
+    with pytest.raises(AnnotationError, match="Rate fluency"):
+        s.rate(ids[1], "ann", faithfulness=2, informativeness=4)
+    with pytest.raises(AnnotationError, match="Type your annotator name"):
+        s.rate(ids[1], "  ", faithfulness=2, informativeness=4, fluency=1)
+    with pytest.raises(AnnotationError, match="at most 100 characters"):
+        s.rate(ids[1], "x" * 200, faithfulness=2, informativeness=4, fluency=1)
+    assert s.progress("ann") == (1, 4)  # nothing half-written
+
+
+def test_concurrent_threads_and_processes_lose_nothing(tmp_path):
+    path = tmp_path / "c.sqlite"
+    s = AnnotationStore(path)
+    item_ids = [s.add_item(f"t{i}", "r", source="explore")[0] for i in range(40)]
+
+    def rate_all(name):
+        st = AnnotationStore(path)
+        for i in item_ids:
+            st.rate(i, name, faithfulness=1 + i % 5, informativeness=3, fluency=4)
+
+    threads = [threading.Thread(target=rate_all, args=(f"thread{k}",)) for k in range(4)]
+    procs = [mp.get_context("spawn").Process(target=_add_items_in_process, args=(str(path), k)) for k in range(2)]
+    [t.start() for t in threads]
+    [p.start() for p in procs]
+    [t.join() for t in threads]
+    [p.join() for p in procs]
+    assert all(p.exitcode == 0 for p in procs)
+    assert len(s.ratings()) == 4 * 40
+    assert s.count_items() == 40 + 2 * 30
+
+
+def _add_items_in_process(path, k):
+    st = AnnotationStore(path)
+    for i in range(30):
+        st.add_item(f"process {k} item {i}", "r", source="import")
+
+
+def test_killed_import_leaves_the_database_consistent(tmp_path):
+    import os
+
+    db = tmp_path / "annotations.sqlite"
+    AnnotationStore(db).add_item("kept", "r", source="explore")
+    big = tmp_path / "big.jsonl"
+    n = 150_000
+    big.write_text("".join(json.dumps({"text": f"t{i}", "rationale": "r" * 100}) + "\n" for i in range(n)))
+    proc = subprocess.Popen([sys.executable, "-m", "grace", "annotations", "import", "--input", str(big)],
+                            env={**os.environ, "GRACE_DATA_DIR": str(tmp_path), "PYTHONPATH": "."})
+    wal = tmp_path / "annotations.sqlite-wal"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if wal.exists() and wal.stat().st_size > 2_000_000:  # the import's transaction is being written
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the import finished before it could be killed"
+    proc.kill()
+    proc.wait()
+    s = AnnotationStore(db)
+    assert s._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert s.count_items() == 1  # the killed transaction left nothing behind
+    assert s.items()[0].text == "kept"
+
+
+def test_agreement_against_hand_computed_values():
+    # Two annotators who swap 1 and 2: o_12 = o_21 = 2, n_1 = n_2 = 2, n = 4, d2_12 = (4 - 2)^2 = 4;
+    # alpha = 1 - (n - 1) * (2*4 + 2*4) / (2*2*4 + 2*2*4) = 1 - 3 * 16 / 32 = -0.5
+    assert krippendorff_alpha_ordinal([[1, 2], [2, 1]]) == pytest.approx(-0.5)
+    assert krippendorff_alpha_ordinal([[3, 3], [5, 5], [1, 1]]) == pytest.approx(1.0)
+    assert krippendorff_alpha_ordinal([[4], [2]]) is None  # no unit with two ratings
+    # kappa: a = [1, 5], b = [5, 1]: observed weighted disagreement 1, expected 0.5 -> 1 - 1/0.5 = -1
+    assert cohen_weighted_kappa([1, 5], [5, 1]) == pytest.approx(-1.0)
+    assert cohen_weighted_kappa([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    ratings = [{"item_id": i, "annotator": a, "faithfulness": v, "informativeness": 3, "fluency": 3,
+                "hallucination": 0, "similarity": 0.1 * i, "reward": None, "step": i}
+               for i, (a, v) in enumerate([("x", 1), ("y", 2)])] + \
+              [{"item_id": 0, "annotator": "y", "faithfulness": 2, "informativeness": 3, "fluency": 3,
+                "hallucination": 1, "similarity": 0.0, "reward": None, "step": 0},
+               {"item_id": 1, "annotator": "x", "faithfulness": 1, "informativeness": 3, "fluency": 3,
+                "hallucination": 0, "similarity": 0.1, "reward": None, "step": 1}]
+    summary = summarise(ratings)
+    assert summary["dimensions"]["faithfulness"]["alpha"] == pytest.approx(-0.5)
+    assert summary["dimensions"]["faithfulness"]["by_step"] == {0: 1.5, 1: 1.5}
+    # x always says 1 and y always 2: observed = expected disagreement, so kappa = 0
+    assert pair_kappa(ratings, "x", "y", "faithfulness") == pytest.approx(0.0)
+
+
+def test_export_import_round_trip_is_identical(tmp_path):
+    from analysis.annotation_io import import_file, write_export
+
+    s = _store(tmp_path)
+    a, _ = s.add_item("Machu Picchu is in Peru.", "history, Peru", settings={"model": "default"}, source="explore",
+                      paired_text="Where is Machu Picchu?", similarity=0.91)
+    b, _ = s.add_item("Stocks fell.", "finance", source="training", run="demo", step=3, reward=1.5)
+    s.add_item("unrated", "nothing yet", source="import")
+    s.rate(a, "ann", faithfulness=5, informativeness=4, fluency=5, comment='says "Peru", fine')
+    s.rate(a, "bob", faithfulness=4, informativeness=4, fluency=3, hallucination=True)
+    s.rate(b, "ann", faithfulness=2, informativeness=1, fluency=4)
+    for fmt in ("jsonl", "csv"):
+        first = tmp_path / f"one.{fmt}"
+        write_export(s, first)
+        fresh = _store(tmp_path, f"fresh-{fmt}.sqlite")
+        res = import_file(fresh, first)
+        assert res["items_added"] == 3 and res["ratings"] == 3 and not res["bad"]
+        second = tmp_path / f"two.{fmt}"
+        write_export(fresh, second)
+        assert first.read_text() == second.read_text()
+    rows = [json.loads(line) for line in (tmp_path / "one.jsonl").read_text().splitlines()]
+    item_a = next(r for r in rows if r["kind"] == "item" and r["text"].startswith("Machu"))
+    assert item_a["n_ratings"] == 2 and item_a["mean_faithfulness"] == 4.5
+
+
+def test_import_refuses_bad_lines_unless_skipped(tmp_path, capsys, monkeypatch):
+    from grace.cli import main
+
+    monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path))
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"text": "a", "rationale": "r"}\n{"text": "", "rationale": "r"}\n{oops\n'
+                 '{"kind": "rating", "text": "b", "rationale": "r", "annotator": "x", "faithfulness": 9, '
+                 '"informativeness": 1, "fluency": 1}\n{"text": "c", "rationale": "r"}\n')
+    assert main(["annotations", "import", "--input", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "line 2" in err and "line 3: not valid JSON" in err and "line 4" in err and "nothing imported" in err
+    assert AnnotationStore(tmp_path / "annotations.sqlite").count_items() == 0
+    assert main(["annotations", "import", "--input", str(f), "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert "imported 2 new item(s)" in err and "skipped line 3" in err
+    out = tmp_path / "export.csv"
+    assert main(["annotations", "export", "--output", str(out)]) == 0
+    assert out.read_text().splitlines()[0].startswith("kind,text,rationale")

@@ -1,0 +1,123 @@
+"""Each tab's callbacks on the tiny random model: results, and readable messages for bad input."""
+
+import time
+
+import pytest
+
+
+@pytest.fixture()
+def ui_env(tmp_path, monkeypatch, tiny_model_dir):
+    monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path / "data"))
+    from grace.ui.common import ModelSettings
+
+    s = ModelSettings(model=str(tiny_model_dir), max_new_tokens=4)
+    return [s.model, s.adapter, s.prompt, s.rationale, s.max_new_tokens, s.pooling, s.layer, s.sample, s.seed]
+
+
+def _last(gen):
+    out = None
+    for out in gen:
+        pass
+    return out
+
+
+def test_explore_input_checks():
+    from grace.ui.explore import parse_inputs
+
+    with pytest.raises(ValueError, match="Type a query"):
+        parse_inputs(" ", "doc")
+    with pytest.raises(ValueError, match="at least one document"):
+        parse_inputs("q", "\n \n")
+    with pytest.raises(ValueError, match="51 documents: the limit is 50"):
+        parse_inputs("q", "\n".join(f"d{i}" for i in range(51)))
+    q, docs, notes = parse_inputs("q", "x" * 100_000)
+    assert len(docs[0]) == 20_000 and "cut to their first 20,000 characters" in notes[0]
+
+
+def test_explore_compare_and_what_if(ui_env):
+    from grace.ui.explore import run_compare, select_doc, what_if
+
+    out = _last(run_compare("Where is Machu Picchu?", "Machu Picchu is in Peru.\nStocks fell.", *ui_env))
+    status, rows, stream, q_hl, d_hl, summary, pick, q_rat, d_rat, comp = out
+    assert status.startswith("Ranked by GRACE cosine")
+    assert [r[0] for r in rows] == [1, 2] and rows[0][2] >= rows[1][2]
+    assert all(len(r) == 7 and r[4] is not None for r in rows)  # MiniLM column filled
+    assert "[query]" in stream and "[doc 2]" in stream
+    assert any(score is None for _, score in d_hl) and "cosine" in summary
+    choice = pick["choices"][1] if isinstance(pick, dict) else pick.choices[1]
+    q2, d2, summary2, rat2 = select_doc(choice, comp)
+    assert rat2 == comp.docs[comp.order()[1]].rationale
+    msg, wq, wd = what_if(choice, "history of Peru", "Peru, Andes", comp, *ui_env)
+    assert "before" in msg and "after" in msg and wd
+
+
+def test_explore_unloadable_model_is_a_message(ui_env):
+    from grace.ui.explore import run_compare
+
+    bad = ["no-such-org/no-such-model"] + ui_env[1:]
+    status = _last(run_compare("q", "d", *bad))[0]
+    assert status.startswith("⚠️") and "no-such-org/no-such-model" in status
+
+
+def test_map_callbacks(ui_env, tmp_path):
+    from grace.ui.map_tab import SOURCES, make_map
+
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("title,label\nx,y\n")
+    assert "no 'text' column" in make_map(SOURCES[2], str(bad_csv), "with rationale", *ui_env)[0]
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(b"\x00\x01\x02binary")
+    assert "binary" in make_map(SOURCES[2], str(binary), "with rationale", *ui_env)[0]
+    good = tmp_path / "c.txt"
+    good.write_text("\n".join(f"sentence number {i}" for i in range(6)) + "\n")
+    note, left, right, csv_path = make_map(SOURCES[2], str(good), "direct forward vs with rationale", *ui_env,
+                                           progress=lambda *a, **k: None)
+    assert note.startswith("6 texts mapped") and "PCA" in note
+    assert left is not None and right is not None
+    lines = open(csv_path).read().splitlines()
+    assert len(lines) == 1 + 12 and lines[0].startswith("panel,text,label,rationale,x,y,e0")
+
+
+def test_train_callbacks_one_job_at_a_time(ui_env, tiny_model_dir):
+    from grace.ui.train_tab import cancel, estimate, refresh, start
+
+    args = ("grace / supervised", None, 200, 2, 2, 0.2, 0.2, 0.1, 4, 4, str(tiny_model_dir))
+    msg, name = start("first", *args)
+    assert msg.startswith("Started") and name == "first"
+    refused, _ = start("second", *args)
+    assert "still running" in refused
+    assert "Cancelling" in cancel("first")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line, fig, samples, table, adapters, current = refresh("first")
+        if "cancelled" in line:
+            break
+        time.sleep(1)
+    assert "cancelled" in line and table[0][0] == "first"
+    assert "first" in adapters["choices"]
+    bad, _ = start("bad name!", *args)
+    assert bad.startswith("⚠️")
+    assert "min" in estimate("grace / supervised", 20, 2, 4, 48, "default")
+
+
+def test_failed_job_leaves_the_app_running(ui_env):
+    from grace.ui.train_tab import refresh, start
+
+    msg, _ = start("broken", "cl / supervised", None, 2, 2, 2, 0.2, 0.2, 0.1, 4, 4, "/nonexistent/model")
+    assert msg.startswith("Started")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = refresh("broken")[0]
+        if "failed" in line:
+            break
+        time.sleep(1)
+    assert "failed" in line and "/nonexistent/model" in line
+
+
+def test_evaluate_callback(ui_env):
+    from grace.ui.evaluate_tab import run_eval
+
+    status, table, fig = run_eval("quick", ["WordNetRetrieval"], *ui_env, progress=lambda *a, **k: None)
+    assert "average" in status and "w/ reasoning" in table
+    status, _, _ = run_eval("quick", [], *ui_env, progress=lambda *a, **k: None)
+    assert status.startswith("⚠️")
