@@ -31,7 +31,7 @@ def export_rows(store: AnnotationStore) -> list[dict]:
     by_item: dict[int, list[dict]] = {}
     for r in store.ratings():
         by_item.setdefault(r["item_id"], []).append(r)
-    created = {i.id: c for i, c in store._conn().execute("SELECT id, created FROM items").fetchall()}
+    created = dict(store._conn().execute("SELECT id, created FROM items").fetchall())
     rows = []
     for it in items:
         base = {"text": it.text, "rationale": it.rationale, "settings": it.settings, "source": it.source,
