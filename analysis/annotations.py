@@ -352,3 +352,19 @@ def default_store() -> AnnotationStore:
     from grace.paths import data_dir
 
     return AnnotationStore(data_dir() / "annotations.sqlite")
+
+
+def items_from_comparison(comp, settings: dict) -> list[dict]:
+    """Annotation items for an Explore comparison: the query's rationale and each document's,
+    with the query as paired text and the document's cosine as its similarity."""
+    items = [dict(text=comp.query.text, rationale=comp.query.rationale, settings=settings, source="explore")]
+    for d, cos in zip(comp.docs, comp.grace):
+        items.append(dict(text=d.text, rationale=d.rationale, settings=settings, source="explore",
+                          paired_text=comp.query.text, similarity=float(cos)))
+    return [it for it in items if it["rationale"].strip()]
+
+
+def items_from_samples(run: str, samples: list[dict], settings: dict) -> list[dict]:
+    """Annotation items for a training run's probe rationales: the same text at several steps."""
+    return [dict(text=s["text"], rationale=s["rationale"], settings=settings, source="training", run=run,
+                 step=int(s["step"])) for s in samples if s.get("rationale", "").strip()]

@@ -60,3 +60,26 @@ def category_bars(results: list[dict]) -> go.Figure:
     fig.update_layout(barmode="group", height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       yaxis={"title": "main score x100"})
     return fig
+
+
+def rating_distribution(summary: dict) -> go.Figure:
+    """Counts of each score, one bar group per rating dimension."""
+    fig = go.Figure()
+    for dim, d in summary.get("dimensions", {}).items():
+        fig.add_trace(go.Bar(x=[str(k) for k in d["distribution"]], y=list(d["distribution"].values()),
+                             name=f"{dim} (mean {d['mean']:.2f})"))
+    fig.update_layout(barmode="group", height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      xaxis={"title": "score"}, yaxis={"title": "ratings"}, title="ratings")
+    return fig
+
+
+def ratings_by_step(summary: dict) -> go.Figure:
+    """Mean rating of probe rationales against the training step they were written at."""
+    fig = go.Figure()
+    for dim, d in summary.get("dimensions", {}).items():
+        if d["by_step"]:
+            fig.add_trace(go.Scatter(x=list(d["by_step"]), y=list(d["by_step"].values()), mode="lines+markers",
+                                     name=dim))
+    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis={"title": "training step"},
+                      yaxis={"title": "mean rating", "range": [1, 5]}, title="ratings vs training step")
+    return fig

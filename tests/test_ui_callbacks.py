@@ -121,3 +121,26 @@ def test_evaluate_callback(ui_env):
     assert "average" in status and "w/ reasoning" in table
     status, _, _ = run_eval("quick", [], *ui_env, progress=lambda *a, **k: None)
     assert status.startswith("⚠️")
+
+
+def test_annotate_callbacks(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path / "data"))
+    from analysis.annotations import default_store
+    from grace.ui.annotate_tab import back, save, start, summary_view
+
+    store = default_store()
+    ids = [store.add_item(f"text {k}", f"rationale {k}", source="import", similarity=0.1 * k)[0] for k in range(3)]
+    assert "Type your annotator name" in start("", False)[9]
+    panel = start("ann", False)
+    item_id, name = panel[0], panel[-1]
+    assert item_id == ids[0] and name == "ann" and panel[1] == "text 0"
+    out = save(item_id, name, 4, None, 2, False, "", False)
+    assert "Rate informativeness" in out[9] and out[0] == ids[0]  # nothing lost, same item shown
+    out = save(item_id, name, 4, 3, 2, True, "meh", False)
+    assert out[0] == ids[1] and "Saved" in out[9] and "1 of 3" in out[10]
+    prev = back(out[0], name)
+    assert prev[0] == ids[0] and prev[4:9] == (4, 3, 2, True, "meh")  # loaded for editing
+    save(ids[1], name, 5, 5, 5, False, "", False)
+    save(ids[0], "other", 3, 3, 3, False, "", False)
+    text, dist, steps, a, b = summary_view("ann", "other")
+    assert "ratings of 2 items by 2 annotator(s)" in text and "weighted κ" in text

@@ -6,7 +6,7 @@ import os
 
 import gradio as gr
 
-from . import evaluate_tab, explore, map_tab, train_tab
+from . import annotate_tab, evaluate_tab, explore, map_tab, train_tab
 from .common import model_bar
 
 INTRO = """# GRACE Studio
@@ -23,6 +23,7 @@ def build(default_model: str = "default") -> gr.Blocks:
         map_tab.build(settings)
         refresh, current, outs = train_tab.build(settings[1], settings[0])
         saved, eval_outs = evaluate_tab.build(settings)
+        annotate_tab.build()
         demo.load(refresh, [current], outs)  # re-attach to a running job after a refresh
         demo.load(saved, None, eval_outs)
     return demo
@@ -32,4 +33,5 @@ def main() -> None:
     demo = build(os.environ.get("GRACE_MODEL", "default"))
     demo.queue(default_concurrency_limit=1, max_size=32).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
-        server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), show_error=False)
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), show_error=False,
+        head=annotate_tab.KEYBOARD_JS)

@@ -141,6 +141,23 @@ def what_if(choice, query_rat, doc_rat, comp, *settings_values):
                                                                                          c.b_values)
 
 
+def send_to_annotation(comp, *settings_values):
+    """Queue the shown rationales (query and documents) for rating in the Annotate tab."""
+    if comp is None:
+        return "Run a comparison first."
+    try:
+        from analysis.annotations import default_store, items_from_comparison
+
+        s = settings_from(*settings_values)
+        settings = {"model": s.model, "adapter": s.adapter, "prompt": s.prompt, "max_new_tokens": int(s.max_new_tokens),
+                    "sampled": bool(s.sample), "seed": int(s.seed) if s.sample else None}
+        added = default_store().add_items(items_from_comparison(comp, settings))
+    except Exception as exc:
+        return f"⚠️ {one_line(exc)}"
+    new = sum(1 for _, is_new in added if is_new)
+    return f"Sent {new} rationale(s) to the annotation queue ({len(added) - new} were already there)."
+
+
 def build(settings_components) -> dict:
     with gr.Tab("Explore"):
         gr.Markdown("Type a query and documents (one per line). Each text gets a rationale; the embedding pools "
@@ -173,7 +190,11 @@ def build(settings_components) -> dict:
             with gr.Row():
                 wq = gr.HighlightedText(label="Query tokens after the edit")
                 wd = gr.HighlightedText(label="Document tokens after the edit")
+        with gr.Row():
+            send = gr.Button("Send these rationales to annotation", elem_id="explore-send")
+            sent = gr.Markdown(elem_id="explore-sent")
         comp_state = gr.State(None)
+        send.click(send_to_annotation, [comp_state] + settings_components, [sent])
         go.click(run_compare, [query, docs] + settings_components,
                  [status, table, stream, q_hl, d_hl, summary, pick, q_rat, d_rat, comp_state],
                  concurrency_limit=1, concurrency_id="model")

@@ -85,6 +85,26 @@ def refresh(name):
     return line, training_curves(metrics), samples, table, adapters, name
 
 
+def send_probes(name):
+    """Queue a run's probe rationales (the same texts at several steps) for rating."""
+    if not name:
+        return "No run selected."
+    try:
+        from analysis.annotations import default_store, items_from_samples
+
+        jm = jobs()
+        cfg = jm.run_dir(name) / "grace_config.json"
+        import json
+
+        c = json.loads(cfg.read_text()) if cfg.exists() else {}
+        settings = {"model": c.get("model"), "run": name, "prompt": c.get("prompt"),
+                    "max_new_tokens": c.get("max_new_tokens"), "sampled": False}
+        added = default_store().add_items(items_from_samples(name, jm.samples(name), settings))
+    except Exception as exc:
+        return f"⚠️ {one_line(exc)}"
+    return f"Sent {sum(1 for _, n in added if n)} probe rationale(s) of '{name}' to the annotation queue."
+
+
 def build(adapter_dropdown, model_box) -> None:
     with gr.Tab("Train"):
         gr.Markdown("Fine-tune a LoRA adapter. GRACE rewards sampled rationales by contrastive similarity; CL and "
@@ -112,6 +132,7 @@ def build(adapter_dropdown, model_box) -> None:
         curves = gr.Plot(label="Rewards and loss", elem_id="train-curves")
         samples = gr.Dataframe(headers=["step", "probe text", "rationale"], label="How the probe rationales evolve",
                                interactive=False, wrap=True)
+        send = gr.Button("Send the probe rationales to annotation", elem_id="train-send")
         runs = gr.Dataframe(headers=["run", "method", "state", "steps", "error"], label="Runs on disk",
                             interactive=False)
         current = gr.State("")
@@ -120,6 +141,7 @@ def build(adapter_dropdown, model_box) -> None:
         go.click(start, [name, method, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model_box],
                  [status, current])
         stop.click(cancel, [current], [status])
+        send.click(send_probes, [current], [status])
         timer = gr.Timer(2.0)
         outs = [status, curves, samples, runs, adapter_dropdown, current]
         timer.tick(refresh, [current], outs)

@@ -1,0 +1,190 @@
+"""Annotate: rate rationales (faithfulness, informativeness, fluency, hallucination) with the
+keyboard, and see the summary: distributions, agreement, ratings vs training step."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from analysis.agreement import pair_kappa, summarise
+from analysis.annotation_io import import_file
+from analysis.annotations import AnnotationStore, check_name, default_store
+from analysis.plots import rating_distribution, ratings_by_step
+
+from .common import one_line
+
+# 1-5 set the next dimension, h toggles hallucination, Enter saves and moves on (not while typing)
+KEYBOARD_JS = """
+<script>
+(() => {
+  const dims = ["ann-faithfulness", "ann-informativeness", "ann-fluency"];
+  let next = 0;
+  document.addEventListener("keydown", (e) => {
+    const tab = document.querySelector("#ann-panel");
+    if (!tab || tab.offsetParent === null) return;
+    const t = e.target;
+    if (t && (t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && t.type !== "radio" && t.type !== "checkbox"))) return;
+    if (e.key >= "1" && e.key <= "5") {
+      const box = document.querySelector("#" + dims[next] + " input[value='" + e.key + "']");
+      if (box) { box.click(); next = (next + 1) % dims.length; e.preventDefault(); }
+    } else if (e.key === "h") {
+      const h = document.querySelector("#ann-halluc input"); if (h) { h.click(); e.preventDefault(); }
+    } else if (e.key === "Enter") {
+      const b = document.querySelector("#ann-save"); if (b) { b.click(); next = 0; e.preventDefault(); }
+    }
+  });
+})();
+</script>
+"""
+
+
+def _store() -> AnnotationStore:
+    return default_store()
+
+
+def _show(item, name, note=""):
+    """Values for the item panel (and its existing rating by this annotator, for editing)."""
+    if item is None:
+        done = "Nothing left to rate." if name else ""
+        return (None, "", "", "", None, None, None, False, "", f"{note} {done}".strip(), _progress(name))
+    r = _store().rating(item.id, name) if name else None
+    meta = f"source: {item.source}" + (f" · run {item.run}, step {item.step}" if item.run else "") + \
+        (f" · similarity {item.similarity:+.3f}" if item.similarity is not None else "")
+    return (item.id, item.text, item.rationale, (item.paired_text or "") + ("\n\n" if item.paired_text else "") + meta,
+            r["faithfulness"] if r else None, r["informativeness"] if r else None, r["fluency"] if r else None,
+            bool(r["hallucination"]) if r else False, r["comment"] if r else "", note, _progress(name))
+
+
+def _progress(name) -> str:
+    if not name:
+        return ""
+    rated, total = _store().progress(name)
+    return f"**{name}**: {rated} of {total} rated"
+
+
+def start(name, random_order):
+    """Remember the annotator for this browser session and show their next unrated item."""
+    try:
+        name = check_name(name)
+        item = _store().next_item(name, random_order=random_order)
+    except Exception as exc:
+        return (None, "", "", "", None, None, None, False, "", f"⚠️ {one_line(exc)}", "", None)
+    return _show(item, name) + (name,)
+
+
+def save(item_id, name, f, i, fl, halluc, comment, random_order):
+    if not name:
+        return _show(None, None, "⚠️ Type your name and press Start first.")
+    if item_id is None:
+        return _show(None, name, "Nothing to save.")
+    try:
+        store = _store()
+        store.rate(int(item_id), name, faithfulness=f, informativeness=i, fluency=fl, hallucination=bool(halluc),
+                   comment=comment or "")
+        nxt = store.next_item(name, random_order=random_order)
+    except Exception as exc:
+        current = _show(_store().item(int(item_id)), name)
+        return current[:4] + (f, i, fl, halluc, comment, f"⚠️ {one_line(exc)}", current[-1])
+    return _show(nxt, name, f"Saved item {item_id}.")
+
+
+def skip(item_id, name, random_order):
+    if not name:
+        return _show(None, None, "⚠️ Type your name and press Start first.")
+    nxt = _store().next_item(name, random_order=random_order, after=int(item_id) if item_id else None)
+    return _show(nxt, name, "Skipped." if nxt and nxt.id != item_id else "No other unrated item.")
+
+
+def back(item_id, name):
+    """The item this annotator rated last before the current one, loaded for editing."""
+    if not name:
+        return _show(None, None, "⚠️ Type your name and press Start first.")
+    rated = _store().rated_by(name)
+    if item_id in rated:
+        rated = rated[:rated.index(item_id)]
+    if not rated:
+        return _show(_store().item(int(item_id)) if item_id else None, name, "No earlier rating to edit.")
+    return _show(_store().item(rated[-1]), name, "Editing your earlier rating.")
+
+
+def import_items(upload, name):
+    if upload is None:
+        return "Choose a .jsonl or .csv file first.", _progress(name)
+    try:
+        res = import_file(_store(), upload if isinstance(upload, str) else upload.name, skip_bad=False)
+    except Exception as exc:
+        return f"⚠️ {one_line(exc)}", _progress(name)
+    return f"Imported {res['items_added']} new item(s) and {res['ratings']} rating(s).", _progress(name)
+
+
+def summary_view(a, b):
+    try:
+        ratings = _store().ratings()
+    except Exception as exc:
+        return f"⚠️ {one_line(exc)}", None, None, gr.update(), gr.update()
+    s = summarise(ratings)
+    lines = [f"{s['n_ratings']} ratings of {s['n_items']} items by {len(s['annotators'])} annotator(s)."]
+    for dim, d in s["dimensions"].items():
+        alpha = "–" if d["alpha"] is None else f"{d['alpha']:.2f}"
+        rho_s = "–" if d["spearman_similarity"] is None else f"{d['spearman_similarity']:+.2f}"
+        rho_r = "–" if d["spearman_reward"] is None else f"{d['spearman_reward']:+.2f}"
+        lines.append(f"- **{dim}**: mean {d['mean']:.2f}, Krippendorff's α (ordinal) {alpha}, "
+                     f"Spearman vs similarity {rho_s}, vs reward {rho_r}")
+    if ratings:
+        lines.append(f"- hallucination flagged in {100 * s['hallucination_rate']:.0f} % of ratings")
+    if a and b and a != b:
+        ks = [pair_kappa(ratings, a, b, dim) for dim in s["dimensions"]]
+        lines.append(f"- weighted κ (quadratic) {a} vs {b}: " + ", ".join(
+            f"{dim} {'–' if k is None else f'{k:.2f}'}" for dim, k in zip(s["dimensions"], ks)))
+    choices = s["annotators"]
+    return ("\n".join(lines), rating_distribution(s), ratings_by_step(s),
+            gr.update(choices=choices), gr.update(choices=choices))
+
+
+def build() -> None:
+    with gr.Tab("Annotate", elem_id="ann-panel"):
+        gr.Markdown("Rate rationales. **Keys**: 1–5 fill faithfulness, informativeness and fluency in turn, "
+                    "**h** flags a hallucination, **Enter** saves and shows the next item.")
+        with gr.Row():
+            name = gr.Textbox(label="Your name", max_lines=1, elem_id="ann-name")
+            random_order = gr.Checkbox(label="Random order", value=False)
+            go = gr.Button("Start", elem_id="ann-start")
+        progress = gr.Markdown(elem_id="ann-progress")
+        note = gr.Markdown(elem_id="ann-note")
+        item_id = gr.State(None)
+        who = gr.State(None)
+        with gr.Row():
+            text = gr.Textbox(label="Text", lines=6, max_lines=14, interactive=False, elem_id="ann-text")
+            rationale = gr.Textbox(label="Rationale", lines=6, max_lines=14, interactive=False, elem_id="ann-rationale")
+        context = gr.Textbox(label="Paired text and provenance", lines=2, interactive=False)
+        with gr.Row():
+            f = gr.Radio([1, 2, 3, 4, 5], label="Faithfulness: says only what the text supports",
+                         elem_id="ann-faithfulness")
+            i = gr.Radio([1, 2, 3, 4, 5], label="Informativeness: adds what a search would need",
+                         elem_id="ann-informativeness")
+            fl = gr.Radio([1, 2, 3, 4, 5], label="Fluency", elem_id="ann-fluency")
+        with gr.Row():
+            halluc = gr.Checkbox(label="Hallucination (states something false or absent)", elem_id="ann-halluc")
+            comment = gr.Textbox(label="Comment", max_lines=2, elem_id="ann-comment")
+        with gr.Row():
+            back_btn = gr.Button("◀ Back (edit)", elem_id="ann-back")
+            skip_btn = gr.Button("Skip", elem_id="ann-skip")
+            save_btn = gr.Button("Save and next (Enter)", variant="primary", elem_id="ann-save")
+        with gr.Accordion("Import items (.jsonl / .csv)", open=False):
+            upload = gr.File(file_types=[".jsonl", ".csv"])
+            import_btn = gr.Button("Import")
+        with gr.Accordion("Summary", open=False):
+            with gr.Row():
+                ka = gr.Dropdown(label="Annotator A (for κ)", choices=[])
+                kb = gr.Dropdown(label="Annotator B", choices=[])
+                refresh = gr.Button("Refresh summary", elem_id="ann-refresh")
+            summary = gr.Markdown(elem_id="ann-summary")
+            with gr.Row():
+                dist = gr.Plot()
+                steps = gr.Plot()
+        panel = [item_id, text, rationale, context, f, i, fl, halluc, comment, note, progress]
+        go.click(start, [name, random_order], panel + [who])
+        save_btn.click(save, [item_id, who, f, i, fl, halluc, comment, random_order], panel)
+        skip_btn.click(skip, [item_id, who, random_order], panel)
+        back_btn.click(back, [item_id, who], panel)
+        import_btn.click(import_items, [upload, who], [note, progress])
+        refresh.click(summary_view, [ka, kb], [summary, dist, steps, ka, kb])
