@@ -133,11 +133,8 @@ class AnnotationStore:
         return _Transaction(self._conn())
 
     def _open_and_migrate(self) -> None:
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as f:
-                if f.read(16) != b"SQLite format 3\x00":
-                    raise AnnotationError(f"{self.path} is not a GRACE annotation database (not SQLite); "
-                                          "it was left untouched.")
+        # Never open the file outside SQLite: closing any descriptor of it would drop this
+        # process's POSIX locks and let another process write at the same time.
         try:
             conn = self._conn()
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -161,6 +158,9 @@ class AnnotationStore:
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc).lower():
                 raise AnnotationError(f"The annotation database {self.path} is read-only.") from None
+            if "not a database" in str(exc):
+                raise AnnotationError(f"{self.path} is not a GRACE annotation database (not SQLite); "
+                                      "it was left untouched.") from None
             raise AnnotationError(f"{self.path} cannot be used as an annotation database ({exc}).") from None
 
     def migrate_to(self, version: int) -> None:

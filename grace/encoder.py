@@ -8,7 +8,7 @@ encoder, the trainer's rewards and the evaluation adapter all call it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
@@ -116,6 +116,13 @@ def embed_ids(
     out = body(input_ids=ids, attention_mask=attn, position_ids=position_ids,
                output_hidden_states=want_all, use_cache=False)
     states = out.hidden_states[layer] if want_all else out.last_hidden_state
+    return pool_states(states, segments, ids, pooling=pooling, keep_states=keep_states)
+
+
+def pool_states(states: torch.Tensor, segments: torch.Tensor, ids: torch.Tensor, *, pooling: str,
+                keep_states: bool = False) -> EmbedBatch:
+    """Pool [B, L, d] hidden states by their segment codes and L2-normalise (eq. 11); both the
+    forward pass above and the generation-time states of ``fastgen`` end here."""
     mask = pool_mask(segments, pooling)
     pooled = pool(states, mask, pooling)
     embeddings = torch.nn.functional.normalize(pooled, dim=-1)
@@ -141,8 +148,10 @@ class GraceEncoder:
     >>> vecs = enc.encode(["Where is Machu Picchu?"], max_new_tokens=32)
     """
 
-    def __init__(self, backbone: Backbone, prompt: str | None = None, max_text_tokens: int = 512):
+    def __init__(self, backbone: Backbone, prompt: str | None = None, max_text_tokens: int = 512,
+                 fast: bool = True):
         self.backbone = backbone
+        self.fast = fast  # generate and embed in one pass (grace.fastgen) where the model allows
         self.model = backbone.model
         self.tokenizer = backbone.tokenizer
         self.prompts = PromptBuilder(self.tokenizer, prompt)
@@ -277,6 +286,11 @@ class GraceEncoder:
                                               repetition_penalty=repetition_penalty,
                                               no_repeat_ngram_size=no_repeat_ngram_size,
                                               seed=seed, batch_size=batch_size)
+                if cache is None and self.fast and _fast_ok(self.model, prompts, settings):
+                    out, rat_ids = self._encode_fast(prompts, settings, pooling=pooling, layer=layer,
+                                                     keep_states=return_details, on_batch=bar.update,
+                                                     on_token=on_token)
+                    return self._results(texts, prompts, rat_ids, out, bar, single, return_details, pooling)
                 rat_ids = self.rationales(texts, prompts, settings, cache=cache, on_batch=bar.update,
                                           on_token=on_token)
             else:
@@ -287,6 +301,31 @@ class GraceEncoder:
                 raise ValueError(f"Pooling 'rationale-mean' got an empty rationale for text(s) {empty}.")
             out = self.embed(prompts, rat_ids, pooling=pooling, layer=layer,
                              keep_states=return_details, batch_size=batch_size)
+        return self._results(texts, prompts, rat_ids, out, bar, single, return_details, pooling)
+
+    def _encode_fast(self, prompts, settings, *, pooling, layer, keep_states, on_batch, on_token):
+        """Generation and embedding in one pass per length-sorted batch (``grace.fastgen``)."""
+        from .fastgen import generate_and_embed
+
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
+        embs, pooled, details = [None] * len(prompts), [None] * len(prompts), [None] * len(prompts)
+        rat_ids: list[list[int]] = [[] for _ in prompts]
+        for n, start in enumerate(range(0, len(order), settings.batch_size)):
+            idx = order[start:start + settings.batch_size]
+            s = settings if settings.seed is None else replace(settings, seed=settings.seed + n)
+            cb = None if on_token is None else (lambda row, ids, idx=idx: on_token(idx[row], ids))
+            res = generate_and_embed(self.model, self.tokenizer, [prompts[i] for i in idx], s,
+                                     stop_strings=self.prompts.stop_strings(), pooling=pooling, layer=layer,
+                                     keep_states=keep_states, on_token=cb)
+            for j, i in enumerate(idx):
+                embs[i], pooled[i], rat_ids[i] = res.embed.embeddings[j], res.embed.pooled[j], res.rationales[j]
+                if keep_states:
+                    details[i] = res.embed.details[j]
+            on_batch(len(idx))
+        return EmbedBatch(embeddings=torch.stack(embs), pooled=torch.stack(pooled),
+                          details=details if keep_states else None), rat_ids
+
+    def _results(self, texts, prompts, rat_ids, out, bar, single, return_details, pooling):
         bar.close()
         embs = out.embeddings.float().cpu().numpy().astype(np.float32)
         if not return_details:
@@ -301,6 +340,12 @@ class GraceEncoder:
                 pooled_mask=d["pooled_mask"], pooled=out.pooled[i].float().cpu().numpy(),
                 pooling=pooling, rationale_ids=list(rat_ids[i]), truncated=prompts[i].truncated))
         return results
+
+
+def _fast_ok(model, prompts, settings) -> bool:
+    from .fastgen import supports
+
+    return supports(model, prompts, settings)
 
 
 def validate_texts(texts: Iterable[str]) -> None:

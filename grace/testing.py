@@ -49,7 +49,8 @@ def build_tiny_tokenizer(vocab_size: int = 384, chat: bool = False):
     return fast
 
 
-def build_tiny_model(path: str | Path, *, chat: bool = False, seed: int = 0, hidden_size: int = 32) -> Path:
+def build_tiny_model(path: str | Path, *, chat: bool = False, seed: int = 0, hidden_size: int = 32,
+                     sliding_window: int = 512) -> Path:
     """Write a tiny random Gemma 3 text model + tokenizer to ``path`` and return it."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
@@ -58,7 +59,7 @@ def build_tiny_model(path: str | Path, *, chat: bool = False, seed: int = 0, hid
     config = Gemma3TextConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-        max_position_embeddings=1024, sliding_window=64,
+        max_position_embeddings=1024, sliding_window=sliding_window,
         layer_types=["sliding_attention", "full_attention"],
         pad_token_id=0, eos_token_id=1, bos_token_id=2,
     )

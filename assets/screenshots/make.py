@@ -1,0 +1,71 @@
+"""Remake the README's screenshots from the real app with the default model.
+
+    python assets/screenshots/make.py      (about 5 minutes on 2 CPU cores)
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from browser import browser_page, running_app  # noqa: E402
+
+OUT = Path(__file__).resolve().parent
+
+
+def snap(page, name):
+    page.screenshot(path=str(OUT / f"{name}.jpg"), full_page=True, type="jpeg", quality=70)
+    print("wrote", OUT / f"{name}.jpg")
+
+
+def wait_text(page, sel, text, timeout=600_000):
+    page.wait_for_function("([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
+                           arg=[sel, text], timeout=timeout)
+
+
+def main() -> None:
+    data = Path(tempfile.mkdtemp(prefix="grace-shots-"))
+    (data / "results").mkdir()
+    for f in (ROOT / "results").glob("offline-full-*.json"):
+        shutil.copy(f, data / "results" / f.name)
+    with running_app("default", str(data), timeout=300) as url, browser_page() as page:
+        page.set_viewport_size({"width": 1300, "height": 900})
+        page.goto(url)
+        page.click("#explore-go")
+        wait_text(page, "#explore-status", "Ranked")
+        page.wait_for_function("() => document.querySelectorAll('#explore-dhl .token').length > 3")
+        page.click("#explore-send")
+        wait_text(page, "#explore-sent", "Sent")
+        snap(page, "explore")
+        page.click("button[role=tab]:has-text('Map')")
+        page.click("text=direct forward vs with rationale")
+        page.click("#map-go")
+        wait_text(page, "#map-note", "texts mapped")
+        page.wait_for_timeout(1500)
+        snap(page, "map")
+        page.click("button[role=tab]:has-text('Train')")
+        page.fill("#train-name textarea, #train-name input", "screenshot-demo")
+        page.fill("#train-steps input", "3")
+        page.fill("#train-tokens input", "32")
+        page.click("#train-start")
+        wait_text(page, "#train-status", "finished")
+        page.wait_for_timeout(2500)
+        snap(page, "train")
+        page.click("button[role=tab]:has-text('Evaluate')")
+        page.wait_for_timeout(1500)
+        snap(page, "evaluate")
+        page.click("button[role=tab]:has-text('Annotate')")
+        page.fill("#ann-name input, #ann-name textarea", "reader")
+        page.click("#ann-start")
+        wait_text(page, "#ann-progress", "of")
+        snap(page, "annotate")
+    shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The fast path (shared-prefix KV cache, rows dropped when finished, states kept from generation)
+gives the plain path's greedy rationales and embeddings within 1e-4."""
+
+import numpy as np
+import pytest
+
+from grace.fastgen import common_prefix, supports
+from grace.generation import GenerationSettings
+
+TEXTS = ["Where is Machu Picchu?", "The stock market fell sharply today as interest rates rose.", "A dog.",
+         "Photosynthesis converts light into chemical energy in plants, using water and carbon dioxide."]
+
+
+def _both(enc, **kw):
+    enc.fast = True
+    fast = enc.encode(TEXTS, return_details=True, batch_size=4, **kw)
+    enc.fast = False
+    try:
+        plain = enc.encode(TEXTS, return_details=True, batch_size=4, **kw)
+    finally:
+        enc.fast = True
+    return fast, plain
+
+
+@pytest.mark.parametrize("kw", [
+    dict(max_new_tokens=10), dict(max_new_tokens=10, pooling="max"), dict(max_new_tokens=10, pooling="last"),
+    dict(max_new_tokens=10, layer=-2), dict(max_new_tokens=10, repetition_penalty=1.5, no_repeat_ngram_size=2),
+])
+def test_fast_path_equals_plain_path(tiny_encoder, kw):
+    assert supports(tiny_encoder.model, tiny_encoder.build_prompts(TEXTS), GenerationSettings(max_new_tokens=10))
+    fast, plain = _both(tiny_encoder, **kw)
+    for f, p in zip(fast, plain):
+        assert f.rationale_ids == p.rationale_ids
+        assert f.tokens == p.tokens and f.segments == p.segments
+        assert np.abs(f.embedding - p.embedding).max() < 1e-4
+        assert np.abs(f.token_states - p.token_states).max() < 1e-4
+
+
+def test_fast_path_with_stop_strings(tiny_model_dir):
+    """A template whose stop string the tiny model produces: cut at the same place on both paths."""
+    from grace.encoder import GraceEncoder
+    from grace.prompts import PromptTemplate
+
+    enc = GraceEncoder.from_pretrained(str(tiny_model_dir), device="cpu")
+    plain = enc.encode(TEXTS, return_details=True, max_new_tokens=12, batch_size=4)
+    # stop on a piece of text the model actually wrote for the second text
+    piece = plain[1].rationale[3:5]
+    assert piece
+    enc = GraceEncoder.from_pretrained(str(tiny_model_dir), device="cpu",
+                                       prompt=PromptTemplate(name="t", instruction="Describe:", stop=(piece,)))
+    fast, plain = _both(enc, max_new_tokens=12)
+    assert [f.rationale_ids for f in fast] == [p.rationale_ids for p in plain]
+    assert piece not in fast[1].rationale
+    assert max(np.abs(f.embedding - p.embedding).max() for f, p in zip(fast, plain)) < 1e-4
+
+
+def test_prefix_is_shared_instruction_only(tiny_encoder):
+    prompts = tiny_encoder.build_prompts(TEXTS)
+    n = common_prefix(prompts)
+    assert 0 < n <= min(p.text_start for p in prompts)
+    assert all(p.ids[:n] == prompts[0].ids[:n] for p in prompts)
+
+
+def test_small_sliding_window_falls_back_to_the_plain_path(tmp_path):
+    from grace.encoder import GraceEncoder
+    from grace.testing import build_tiny_model
+
+    enc = GraceEncoder.from_pretrained(str(build_tiny_model(tmp_path / "w64", sliding_window=64)), device="cpu")
+    assert not supports(enc.model, enc.build_prompts(TEXTS), GenerationSettings(max_new_tokens=10))
+    out = enc.encode(TEXTS, max_new_tokens=4)
+    assert out.shape == (4, 32)
+
+
+def test_streaming_rows_map_to_inputs(tiny_encoder):
+    seen = {}
+    res = tiny_encoder.encode(TEXTS, max_new_tokens=6, return_details=True, batch_size=2,
+                              on_token=lambda row, toks: seen.__setitem__(row, toks))
+    assert sorted(seen) == [0, 1, 2, 3]
+    for i, r in enumerate(res):
+        assert seen[i][:len(r.rationale_ids)] == r.rationale_ids
