@@ -19,7 +19,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = EvalSettings(model=args.model, adapter=args.adapter, rationale=not args.no_rationale,
                             prompt=args.prompt, max_new_tokens=args.max_new_tokens, pooling=args.pooling,
                             layer=args.layer, do_sample=args.sample, seed=args.seed, batch_size=args.batch_size)
-    tasks = resolve_tasks(args.suite, quick=args.quick)  # unknown names fail before any model loads
+    tasks = resolve_tasks(args.suite, quick=args.quick, limit=args.limit)  # unknown names fail before loading
     from .evaluation import check_datasets
 
     check_datasets(tasks)
@@ -32,7 +32,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           on_task=lambda n, s, t: print(f"  {n}: {100 * s:.1f} ({t:.0f} s)", file=sys.stderr))
     if args.label:
         result["label"] = args.label
-    result["suite"] = args.suite + (" (quick)" if args.quick else "")
+    result["suite"] = args.suite + (" (quick)" if args.quick else "") + (f" (limit {args.limit})" if args.limit else "")
     with atomic_output(args.output) as f:
         json.dump(result, f, indent=1)
     print(f"average {100 * result['average']:.1f} over {len(result['tasks'])} task(s) in "
@@ -66,7 +66,8 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="small task sizes (tests, a first look)")
     p.add_argument("--output", required=True, help="results .json")
     p.add_argument("--label", default=None, help="row name in the comparison table (default: from the settings)")
-    p.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--limit", type=int, default=None,
+                   help="cap every offline task at N queries / texts / pairs (a faster, rougher figure)")
     add_model_options(p)
     p.set_defaults(func=cmd_eval)
 

@@ -12,8 +12,6 @@ from typing import Callable
 
 import numpy as np
 
-from .backbone import cache_dir
-
 # the paper's 16-task ablation subset (DESIGN.md)
 MTEB_SUBSET = ["SciFact", "ArguAna", "NFCorpus", "StackOverflowDupQuestions", "SciDocsRR",
                "BiorxivClusteringS2S", "MedrxivClusteringS2S", "TwentyNewsgroupsClustering",
@@ -114,15 +112,17 @@ def offline_task_names() -> list[str]:
     return ["WordNetRetrieval", "WordNetClustering", "WordNetClassification", "WordNetPairClassification"]
 
 
-def resolve_tasks(suite: str, quick: bool = False, wordnet_dir: str | None = None) -> list:
-    """``offline`` (WordNet), ``mteb-subset`` (the paper's 16 tasks) or TASK[,TASK...]."""
+def resolve_tasks(suite: str, quick: bool = False, wordnet_dir: str | None = None,
+                  limit: int | None = None) -> list:
+    """``offline`` (WordNet), ``mteb-subset`` (the paper's 16 tasks) or TASK[,TASK...].
+    ``limit`` caps the size of each offline task."""
     from .offline_tasks import make_tasks
 
     size = "quick" if quick else "full"
     if suite == "offline":
-        return make_tasks(size, wordnet_dir)
+        return make_tasks(size, wordnet_dir, limit)
     names = MTEB_SUBSET if suite == "mteb-subset" else [n.strip() for n in suite.split(",") if n.strip()]
-    offline = {t.metadata.name.removesuffix("Quick"): t for t in make_tasks(size, wordnet_dir)} \
+    offline = {t.metadata.name.removesuffix("Quick"): t for t in make_tasks(size, wordnet_dir, limit)} \
         if any(n in offline_task_names() for n in names) else {}
     import mteb
 
@@ -230,9 +230,3 @@ def load_results(paths: list[str]) -> list[dict]:
     return out
 
 
-def default_results_dir() -> Path:
-    return Path("results")
-
-
-__all__ = ["EvalError", "EvalSettings", "MtebModel", "compare_table", "evaluate", "resolve_tasks",
-           "cache_dir"]

@@ -71,9 +71,23 @@ def _by_class(pool: list[Synset], per_class: int, rng: random.Random, need_examp
     return out
 
 
-def build_task_data(size: str = "quick", wordnet_dir: str | None = None) -> dict:
-    """The four tasks' data as plain Python (lists and dicts), deterministic for a size."""
+def limited(size: str, limit: int | None) -> SuiteSize:
+    """A suite size with every count capped at ``limit`` (at least 10 pairs and 2 per class)."""
     sz = SIZES[size]
+    if not limit:
+        return sz
+    n = len(CLASSES)
+    return SuiteSize(retrieval_queries=min(sz.retrieval_queries, limit),
+                     retrieval_corpus=min(sz.retrieval_corpus, max(limit, 2 * min(sz.retrieval_queries, limit))),
+                     clustering=min(sz.clustering, max(limit, 2 * n)),
+                     classification_train=min(sz.classification_train, max(limit, 2 * n)),
+                     classification_test=min(sz.classification_test, max(limit, n)),
+                     pairs=min(sz.pairs, max(limit, 10)))
+
+
+def build_task_data(size: str | SuiteSize = "quick", wordnet_dir: str | None = None) -> dict:
+    """The four tasks' data as plain Python (lists and dicts), deterministic for a size."""
+    sz = SIZES[size] if isinstance(size, str) else size
     wn = _wordnet(wordnet_dir)
     pool = _pool(wn, evaluation=True)
     rng = random.Random(1234)
@@ -171,7 +185,7 @@ def _metadata(name: str, type_: str, main_score: str, description: str):
     )
 
 
-def make_tasks(size: str = "quick", wordnet_dir: str | None = None) -> list:
+def make_tasks(size: str = "quick", wordnet_dir: str | None = None, limit: int | None = None) -> list:
     """MTEB task objects (retrieval, clustering, classification, pair classification)."""
     from datasets import Dataset, DatasetDict
     from mteb.abstasks.classification import AbsTaskClassification
@@ -180,7 +194,7 @@ def make_tasks(size: str = "quick", wordnet_dir: str | None = None) -> list:
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 
-    data = build_task_data(size, wordnet_dir)
+    data = build_task_data(limited(size, limit), wordnet_dir)
     tag = "" if size == "full" else size.capitalize()
 
     class WordNetRetrieval(AbsTaskRetrieval):

@@ -122,3 +122,11 @@ def test_compare_table_shape():
          "average": 0.5, "wall_seconds": 60}
     table = compare_table([r])
     assert "| X | 50.0 | 50.0 | 1 | 1.0 min |" in table
+
+
+def test_limit_caps_the_offline_tasks():
+    from grace.offline_tasks import build_task_data, limited
+
+    d = build_task_data(limited("full", 12))
+    assert len(d["retrieval"]["queries"]) == 12 and len(d["pairs"]) == 12
+    assert len(d["classification"]["test"]) <= 12

@@ -78,3 +78,10 @@ def test_streaming_rows_map_to_inputs(tiny_encoder):
     assert sorted(seen) == [0, 1, 2, 3]
     for i, r in enumerate(res):
         assert seen[i][:len(r.rationale_ids)] == r.rationale_ids
+
+
+def test_vllm_backend_refuses_cpu_clearly():
+    from grace.vllm_backend import VllmUnavailable, check_available
+
+    with pytest.raises(VllmUnavailable, match="CUDA GPU only"):
+        check_available("cpu")
