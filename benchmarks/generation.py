@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from _results import machine, write_section  # noqa: E402
+from encode_speed import naive_loop  # noqa: E402
 from sample_texts import TEXTS  # noqa: E402
 
-from grace.encoder import GraceEncoder, embed_ids  # noqa: E402
+from grace.encoder import GraceEncoder  # noqa: E402
 from grace.generation import GenerationSettings  # noqa: E402
 
 
@@ -49,18 +50,6 @@ def peak_gflops(dtype=torch.float32, n: int = 2048, reps: int = 5) -> float:
     for _ in range(reps):
         a @ b
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
-
-
-def naive(enc: GraceEncoder, texts, new_tokens) -> float:
-    t = time.perf_counter()
-    for text in texts:
-        p = enc.prompts.build(text)
-        ids = torch.tensor([p.ids])
-        with torch.inference_mode():
-            out = enc.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                     max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=enc.pad_id)
-            embed_ids(enc.model, [p], [out[0, len(p.ids):].tolist()], pad_id=enc.pad_id)
-    return time.perf_counter() - t
 
 
 def encoder_run(enc: GraceEncoder, texts, new_tokens, batch_size, fast: bool) -> tuple[float, list]:
@@ -132,7 +121,7 @@ def main() -> None:
     peak = peak_gflops()
     encoder_run(enc, texts[:4], 4, 4, True)  # warm-up
     rows = []  # (name, texts, seconds, tokens)
-    t = naive(enc, few, args.new_tokens)
+    t = naive_loop(enc, few, args.new_tokens)
     rows.append(("naive loop (`generate` per text, then embed)", len(few), t, n_few))
     t, plain_rats = encoder_run(enc, texts, args.new_tokens, 32, fast=False)
     rows.append(("`generate` batched (32) + embedding pass", len(texts), t, n_tok))

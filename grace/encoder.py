@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbone import DEFAULT_MODEL, Backbone, load_backbone
-from .generation import GenerationSettings, generate_rationales
+from .generation import GenerationSettings, generate_rationales, left_pad
 from .pooling import INSTRUCTION, PAD, RATIONALE, TEXT, check_pooling, pool, pool_mask
 from .prompts import PromptBuilder, PromptIds
 
@@ -65,17 +65,6 @@ def decoder_body(model: torch.nn.Module) -> torch.nn.Module:
     return base.get_decoder()
 
 
-def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device):
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
-            mask[i, width - len(s):] = 1
-    return ids.to(device), mask.to(device)
-
-
 def segment_codes(prompts: Sequence[PromptIds], rationales: Sequence[Sequence[int]]) -> list[list[int]]:
     out = []
     for p, r in zip(prompts, rationales):
@@ -105,7 +94,7 @@ def embed_ids(
     check_pooling(pooling)
     device = next(model.parameters()).device
     seqs = [list(p.ids) + list(r) for p, r in zip(prompts, rationales)]
-    ids, attn = _left_pad(seqs, pad_id, device)
+    ids, attn = left_pad(seqs, pad_id, device)
     seg_rows = segment_codes(prompts, rationales)
     segments = torch.zeros_like(ids)
     for i, codes in enumerate(seg_rows):

@@ -24,7 +24,7 @@ import torch
 
 from .encoder import EmbedBatch, decoder_body, pool_states
 from .generation import (GenerationSettings, RationaleNoRepeatNgram, RationaleRepetitionPenalty, _eos_ids,
-                         cut_rationale)
+                         cut_rationale, left_pad)
 from .pooling import PAD, RATIONALE, TEXT
 from .prompts import PromptIds
 
@@ -108,13 +108,8 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
     cache.batch_repeat_interleave(b)
     # 2) each row's text + cue, right-aligned after the prefix
     suffixes = [p.ids[n_pre:] for p in prompts]
-    width = max(len(s) for s in suffixes)
-    ids = torch.full((b, width), tokenizer.pad_token_id, dtype=torch.long)
-    smask = torch.zeros((b, width), dtype=torch.long)
-    for i, s in enumerate(suffixes):
-        ids[i, width - len(s):] = torch.tensor(s)
-        smask[i, width - len(s):] = 1
-    ids, smask = ids.to(device), smask.to(device)
+    ids, smask = left_pad(suffixes, tokenizer.pad_token_id, device)
+    width = ids.shape[1]
     attn = torch.cat([torch.ones((b, n_pre), dtype=torch.long, device=device), smask], dim=1)
     pos = n_pre + smask.cumsum(-1) - 1
     states, logits = run(ids, attn, pos.clamp(min=0), cache)

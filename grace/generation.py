@@ -97,6 +97,18 @@ class _RowStreamer(BaseStreamer):
         pass
 
 
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, L] token ids padded on the left, and the attention mask (1 = a real token)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
 def _eos_ids(model, tokenizer) -> set[int]:
     ids = model.generation_config.eos_token_id
     ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
@@ -154,13 +166,8 @@ def generate_rationales(
     done = [False] * len(prompts)
     for b, start in enumerate(range(0, len(order), settings.batch_size)):
         idx = order[start:start + settings.batch_size]
-        width = max(len(prompts[i].ids) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for j, i in enumerate(idx):
-            p = prompts[i].ids
-            ids[j, width - len(p):] = torch.tensor(p)
-            attn[j, width - len(p):] = 1
+        ids, attn = left_pad([prompts[i].ids for i in idx], pad_id, device)
+        width = ids.shape[1]
         processors = LogitsProcessorList()
         if settings.repetition_penalty and settings.repetition_penalty != 1.0:
             processors.append(RationaleRepetitionPenalty(width, settings.repetition_penalty))
@@ -182,7 +189,7 @@ def generate_rationales(
         if settings.seed is not None:
             torch.manual_seed(settings.seed + b)
         with torch.inference_mode():
-            out = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), **kwargs)
+            out = model.generate(input_ids=ids, attention_mask=attn, **kwargs)
         new = out[:, width:].tolist()
         for j, i in enumerate(idx):
             if settings.fixed_length:

@@ -29,8 +29,8 @@ import torch
 from .backbone import load_backbone, publish_dir
 from .config import GraceConfig
 from .data import load_passages, load_triplets
-from .encoder import _left_pad, decoder_body, embed_ids
-from .generation import GenerationSettings, generate_rationales
+from .encoder import decoder_body, embed_ids
+from .generation import GenerationSettings, generate_rationales, left_pad
 from .prompts import PromptBuilder, PromptIds
 from .rewards import (consistency_reward, contrastive_reward, group_advantage, hard_negative_reward,
                       self_reward, total_reward)
@@ -74,7 +74,7 @@ def rollout_logprobs(model, prompts: list[PromptIds], rationales: list[list[int]
     """
     device = next(model.parameters()).device
     seqs = [list(p.ids) + list(r) for p, r in zip(prompts, rationales)]
-    ids, attn = _left_pad(seqs, pad_id, device)
+    ids, attn = left_pad(seqs, pad_id, device)
     position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
     states = decoder_body(model)(input_ids=ids, attention_mask=attn, position_ids=position_ids,
                                  use_cache=False).last_hidden_state
