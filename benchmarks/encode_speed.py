@@ -1,7 +1,8 @@
 """Encode speed: the batched GraceEncoder vs a naive one-text-at-a-time ``generate`` loop.
 
 Both generate exactly ``--new-tokens`` tokens per text (EOS and stop strings ignored) with the
-same prompts, then embed; so tokens/s compare like with like. Run from the repository root:
+same prompts and embed them; so tokens/s compare like with like. The encoder runs its default
+path (grace.fastgen, float32). Run from the repository root:
 
     python benchmarks/encode_speed.py [--texts 32] [--new-tokens 64] [--batch-size 32]
 """
@@ -16,38 +17,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-
 from _results import machine, write_section  # noqa: E402
+from _speed import encoder_run, naive_loop  # noqa: E402
 from sample_texts import TEXTS  # noqa: E402
 
-from grace.encoder import GraceEncoder, embed_ids  # noqa: E402
-from grace.generation import GenerationSettings  # noqa: E402
-
-
-def naive_loop(enc: GraceEncoder, texts: list[str], new_tokens: int) -> float:
-    """What a user would write: one text at a time, generate, then a forward pass to pool."""
-    start = time.perf_counter()
-    for text in texts:
-        p = enc.prompts.build(text)
-        ids = torch.tensor([p.ids])
-        with torch.inference_mode():
-            out = enc.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                     max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                     pad_token_id=enc.pad_id)
-            embed_ids(enc.model, [p], [out[0, len(p.ids):].tolist()], pad_id=enc.pad_id)
-    return time.perf_counter() - start
-
-
-def batched(enc: GraceEncoder, texts: list[str], new_tokens: int, batch_size: int) -> float:
-    settings = GenerationSettings(max_new_tokens=new_tokens, batch_size=batch_size, fixed_length=True)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        prompts = enc.build_prompts(texts)
-        rats = enc.generate(prompts, settings)
-        enc.embed(prompts, rats, batch_size=batch_size)
-    assert all(len(r) == new_tokens for r in rats)
-    return time.perf_counter() - start
+from grace.encoder import GraceEncoder  # noqa: E402
 
 
 def main() -> None:
@@ -60,8 +34,8 @@ def main() -> None:
     args = ap.parse_args()
     texts = (TEXTS * (args.texts // len(TEXTS) + 1))[:args.texts]
     enc = GraceEncoder.from_pretrained(args.model, device="cpu")
-    batched(enc, texts[:2], 4, 2)  # warm-up
-    t_batch = batched(enc, texts, args.new_tokens, args.batch_size)
+    encoder_run(enc, texts[:2], 4, 2, fast=True)  # warm-up
+    t_batch, _ = encoder_run(enc, texts, args.new_tokens, args.batch_size, fast=True)
     t_naive = naive_loop(enc, texts, args.new_tokens)
     n_tok = len(texts) * args.new_tokens
     rows = [("naive loop (generate per text)", t_naive), (f"GraceEncoder (batch {args.batch_size})", t_batch)]

@@ -63,12 +63,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise BackboneError(f"Unknown device {device!r}: use auto, cpu or cuda.") from exc
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX-BF16: there bfloat16 generation measured 2.4x float32 (benchmarks/RESULTS.md)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype in (None, "auto"):
-        # bf16 on GPU; float32 on CPU (bf16 matmuls are slower than fp32 on most CPUs).
+    if dtype is None:  # exact by default on CPU; bf16 on GPU
         return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype == "auto":  # the fastest measured: bf16 on GPU and on CPUs with native bf16 matmuls
+        return torch.bfloat16 if device.type == "cuda" or cpu_has_native_bf16() else torch.float32
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype not in table:

@@ -202,6 +202,7 @@ class GraceEncoder:
 
         s = {k: v for k, v in vars(settings).items() if k != "batch_size"}
         return settings_key(model=self.name, adapter=file_fingerprint(self.backbone.adapter),
+                            dtype=str(next(self.model.parameters()).dtype),
                             template=self.prompts.template.to_dict(), chat=self.prompts.use_chat,
                             max_text_tokens=self.max_text_tokens, **s)
 
@@ -243,7 +244,7 @@ class GraceEncoder:
         seed: int | None = None,
         pooling: str = "mean",
         layer: int = -1,
-        batch_size: int = 16,
+        batch_size: int = 32,
         show_progress_bar: bool = False,
         return_details: bool = False,
         on_token: Callable[[int, list[int]], None] | None = None,

@@ -183,12 +183,28 @@ class Trainer:
 
     # -- one step of each method -----------------------------------------------------------
     def _generate(self, prompts: list[PromptIds], *, sample: bool, seed: int, finished=None) -> list[list[int]]:
-        cfg = self.cfg
-        s = GenerationSettings(max_new_tokens=cfg.max_new_tokens, do_sample=sample,
-                               temperature=cfg.sampling_temperature, top_p=cfg.top_p,
-                               repetition_penalty=1.0, seed=seed, batch_size=max(len(prompts), 1))
+        s = self._settings(len(prompts), sample=sample, seed=seed)
         return generate_rationales(self.policy, self.tokenizer, prompts, s,
                                    stop_strings=self.prompts.stop_strings(), finished=finished)
+
+    def _settings(self, n: int, *, sample: bool, seed: int) -> GenerationSettings:
+        cfg = self.cfg
+        return GenerationSettings(max_new_tokens=cfg.max_new_tokens, do_sample=sample,
+                                  temperature=cfg.sampling_temperature, top_p=cfg.top_p,
+                                  repetition_penalty=1.0, seed=seed, batch_size=max(n, 1))
+
+    def _fast_ok(self, prompts: list[PromptIds]) -> bool:
+        from .fastgen import supports
+
+        return supports(self.policy, prompts, self._settings(len(prompts), sample=False, seed=0))
+
+    def _generate_embed(self, prompts: list[PromptIds], *, sample: bool, seed: int):
+        from .fastgen import generate_and_embed
+
+        return generate_and_embed(self.policy, self.tokenizer, prompts,
+                                  self._settings(len(prompts), sample=sample, seed=seed),
+                                  stop_strings=self.prompts.stop_strings(), pooling=self.cfg.pooling,
+                                  layer=self.cfg.layer)
 
     def _embed(self, prompts, rationales) -> torch.Tensor:
         return embed_ids(self.policy, prompts, rationales, pad_id=self.pad_id, pooling=self.cfg.pooling,
@@ -210,13 +226,22 @@ class Trainer:
         p_target = [self.prompts.build(x) for x in targets_text]
         p_roll = [p for p in p_target for _ in range(k)]
         with torch.no_grad():
-            fixed = self._generate(p_anchor + p_neg, sample=False, seed=cfg.seed + step)
-            finished: list[bool] = []
-            rolls = self._generate(p_roll, sample=True, seed=cfg.seed * 7919 + step, finished=finished)
-            timings["time/generate"] = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            emb = self._embed(p_anchor + p_neg + p_roll, fixed + rolls).float()
-            timings["time/embed"] = time.perf_counter() - t1
+            if self._fast_ok(p_anchor + p_neg + p_roll):
+                # one pass per group gives rationales and their embeddings (grace.fastgen)
+                fixed_r = self._generate_embed(p_anchor + p_neg, sample=False, seed=cfg.seed + step)
+                roll_r = self._generate_embed(p_roll, sample=True, seed=cfg.seed * 7919 + step)
+                fixed, rolls, finished = fixed_r.rationales, roll_r.rationales, roll_r.finished
+                emb = torch.cat([fixed_r.embed.embeddings, roll_r.embed.embeddings]).float()
+                timings["time/generate"] = time.perf_counter() - t0
+                timings["time/embed"] = 0.0
+            else:
+                fixed = self._generate(p_anchor + p_neg, sample=False, seed=cfg.seed + step)
+                finished: list[bool] = []
+                rolls = self._generate(p_roll, sample=True, seed=cfg.seed * 7919 + step, finished=finished)
+                timings["time/generate"] = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                emb = self._embed(p_anchor + p_neg + p_roll, fixed + rolls).float()
+                timings["time/embed"] = time.perf_counter() - t1
         h_anchor = emb[:b]
         h_roll = emb[b + len(p_neg):].view(b, k, -1)
         if supervised:

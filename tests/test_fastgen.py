@@ -85,3 +85,22 @@ def test_vllm_backend_refuses_cpu_clearly():
 
     with pytest.raises(VllmUnavailable, match="CUDA GPU only"):
         check_available("cpu")
+
+
+def test_fast_path_in_bfloat16_matches_plain_bfloat16(tiny_model_dir):
+    from grace.encoder import GraceEncoder
+
+    enc = GraceEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    fast, plain = _both(enc, max_new_tokens=8)
+    assert [f.rationale_ids for f in fast] == [p.rationale_ids for p in plain]
+    assert max(np.abs(f.embedding - p.embedding).max() for f, p in zip(fast, plain)) < 3e-2  # bf16 rounding
+
+
+def test_auto_dtype_follows_the_cpu():
+    import torch
+
+    from grace.backbone import cpu_has_native_bf16, resolve_dtype
+
+    cpu = torch.device("cpu")
+    assert resolve_dtype(None, cpu) == torch.float32
+    assert resolve_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)

@@ -11,7 +11,8 @@ def ui_env(tmp_path, monkeypatch, tiny_model_dir):
     from grace.ui.common import ModelSettings
 
     s = ModelSettings(model=str(tiny_model_dir), max_new_tokens=4)
-    return [s.model, s.adapter, s.prompt, s.rationale, s.max_new_tokens, s.pooling, s.layer, s.sample, s.seed]
+    return [s.model, s.adapter, s.prompt, s.rationale, s.max_new_tokens, s.pooling, s.layer, s.sample, s.seed,
+            s.dtype]
 
 
 def _last(gen):

@@ -32,6 +32,7 @@ class ModelSettings:
     layer: int = -1
     sample: bool = False
     seed: int = 0
+    dtype: str = "float32"
 
     def adapter_path(self) -> str | None:
         """Adapters are chosen by run name from the app's own runs folder, never by a free path."""
@@ -41,6 +42,11 @@ class ModelSettings:
         if not (run / "adapter").is_dir():
             raise ValueError(f"Run '{self.adapter}' has no adapter yet.")
         return str(run / "adapter")
+
+    def encoder(self, with_adapter: bool = True):
+        """The shared encoder for these settings (loaded once)."""
+        return get_encoder(self.model, self.adapter_path() if with_adapter else None, self.prompt,
+                           None if self.dtype == "float32" else self.dtype)
 
     def encode_kwargs(self, **over) -> dict:
         kw = dict(rationale=self.rationale, max_new_tokens=int(self.max_new_tokens), pooling=self.pooling,
@@ -53,16 +59,16 @@ _ENCODERS: dict = {}
 _LOCK = threading.Lock()
 
 
-def get_encoder(model: str, adapter: str | None = None, prompt: str | None = None):
-    """Encoders are loaded once per (model, adapter) and shared; the prompt is per call."""
+def get_encoder(model: str, adapter: str | None = None, prompt: str | None = None, dtype: str | None = None):
+    """Encoders are loaded once per (model, adapter, dtype) and shared; the prompt is per call."""
     from grace.encoder import GraceEncoder
     from grace.models import load_encoder
     from grace.prompts import PromptBuilder
 
-    key = (model, adapter)
+    key = (model, adapter, dtype)
     with _LOCK:
         if key not in _ENCODERS:
-            _ENCODERS[key] = load_encoder(model, adapter=adapter)
+            _ENCODERS[key] = load_encoder(model, adapter=adapter, dtype=dtype)
         enc = _ENCODERS[key]
     if isinstance(enc, GraceEncoder) and prompt and enc.prompts.template.name != prompt:
         view = GraceEncoder.__new__(GraceEncoder)
@@ -88,7 +94,9 @@ def model_bar(default_model: str):
             layer = gr.Number(value=-1, precision=0, label="Layer (-1 last)")
             sample = gr.Checkbox(value=False, label="Sample (else greedy)")
             seed = gr.Number(value=0, precision=0, label="Seed")
-    return [model, adapter, prompt, rationale, max_new, pooling, layer, sample, seed]
+            dtype = gr.Dropdown(choices=["float32", "auto"], value="float32", label="Precision",
+                                info="auto: bfloat16 where the CPU has native bf16 (about 2.4x faster)")
+    return [model, adapter, prompt, rationale, max_new, pooling, layer, sample, seed, dtype]
 
 
 def settings_from(*values) -> ModelSettings:

@@ -11,7 +11,7 @@ import gradio as gr
 from analysis.plots import category_bars
 from grace.evaluation import EvalSettings, compare_table, evaluate, load_results, offline_task_names, resolve_tasks
 
-from .common import data_dir, get_encoder, one_line, settings_from
+from .common import data_dir, one_line, settings_from
 
 
 def results_dir():
@@ -37,7 +37,7 @@ def run_eval(size, tasks, *settings_values, progress=gr.Progress()):
         if not tasks:
             raise ValueError("Choose at least one task.")
         picked = resolve_tasks(",".join(tasks), quick=size == "quick")
-        enc = get_encoder(s.model, s.adapter_path(), s.prompt)
+        enc = s.encoder()
         settings = EvalSettings(model=s.model, adapter=s.adapter_path(), rationale=s.rationale, prompt=s.prompt,
                                 max_new_tokens=int(s.max_new_tokens), pooling=s.pooling, layer=int(s.layer),
                                 do_sample=s.sample, seed=int(s.seed) if s.sample else None)

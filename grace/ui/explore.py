@@ -68,7 +68,7 @@ def run_compare(query, docs_text, *settings_values):
     try:
         query, docs, notes = parse_inputs(query, docs_text)
         s = settings_from(*settings_values)
-        enc = get_encoder(s.model, s.adapter_path(), s.prompt)
+        enc = s.encoder()
         minilm = get_encoder("minilm") if s.model != "minilm" else None
     except Exception as exc:  # shown in the UI
         yield (f"⚠️ {one_line(exc)}",) + empty
@@ -127,7 +127,7 @@ def what_if(choice, query_rat, doc_rat, comp, *settings_values):
         return "Run a comparison first.", [], []
     try:
         s = settings_from(*settings_values)
-        enc = get_encoder(s.model, s.adapter_path(), s.prompt)
+        enc = s.encoder()
         i = comp.order()[_doc_choices(comp).index(choice)]
         w = rescore(enc, comp.query, comp.docs[i], query_rat or "", doc_rat or "", pooling=s.pooling,
                     layer=int(s.layer))

@@ -12,7 +12,7 @@ from analysis.projection import project
 from grace.data import SAMPLE_PASSAGES
 from grace.textio import read_corpus, read_texts
 
-from .common import data_dir, get_encoder, one_line, settings_from
+from .common import data_dir, one_line, settings_from
 
 MAX_MAP_TEXTS = 300
 SOURCES = ["sample: WordNet definitions (labelled)", "sample: 100 passages", "uploaded file"]
@@ -46,10 +46,10 @@ def make_map(source, upload, mode, *settings_values, progress=gr.Progress()):
         if mode == MODES[2]:
             if not s.adapter_path():
                 raise ValueError("Choose an adapter in the model settings to compare base vs adapter.")
-            panels = [("base", get_encoder(s.model, None, s.prompt), s.encode_kwargs()),
-                      (f"adapter {s.adapter}", get_encoder(s.model, s.adapter_path(), s.prompt), s.encode_kwargs())]
+            panels = [("base", s.encoder(with_adapter=False), s.encode_kwargs()),
+                      (f"adapter {s.adapter}", s.encoder(), s.encode_kwargs())]
         else:
-            enc = get_encoder(s.model, s.adapter_path(), s.prompt)
+            enc = s.encoder()
             if mode == MODES[1]:
                 panels.append(("direct forward", enc, s.encode_kwargs(rationale=False, pooling="mean")))
             panels.append(("with rationale" if s.rationale else "direct forward", enc, s.encode_kwargs()))
