@@ -176,9 +176,10 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-# Measured on 2 CPU cores with the default model (benchmarks/RESULTS.md, train_speed): 29.6 s per
-# GRACE step at B=2, K=4, 48 new tokens. Generation dominates and grows with B x (K + 2) x tokens.
-_MEASURED_STEP_S, _MEASURED_WORK = 29.6, 2 * (4 + 2) * 48
+# Measured on 2 CPU cores with the default model (benchmarks/RESULTS.md, train_speed): seconds per
+# GRACE step at B=2, K=4, 48 new tokens (23.6 s since rollouts come with their embeddings).
+# Generation dominates and grows with B x (K + 2) x tokens.
+_MEASURED_STEP_S, _MEASURED_WORK = 23.6, 2 * (4 + 2) * 48
 
 
 def estimate_seconds(cfg: GraceConfig) -> float | None:

@@ -130,3 +130,14 @@ def test_limit_caps_the_offline_tasks():
     d = build_task_data(limited("full", 12))
     assert len(d["retrieval"]["queries"]) == 12 and len(d["pairs"]) == 12
     assert len(d["classification"]["test"]) <= 12
+
+
+def test_mteb_tasks_offline_fail_in_one_sentence(monkeypatch):
+    from grace.evaluation import check_datasets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tasks = resolve_tasks("SciFact")
+    with pytest.raises(EvalError) as exc:
+        check_datasets(tasks)
+    msg = str(exc.value)
+    assert "SciFact (mteb/scifact)" in msg and "--suite offline" in msg and "\n" not in msg

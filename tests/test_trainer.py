@@ -115,3 +115,10 @@ def test_train_cli_bad_data_refused_before_loading(tmp_path, capsys):
     assert code == 2 and "line 1: missing field 'positive'" in err
     code = main(["train", "--data", str(SAMPLE_TRIPLETS), "--rollouts", "1", "--output", str(tmp_path / "r")])
     assert code == 2 and "--rollouts must be at least 2" in capsys.readouterr().err
+
+
+def test_max_minutes_stops_cleanly_and_saves(tiny_model_dir, tmp_path):
+    res = train(_cfg(tiny_model_dir, tmp_path, steps=50, max_minutes=0.0001))
+    assert res.stopped_early and 1 <= res.steps_done < 50
+    assert (res.output / "adapter" / "adapter_model.safetensors").exists()
+    assert latest_checkpoint(res.output).name == f"step-{res.steps_done:06d}"
