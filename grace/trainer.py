@@ -396,7 +396,8 @@ class Trainer:
             if self.should_stop():
                 stopped = True
                 break
-            if cfg.max_minutes and (time.time() - began) / 60 >= cfg.max_minutes:
+            # the time limit is checked once this invocation has made progress (one step at least)
+            if cfg.max_minutes and step > self.start_step and (time.time() - began) / 60 >= cfg.max_minutes:
                 stopped = True
                 break
             step += 1
