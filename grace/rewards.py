@@ -11,11 +11,17 @@ from dataclasses import dataclass
 import torch
 
 
-def contrastive_reward(q: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None) -> torch.Tensor:
-    """eq. 13: R_CL = sim(h_q, h_d+^k) - mean_m sim(h_q, h_d-_m).  q [B,d], pos [B,K,d], neg [B,M,d]."""
+def contrastive_reward(q: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None,
+                       neg_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """eq. 13: R_CL = sim(h_q, h_d+^k) - mean_m sim(h_q, h_d-_m).  q [B,d], pos [B,K,d], neg [B,M,d];
+    ``neg_mask`` [B,M] marks each example's real negatives when their numbers differ."""
     r = torch.einsum("bd,bkd->bk", q, pos)
     if neg is not None and neg.shape[1] > 0:
-        r = r - torch.einsum("bd,bmd->bm", q, neg).mean(dim=1, keepdim=True)
+        sims = torch.einsum("bd,bmd->bm", q, neg)
+        if neg_mask is None:
+            neg_mask = torch.ones_like(sims, dtype=torch.bool)
+        mean = (sims * neg_mask).sum(dim=1, keepdim=True) / neg_mask.sum(dim=1, keepdim=True)
+        r = r - mean
     return r
 
 

@@ -253,11 +253,7 @@ class Trainer:
             for i, c in enumerate(n_negs):
                 h_neg[i, :c], mask[i, :c] = h_neg_flat[pos:pos + c], True
                 pos += c
-            if len(set(n_negs)) == 1:
-                main = contrastive_reward(h_anchor, h_roll, h_neg)
-            else:  # ragged negatives: the mean over each example's own
-                sims = torch.einsum("bd,bmd->bm", h_anchor, h_neg).masked_fill(~mask, 0)
-                main = torch.einsum("bd,bkd->bk", h_anchor, h_roll) - (sims.sum(1) / mask.sum(1)).unsqueeze(1)
+            main = contrastive_reward(h_anchor, h_roll, h_neg, mask)  # each example's own negatives
         else:
             main = self_reward(h_anchor, h_roll)
         cons = consistency_reward(h_roll)

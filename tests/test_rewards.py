@@ -52,3 +52,10 @@ def test_total_temperature_length_penalty_and_advantage():
     assert torch.allclose(group_advantage(r.total), torch.tensor([[1.8, -1.8], [1.5, -1.5]]))
     with pytest.raises(ValueError):
         total_reward(r.main, r.consistency, r.hard_negative, lambda_consistency=0, lambda_hard=0, temperature=0)
+
+
+def test_contrastive_with_ragged_negatives():
+    # example 0 has one negative ([0, 1]: sim 0), example 1 has two ([1, 0]: 0 and [0.6, 0.8]: 0.8, mean 0.4)
+    neg = torch.tensor([[[0.0, 1.0], [9.0, 9.0]], [[1.0, 0.0], [0.6, 0.8]]])
+    mask = torch.tensor([[True, False], [True, True]])
+    assert torch.allclose(contrastive_reward(Q, POS, neg, mask), torch.tensor([[1.0, 0.6], [0.6, -0.4]]))
