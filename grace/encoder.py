@@ -201,7 +201,9 @@ class GraceEncoder:
         from .cache import file_fingerprint, settings_key
 
         s = {k: v for k, v in vars(settings).items() if k != "batch_size"}
-        return settings_key(model=self.name, adapter=file_fingerprint(self.backbone.adapter),
+        if not hasattr(self, "_adapter_fp"):  # the weights do not change under a loaded encoder
+            self._adapter_fp = file_fingerprint(self.backbone.adapter)
+        return settings_key(model=self.name, adapter=self._adapter_fp,
                             dtype=str(next(self.model.parameters()).dtype),
                             template=self.prompts.template.to_dict(), chat=self.prompts.use_chat,
                             max_text_tokens=self.max_text_tokens, **s)
