@@ -16,10 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .annotations import DIMENSIONS, AnnotationError, AnnotationStore, check_name, check_scores
+from .annotations import DIMENSIONS, ITEM_FIELDS, AnnotationError, AnnotationStore, check_name, check_scores
 
-ITEM_FIELDS = ["text", "rationale", "settings", "source", "paired_text", "similarity", "reward", "run", "step",
-               "created"]
 RATING_FIELDS = ["annotator", *DIMENSIONS, "hallucination", "comment", "rated", "updated"]
 AGG_FIELDS = ["n_ratings"] + [f"mean_{d}" for d in DIMENSIONS]
 CSV_COLUMNS = ["kind"] + ITEM_FIELDS + RATING_FIELDS + AGG_FIELDS
@@ -31,12 +29,11 @@ def export_rows(store: AnnotationStore) -> list[dict]:
     by_item: dict[int, list[dict]] = {}
     for r in store.ratings():
         by_item.setdefault(r["item_id"], []).append(r)
-    created = dict(store._conn().execute("SELECT id, created FROM items").fetchall())
     rows = []
     for it in items:
         base = {"text": it.text, "rationale": it.rationale, "settings": it.settings, "source": it.source,
                 "paired_text": it.paired_text, "similarity": it.similarity, "reward": it.reward, "run": it.run,
-                "step": it.step, "created": created[it.id]}
+                "step": it.step, "created": it.created}
         rs = by_item.get(it.id, [])
         agg = {"n_ratings": len(rs), **{f"mean_{d}": (float(np.mean([r[d] for r in rs])) if rs else None)
                                          for d in DIMENSIONS}}
@@ -156,14 +153,5 @@ def import_file(store: AnnotationStore, path: str | Path, *, skip_bad: bool = Fa
         detail = "; ".join(f"line {n}: {w}" for n, w in bad[:20]) + (f" (and {len(bad) - 20} more)" if len(bad) > 20 else "")
         raise AnnotationError(f"{path}: {len(bad)} bad line(s), nothing imported: {detail}. Use --skip-bad to "
                               "import the good lines.")
-    added = ratings = 0
-    with store._tx() as c:  # all or nothing
-        for row in good:
-            item = {k: row.get(k) for k in ITEM_FIELDS}
-            item["source"] = item.get("source") or "import"
-            item_id, new = store._insert_item(c, item)
-            added += int(new)
-            if row.get("kind") == "rating":
-                store._import_rating(c, item_id, row)
-                ratings += 1
+    added, ratings = store.import_rows(good)
     return {"items_added": added, "ratings": ratings, "bad": bad, "lines": len(parsed)}

@@ -24,6 +24,8 @@ SCHEMA_VERSION = 2
 DIMENSIONS = ("faithfulness", "informativeness", "fluency")
 SOURCES = ("explore", "training", "import")
 MAX_NAME = 100
+ITEM_FIELDS = ["text", "rationale", "settings", "source", "paired_text", "similarity", "reward", "run", "step",
+               "created"]
 
 # Each entry upgrades the schema from version i to i + 1; version 1 is the first release.
 MIGRATIONS: list[str] = [
@@ -104,6 +106,7 @@ class Item:
     run: str | None
     step: int | None
     content_hash: str
+    created: float
 
 
 class AnnotationStore:
@@ -263,6 +266,21 @@ class AnnotationStore:
                                                 int(bool(hallucination)), comment or "", now, old["id"]))
             return old["id"]
 
+    def import_rows(self, rows: Iterable[dict]) -> tuple[int, int]:
+        """Items, and ratings (``kind: rating``) with their own timestamps, in one transaction;
+        returns (new items, ratings)."""
+        added = ratings = 0
+        with self._tx() as c:  # all or nothing
+            for row in rows:
+                item = {k: row.get(k) for k in ITEM_FIELDS}
+                item["source"] = item.get("source") or "import"
+                item_id, new = self._insert_item(c, item)
+                added += int(new)
+                if row.get("kind") == "rating":
+                    self._import_rating(c, item_id, row)
+                    ratings += 1
+        return added, ratings
+
     @staticmethod
     def _import_rating(c, item_id: int, row: dict) -> None:
         """A rating from an export, with its own timestamps (inside the caller's transaction)."""
@@ -345,7 +363,8 @@ class _Transaction:
 def _item(row) -> Item:
     return Item(id=row["id"], text=row["text"], rationale=row["rationale"], settings=json.loads(row["settings"]),
                 paired_text=row["paired_text"], similarity=row["similarity"], reward=row["reward"],
-                source=row["source"], run=row["run"], step=row["step"], content_hash=row["content_hash"])
+                source=row["source"], run=row["run"], step=row["step"], content_hash=row["content_hash"],
+                created=row["created"])
 
 
 def default_store() -> AnnotationStore:

@@ -129,7 +129,6 @@ class JobManager:
                                            "started": time.time()})
         proc.start()
         _write_json(self.runs_dir / ACTIVE, {"name": name, "pid": proc.pid})
-        self._proc = proc
         return name
 
     def cancel(self, name: str) -> None:
