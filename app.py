@@ -1,4 +1,4 @@
-"""GRACE Studio web app (Gradio). The tabs arrive with the app issue; this serves the core today."""
+"""GRACE Studio web app (Gradio): ``python app.py``. The tabs live in grace/ui/."""
 
 from grace.ui.app import main
 

@@ -1,11 +1,9 @@
 """Agreement and correlation figures for rationale ratings.
 
-- Krippendorff's alpha with the ordinal metric over items rated by 2+ annotators:
-  alpha = 1 - (n - 1) * sum_ck o_ck d2_ck / sum_ck n_c n_k d2_ck, with the coincidence matrix
-  o_ck = sum_u sum_{i != j} [v_ui = c][v_uj = k] / (m_u - 1), n_c = sum_k o_ck, and the ordinal
-  distance d2_ck = (sum_{g=c..k} n_g - (n_c + n_k) / 2)^2.
-- Cohen's weighted kappa for two annotators: kappa = 1 - sum w_ij O_ij / sum w_ij E_ij with
-  linear (|i-j|/(K-1)) or quadratic ((i-j)^2/(K-1)^2) weights.
+- Krippendorff's alpha with the ordinal metric over items rated by 2+ annotators (the
+  ``krippendorff`` package).
+- Cohen's weighted kappa for two annotators, linear or quadratic weights (scikit-learn's
+  ``cohen_kappa_score``).
 - Spearman's rho between a rating dimension and the similarity / reward stored with the item.
 """
 
@@ -21,50 +19,34 @@ SCALE = (1, 2, 3, 4, 5)
 
 
 def krippendorff_alpha_ordinal(units: list[list[int]], values: tuple[int, ...] = SCALE) -> float | None:
-    """Alpha over units (each a list of the values it received); units with < 2 values are skipped."""
-    index = {v: i for i, v in enumerate(values)}
-    o = np.zeros((len(values), len(values)))
-    for unit in units:
-        m = len(unit)
-        if m < 2:
-            continue
-        for i, a in enumerate(unit):
-            for j, b in enumerate(unit):
-                if i != j:
-                    o[index[a], index[b]] += 1.0 / (m - 1)
-    n_c = o.sum(axis=1)
-    n = n_c.sum()
-    if n <= 1:
+    """Alpha over units (each a list of the values it received); units with < 2 values are skipped.
+    None when it is undefined (fewer than two pairable values, or every value the same)."""
+    import krippendorff
+
+    units = [u for u in units if len(u) >= 2]
+    if not units:
         return None
-    d2 = np.zeros_like(o)
-    for c in range(len(values)):
-        for k in range(len(values)):
-            lo, hi = min(c, k), max(c, k)
-            d2[c, k] = (n_c[lo:hi + 1].sum() - (n_c[c] + n_c[k]) / 2.0) ** 2
-    expected = (np.outer(n_c, n_c) * d2).sum()
-    if expected == 0:
-        return None  # every value the same: agreement is undefined
-    return float(1.0 - (n - 1) * (o * d2).sum() / expected)
+    width = max(len(u) for u in units)
+    # the package takes a raters x units matrix with NaN for a missing rating
+    data = np.full((width, len(units)), np.nan)
+    for j, unit in enumerate(units):
+        data[:len(unit), j] = unit
+    if len({v for u in units for v in u}) < 2:
+        return None
+    return float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal",
+                                    value_domain=list(values)))
 
 
 def cohen_weighted_kappa(a: list[int], b: list[int], weights: str = "quadratic",
                          values: tuple[int, ...] = SCALE) -> float | None:
-    """Weighted kappa between two annotators' ratings of the same items."""
+    """Weighted kappa between two annotators' ratings of the same items (scikit-learn's)."""
+    from sklearn.metrics import cohen_kappa_score
+
     if len(a) != len(b) or not a:
         return None
-    k = len(values)
-    index = {v: i for i, v in enumerate(values)}
-    obs = np.zeros((k, k))
-    for x, y in zip(a, b):
-        obs[index[x], index[y]] += 1
-    obs /= obs.sum()
-    exp = np.outer(obs.sum(axis=1), obs.sum(axis=0))
-    i, j = np.indices((k, k))
-    w = np.abs(i - j) / (k - 1) if weights == "linear" else (i - j) ** 2 / (k - 1) ** 2
-    denom = (w * exp).sum()
-    if denom == 0:
-        return None
-    return float(1.0 - (w * obs).sum() / denom)
+    if len(set(a) | set(b)) < 2:
+        return None  # one value everywhere: chance agreement is total, kappa undefined
+    return float(cohen_kappa_score(a, b, labels=list(values), weights=weights))
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:

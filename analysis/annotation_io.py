@@ -10,11 +10,12 @@ are skipped on purpose.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
 
 import numpy as np
+
+from grace.files.textio import csv_records, csv_safe, csv_unsafe
 
 from .annotations import DIMENSIONS, ITEM_FIELDS, AnnotationError, AnnotationStore, check_name, check_scores
 
@@ -46,7 +47,7 @@ def export_rows(store: AnnotationStore) -> list[dict]:
 
 
 def write_export(store: AnnotationStore, path: str | Path, fmt: str | None = None) -> int:
-    from grace.textio import atomic_output
+    from grace.files.textio import atomic_output
 
     fmt = fmt or ("csv" if str(path).lower().endswith(".csv") else "jsonl")
     rows = export_rows(store)
@@ -71,6 +72,8 @@ def _csv_cell(v):
         return json.dumps(v, sort_keys=True, ensure_ascii=False)
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, str):
+        return csv_safe(v)  # user and model text never reaches a spreadsheet as a formula
     return repr(v) if isinstance(v, float) else v
 
 
@@ -80,7 +83,7 @@ def _parse_csv_row(row: dict) -> dict:
         if k is None or v is None or v == "":
             continue
         if k == "settings":
-            out[k] = json.loads(v)
+            out[k] = json.loads(csv_unsafe(v))
         elif k in ("similarity", "reward", "created", "rated", "updated") or k.startswith("mean_"):
             out[k] = float(v)
         elif k in ("step", "n_ratings", *DIMENSIONS):
@@ -88,20 +91,19 @@ def _parse_csv_row(row: dict) -> dict:
         elif k == "hallucination":
             out[k] = v.lower() in ("1", "true", "yes")
         else:
-            out[k] = v
+            out[k] = csv_unsafe(v)
     return out
 
 
 def read_rows(path: str | Path) -> list[tuple[int, dict | None, str]]:
     """(line number, row or None, why it is bad) for every data line of a JSONL or CSV file."""
-    from grace.textio import read_lines
+    from grace.files.textio import read_lines
 
     p = Path(path)
     lines = read_lines(p)
     out = []
     if p.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO("\n".join(lines)))
-        for n, row in enumerate(reader, 2):
+        for n, row in csv_records("\n".join(lines)):
             try:
                 out.append((n, _parse_csv_row(row), ""))
             except (ValueError, json.JSONDecodeError) as exc:

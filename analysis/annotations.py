@@ -368,7 +368,7 @@ def _item(row) -> Item:
 
 
 def default_store() -> AnnotationStore:
-    from grace.paths import data_dir
+    from grace.files.paths import data_dir
 
     return AnnotationStore(data_dir() / "annotations.sqlite")
 

@@ -8,7 +8,8 @@ from typing import Callable
 
 import numpy as np
 
-from grace.encoder import EncodeResult
+from grace.model.embedding import EncodeResult
+from grace.model.settings import EncodeSettings
 
 from .attributions import Contributions, contributions
 
@@ -36,17 +37,16 @@ class Comparison:
         return out
 
 
-def compare_documents(encoder, query: str, docs: list[str], *, minilm=None, encode_kwargs: dict | None = None,
+def compare_documents(encoder, query: str, docs: list[str], *, minilm=None, settings: EncodeSettings | None = None,
                       on_token: Callable[[int, list[int]], None] | None = None) -> Comparison:
-    """GRACE cosine (with the encoder's settings), direct forward and MiniLM, side by side."""
-    kw = dict(encode_kwargs or {})
-    results = encoder.encode([query] + docs, return_details=True, on_token=on_token, **kw)
+    """GRACE cosine (with ``settings``), direct forward and MiniLM, side by side."""
+    s = settings or EncodeSettings()
+    results = encoder.encode([query] + docs, s, return_details=True, on_token=on_token)
     q, ds = results[0], results[1:]
     grace = [float(q.embedding @ d.embedding) for d in ds]
-    if kw.get("rationale", True):
-        direct_kw = {**kw, "rationale": False, "pooling": "text-mean" if kw.get("pooling") == "rationale-mean"
-                     else kw.get("pooling", "mean")}
-        e = encoder.encode([query] + docs, **direct_kw)
+    if s.rationale:
+        direct = s.with_(rationale=False, pooling="text-mean" if s.pooling == "rationale-mean" else s.pooling)
+        e = encoder.encode([query] + docs, direct)
         direct = [float(e[0] @ v) for v in e[1:]]
     else:
         direct = grace[:]

@@ -50,7 +50,7 @@ def training_curves(metrics: list[dict]) -> go.Figure:
 
 def category_bars(results: list[dict]) -> go.Figure:
     """One bar group per MTEB category, a bar per configuration."""
-    from grace.evaluation import CATEGORY_ORDER
+    from grace.evaluation.mteb_adapter import CATEGORY_ORDER
 
     cats = [c for c in CATEGORY_ORDER if any(c in r["categories"] for r in results)] + ["Avg."]
     fig = go.Figure()

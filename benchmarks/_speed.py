@@ -6,8 +6,9 @@ import time
 
 import torch
 
-from grace.encoder import GraceEncoder, embed_ids
-from grace.generation import GenerationSettings
+from grace.model.embedding import embed_ids
+from grace.model.encoder import GraceEncoder
+from grace.model.settings import EncodeSettings
 
 
 def naive_loop(enc: GraceEncoder, texts: list[str], new_tokens: int) -> float:
@@ -26,16 +27,15 @@ def naive_loop(enc: GraceEncoder, texts: list[str], new_tokens: int) -> float:
 
 def encoder_run(enc: GraceEncoder, texts, new_tokens, batch_size, fast: bool) -> tuple[float, list]:
     enc.fast = fast
-    settings = GenerationSettings(max_new_tokens=new_tokens, batch_size=batch_size, fixed_length=True,
-                                  repetition_penalty=1.0)
+    settings = EncodeSettings(max_new_tokens=new_tokens, batch_size=batch_size, repetition_penalty=1.0)
     t = time.perf_counter()
     with torch.inference_mode():
         prompts = enc.build_prompts(texts)
         if fast:
-            _, rats = enc._encode_fast(prompts, settings, pooling="mean", layer=-1, keep_states=False,
-                                       on_batch=lambda n: None, on_token=None)
+            _, rats = enc._encode_fast(prompts, settings, keep_states=False, on_batch=lambda n: None,
+                                       on_token=None, fixed_length=True)
         else:
-            rats = enc.generate(prompts, settings)
+            rats = enc.generate(prompts, settings, fixed_length=True)
             enc.embed(prompts, rats, batch_size=batch_size)
     enc.fast = True
     assert all(len(r) == new_tokens for r in rats)

@@ -2,7 +2,7 @@
 
 Both generate exactly ``--new-tokens`` tokens per text (EOS and stop strings ignored) with the
 same prompts and embed them; so tokens/s compare like with like. The encoder runs its default
-path (grace.fastgen, float32). Run from the repository root:
+path (grace.model.fastgen, float32). Run from the repository root:
 
     python benchmarks/encode_speed.py [--texts 32] [--new-tokens 64] [--batch-size 32]
 """
@@ -21,7 +21,7 @@ from _results import machine, write_section  # noqa: E402
 from _speed import encoder_run, naive_loop  # noqa: E402
 from sample_texts import TEXTS  # noqa: E402
 
-from grace.encoder import GraceEncoder  # noqa: E402
+from grace.model.encoder import GraceEncoder  # noqa: E402
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from _results import machine, write_section  # noqa: E402
 from _speed import encoder_run, naive_loop  # noqa: E402
 from sample_texts import TEXTS  # noqa: E402
 
-from grace.encoder import GraceEncoder  # noqa: E402
+from grace.model.encoder import GraceEncoder  # noqa: E402
 
 
 def flops_per_token(model) -> float:
@@ -56,7 +56,7 @@ def llama_cpp(enc: GraceEncoder, texts, new_tokens) -> tuple[float | None, str]:
         from llama_cpp import Llama
     except ImportError:
         return None, "llama-cpp-python is not installed (pip install llama-cpp-python builds it from source)"
-    from grace.backbone import default_gguf_path
+    from grace.model.backbone import default_gguf_path
 
     import os
 

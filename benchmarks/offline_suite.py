@@ -20,9 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import machine, write_section  # noqa: E402
 
-from grace.cache import RationaleCache  # noqa: E402
-from grace.evaluation import EvalSettings, compare_table, evaluate, resolve_tasks  # noqa: E402
-from grace.offline_tasks import SIZES, build_task_data  # noqa: E402
+from grace.evaluation.cache import RationaleCache  # noqa: E402
+from grace.model.settings import EncodeSettings  # noqa: E402
+from grace.evaluation.mteb_adapter import compare_table, evaluate, resolve_tasks  # noqa: E402
+from grace.evaluation.offline_tasks import SIZES, build_task_data  # noqa: E402
 
 
 def main() -> None:
@@ -33,9 +34,9 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     size = "quick" if args.quick else "full"
-    configs = [EvalSettings(model="default", rationale=False),
-               EvalSettings(model="default", rationale=True, max_new_tokens=args.max_new_tokens),
-               EvalSettings(model="minilm", rationale=False)]
+    configs = [EncodeSettings(model="default", rationale=False),
+               EncodeSettings(model="default", rationale=True, max_new_tokens=args.max_new_tokens),
+               EncodeSettings(model="minilm", rationale=False)]
     results = []
     for s in configs:
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

@@ -17,11 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import machine, write_section  # noqa: E402
 
-from grace.cache import RationaleCache  # noqa: E402
-from grace.evaluation import EvalSettings, compare_table, evaluate, resolve_tasks  # noqa: E402
-from grace.encoder import GraceEncoder  # noqa: E402
-from grace.models import load_encoder  # noqa: E402
-from grace.prompts import TEMPLATES  # noqa: E402
+from grace.evaluation.cache import RationaleCache  # noqa: E402
+from grace.model.settings import EncodeSettings  # noqa: E402
+from grace.evaluation.mteb_adapter import compare_table, evaluate, resolve_tasks  # noqa: E402
+from grace.model.encoder import GraceEncoder  # noqa: E402
+from grace.model.loading import load_encoder  # noqa: E402
+from grace.model.prompts import TEMPLATES  # noqa: E402
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     results = []
     base = load_encoder("default")
     for name in [None] + list(TEMPLATES):
-        s = EvalSettings(model="default", rationale=name is not None, prompt=name or "fewshot",
+        s = EncodeSettings(model="default", rationale=name is not None, prompt=name or "fewshot",
                          max_new_tokens=args.max_new_tokens)
         enc = GraceEncoder(base.backbone, prompt=name or "fewshot")  # one model, each template
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

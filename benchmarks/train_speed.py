@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import machine, write_section  # noqa: E402
 
-from grace.config import GraceConfig  # noqa: E402
-from grace.data import SAMPLE_TRIPLETS  # noqa: E402
-from grace.trainer import train  # noqa: E402
+from grace.training.config import GraceConfig  # noqa: E402
+from grace.training.data import SAMPLE_TRIPLETS  # noqa: E402
+from grace.training.trainer import train  # noqa: E402
 
 
 def main() -> None:

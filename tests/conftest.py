@@ -13,21 +13,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from grace.testing import build_tiny_model
+    from tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")
 def tiny_chat_dir(tmp_path_factory):
-    from grace.testing import build_tiny_model
+    from tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tinychat") / "model", chat=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_model_dir):
-    from grace.encoder import GraceEncoder
+    from grace.model.encoder import GraceEncoder
 
     return GraceEncoder.from_pretrained(str(tiny_model_dir), device="cpu")
 
@@ -35,7 +35,7 @@ def tiny_encoder(tiny_model_dir):
 @pytest.fixture(scope="session")
 def default_encoder():
     """The embedded Gemma 3 270M (converted once into GRACE_CACHE)."""
-    from grace.encoder import GraceEncoder
+    from grace.model.encoder import GraceEncoder
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

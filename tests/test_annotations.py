@@ -212,3 +212,33 @@ def test_import_refuses_bad_lines_unless_skipped(tmp_path, capsys, monkeypatch):
     out = tmp_path / "export.csv"
     assert main(["annotations", "export", "--output", str(out)]) == 0
     assert out.read_text().splitlines()[0].startswith("kind,text,rationale")
+
+
+def test_csv_export_neutralises_formulas_and_round_trips(tmp_path):
+    import csv
+
+    from analysis.annotation_io import import_file, write_export
+
+    s = _store(tmp_path)
+    texts = ["=HYPERLINK(\"http://x\")", "+1", "-2 degrees", "@SUM(A1)", "'=already quoted", "plain"]
+    for t in texts:
+        s.add_item(t, "=cmd|' /C calc'!A0", source="import")
+    out = tmp_path / "e.csv"
+    write_export(s, out)
+    with open(out, newline="") as f:
+        cells = [c for row in csv.reader(f) for c in row]
+    assert not any(c.startswith(("=", "+", "-", "@")) for c in cells)
+    fresh = _store(tmp_path, "fresh.sqlite")
+    import_file(fresh, out)
+    assert sorted(i.text for i in fresh.items()) == sorted(texts)
+    assert {i.rationale for i in fresh.items()} == {"=cmd|' /C calc'!A0"}
+
+
+def test_csv_import_reports_physical_line_numbers(tmp_path):
+    from analysis.annotation_io import import_file
+
+    f = tmp_path / "in.csv"
+    f.write_text('kind,text,rationale\nitem,"first\nspans\nthree lines",r\nitem,,r\nitem,ok,"two\nlines"\n'
+                 'rating,x,r\n')
+    with pytest.raises(AnnotationError, match=r"line 5: missing or empty 'text'; line 8: "):
+        import_file(_store(tmp_path), f)

@@ -30,7 +30,7 @@ def test_contributions_name_every_token(tiny_encoder):
 
 
 def test_minilm_baseline_same_shape():
-    from grace.baseline import MiniLMEncoder
+    from grace.model.baseline import MiniLMEncoder
 
     m = MiniLMEncoder()
     embs = m.encode(["Where is Machu Picchu?", "Machu Picchu is an Inca citadel in Peru.", "Stocks fell today."])

@@ -3,7 +3,7 @@ import threading
 import pytest
 import torch
 
-from grace.backbone import BackboneError, load_backbone, publish_dir
+from grace.model.backbone import BackboneError, load_backbone, publish_dir
 
 
 def test_offline_unknown_model_gives_one_clear_sentence(monkeypatch):
@@ -36,7 +36,7 @@ def _save_lora(model_dir, out, seed=0):
 
 
 def test_adapter_changes_embeddings(tiny_model_dir, tmp_path):
-    from grace.encoder import GraceEncoder
+    from grace.model.encoder import GraceEncoder
 
     adapter = _save_lora(tiny_model_dir, tmp_path / "adapter")
     base = GraceEncoder.from_pretrained(str(tiny_model_dir), device="cpu")
@@ -47,7 +47,7 @@ def test_adapter_changes_embeddings(tiny_model_dir, tmp_path):
 
 
 def test_adapter_for_another_model_is_refused(tiny_model_dir, tmp_path):
-    from grace.testing import build_tiny_model
+    from tiny_model import build_tiny_model
 
     other = build_tiny_model(tmp_path / "wide", hidden_size=48)
     adapter = _save_lora(other, tmp_path / "adapter")

@@ -82,3 +82,13 @@ def test_help_explains_options():
     assert out.returncode == 0
     for flag in ("--no-rationale", "--pooling", "--prompt", "--adapter", "--layer", "--seed"):
         assert flag in out.stdout
+
+
+def test_vllm_backend_is_refused_on_cpu_in_one_line(tmp_path, capsys, tiny_model_dir):
+    f = tmp_path / "t.txt"
+    f.write_text("a text\n")
+    code = main(["encode", "--input", str(f), "--output", str(tmp_path / "o.jsonl"), "--model", str(tiny_model_dir),
+                 "--device", "cpu", "--backend", "vllm"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "error: vLLM generation runs on a CUDA GPU only; on CPU the encoder uses transformers."
+    assert not (tmp_path / "o.jsonl").exists()

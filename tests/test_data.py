@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from grace.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS, load_passages, load_triplets
-from grace.textio import InputError
+from grace.training.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS, load_passages, load_triplets
+from grace.files.textio import InputError
 
 
 def test_sample_assets_are_valid():
@@ -54,3 +54,30 @@ def test_passages(tmp_path):
     j = tmp_path / "p.jsonl"
     j.write_text('{"text": "a"}\n{"text": "b"}\n')
     assert load_passages(j).records == ["a", "b"]
+
+
+def test_jsonl_lines_keep_unicode_line_separators(tmp_path):
+    """U+2028, U+2029, U+0085, form feed and vertical tab are legal inside one JSON line."""
+    import json
+
+    from grace.files.textio import read_lines, read_texts
+
+    texts = ["one\u2028two", "three\u0085four", "five\u2029six\x0c\x0bseven", "plain"]
+    f = tmp_path / "t.jsonl"
+    f.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    assert read_texts(f) == texts
+    assert len(read_lines(f)) == 4
+    triplets = tmp_path / "tr.jsonl"
+    triplets.write_text(json.dumps({"query": "q\u2028x", "positive": "p\u0085y", "negatives": ["n"]},
+                                   ensure_ascii=False) + "\r\n", encoding="utf-8")
+    rec = load_triplets(triplets).records[0]
+    assert (rec.query, rec.positive) == ("q\u2028x", "p\u0085y")
+
+
+def test_corpus_csv_reports_the_physical_line(tmp_path):
+    from grace.files.textio import read_corpus
+
+    f = tmp_path / "c.csv"
+    f.write_text('text,label\n"a cell\nover two lines",x\n"",y\n')
+    with pytest.raises(InputError, match="line 4: empty text"):
+        read_corpus(f)

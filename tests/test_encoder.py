@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from grace.encoder import embed_ids
-from grace.pooling import INSTRUCTION, PAD, RATIONALE, TEXT, pool_mask
+from grace.model.encoder import embed_ids
+from grace.model.pooling import INSTRUCTION, PAD, RATIONALE, TEXT, pool_mask
 
 TEXTS = ["Where is Machu Picchu?", "The stock market fell sharply today as interest rates rose.", "A dog."]
 
@@ -61,7 +61,7 @@ def test_encode_generates_batched_like_single(tiny_encoder):
 
 
 def test_sampling_is_deterministic_for_a_seed(tiny_encoder):
-    kw = dict(max_new_tokens=8, do_sample=True, temperature=1.0, return_details=True)
+    kw = dict(max_new_tokens=8, sample=True, temperature=1.0, return_details=True)
     a = tiny_encoder.encode(TEXTS, seed=7, **kw)
     b = tiny_encoder.encode(TEXTS, seed=7, **kw)
     c = tiny_encoder.encode(TEXTS, seed=8, **kw)
@@ -93,7 +93,7 @@ def test_bad_input_is_refused(tiny_encoder):
 
 
 def test_chat_model_encodes(tiny_chat_dir):
-    from grace.encoder import GraceEncoder
+    from grace.model.encoder import GraceEncoder
 
     enc = GraceEncoder.from_pretrained(str(tiny_chat_dir), device="cpu")
     r = enc.encode(["hello world"], max_new_tokens=4, return_details=True)[0]

@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from grace.cache import RationaleCache
-from grace.evaluation import EvalError, EvalSettings, compare_table, evaluate, resolve_tasks
-from grace.wordnet import WordNetMissing, find_wordnet, load_wordnet, parse_gloss
+from grace.evaluation.cache import RationaleCache
+from grace.evaluation.mteb_adapter import EvalError, compare_table, evaluate, resolve_tasks
+from grace.model.settings import EncodeSettings
+from grace.evaluation.wordnet import WordNetMissing, find_wordnet, load_wordnet, parse_gloss
 
 FIXTURE = Path(__file__).parent / "fixtures" / "wordnet"
 
@@ -33,7 +34,7 @@ def test_missing_wordnet_says_how_to_install(tmp_path):
 
 
 def test_training_split_is_disjoint_from_every_evaluation_task():
-    from grace.offline_tasks import build_task_data, in_eval_pool, training_split
+    from grace.evaluation.offline_tasks import build_task_data, in_eval_pool, training_split
 
     triplets, passages = training_split(limit=None)
     assert triplets and passages
@@ -56,12 +57,16 @@ def test_adapter_on_mteb_mock_tasks(tiny_encoder, tmp_path):
     from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask
     from mteb.mocks.mock_tasks.sts import MockSTSTask
 
-    settings = EvalSettings(model="tiny", max_new_tokens=4)
+    settings = EncodeSettings(model="tiny", max_new_tokens=4)
     cache = RationaleCache(tmp_path / "r.sqlite")
     tasks = [MockRetrievalTask(), MockSTSTask(), MockClassificationTask(), MockClusteringTask()]
     r = evaluate(settings, tasks, encoder=tiny_encoder, cache=cache)
     assert set(r["categories"]) == {"Retrieval", "STS", "Classification", "Clustering"}
-    assert all(0 <= t["score"] <= 1 for t in r["tasks"].values())
+    # the average and the category figures are the task scores' means; the settings are saved
+    scores = {name: t["score"] for name, t in r["tasks"].items()}
+    assert r["average"] == pytest.approx(sum(scores.values()) / 4)
+    assert r["categories"]["Retrieval"] == scores["MockRetrievalTask"]
+    assert r["settings"] == settings.to_dict() and r["label"] == "tiny w/ reasoning"
     generated = cache.count()
     assert generated > 0 and r["texts_encoded"] >= generated
     # a re-run generates nothing new and scores the same
@@ -78,11 +83,9 @@ def test_adapter_on_mteb_mock_tasks(tiny_encoder, tmp_path):
 
 
 def test_interrupted_encoding_resumes_from_the_cache(tiny_encoder, tmp_path):
-    from grace.generation import GenerationSettings
-
     cache = RationaleCache(tmp_path / "r.sqlite")
     texts = ["one text", "two texts", "three texts here", "four"]
-    settings = GenerationSettings(max_new_tokens=3, batch_size=2)
+    settings = EncodeSettings(max_new_tokens=3, batch_size=2)
     first = tiny_encoder.rationales(texts[:2], tiny_encoder.build_prompts(texts[:2]), settings, cache=cache)
     calls = []
     original = tiny_encoder.generate
@@ -125,7 +128,7 @@ def test_compare_table_shape():
 
 
 def test_limit_caps_the_offline_tasks():
-    from grace.offline_tasks import build_task_data, limited
+    from grace.evaluation.offline_tasks import build_task_data, limited
 
     d = build_task_data(limited("full", 12))
     assert len(d["retrieval"]["queries"]) == 12 and len(d["pairs"]) == 12
@@ -133,7 +136,7 @@ def test_limit_caps_the_offline_tasks():
 
 
 def test_mteb_tasks_offline_fail_in_one_sentence(monkeypatch):
-    from grace.evaluation import check_datasets
+    from grace.evaluation.mteb_adapter import check_datasets
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tasks = resolve_tasks("SciFact")

@@ -4,8 +4,8 @@ gives the plain path's greedy rationales and embeddings within 1e-4."""
 import numpy as np
 import pytest
 
-from grace.fastgen import common_prefix, supports
-from grace.generation import GenerationSettings
+from grace.model.fastgen import common_prefix, supports
+from grace.model.settings import EncodeSettings
 
 TEXTS = ["Where is Machu Picchu?", "The stock market fell sharply today as interest rates rose.", "A dog.",
          "Photosynthesis converts light into chemical energy in plants, using water and carbon dioxide."]
@@ -24,10 +24,10 @@ def _both(enc, **kw):
 
 @pytest.mark.parametrize("kw", [
     dict(max_new_tokens=10), dict(max_new_tokens=10, pooling="max"), dict(max_new_tokens=10, pooling="last"),
-    dict(max_new_tokens=10, layer=-2), dict(max_new_tokens=10, repetition_penalty=1.5, no_repeat_ngram_size=2),
+    dict(max_new_tokens=10, layer=-2), dict(max_new_tokens=10, repetition_penalty=1.5, no_repeat_ngram=2),
 ])
 def test_fast_path_equals_plain_path(tiny_encoder, kw):
-    assert supports(tiny_encoder.model, tiny_encoder.build_prompts(TEXTS), GenerationSettings(max_new_tokens=10))
+    assert supports(tiny_encoder.model, tiny_encoder.build_prompts(TEXTS), EncodeSettings(max_new_tokens=10))
     fast, plain = _both(tiny_encoder, **kw)
     for f, p in zip(fast, plain):
         assert f.rationale_ids == p.rationale_ids
@@ -38,8 +38,8 @@ def test_fast_path_equals_plain_path(tiny_encoder, kw):
 
 def test_fast_path_with_stop_strings(tiny_model_dir):
     """A template whose stop string the tiny model produces: cut at the same place on both paths."""
-    from grace.encoder import GraceEncoder
-    from grace.prompts import PromptTemplate
+    from grace.model.encoder import GraceEncoder
+    from grace.model.prompts import PromptTemplate
 
     enc = GraceEncoder.from_pretrained(str(tiny_model_dir), device="cpu")
     plain = enc.encode(TEXTS, return_details=True, max_new_tokens=12, batch_size=4)
@@ -62,11 +62,11 @@ def test_prefix_is_shared_instruction_only(tiny_encoder):
 
 
 def test_small_sliding_window_falls_back_to_the_plain_path(tmp_path):
-    from grace.encoder import GraceEncoder
-    from grace.testing import build_tiny_model
+    from grace.model.encoder import GraceEncoder
+    from tiny_model import build_tiny_model
 
     enc = GraceEncoder.from_pretrained(str(build_tiny_model(tmp_path / "w64", sliding_window=64)), device="cpu")
-    assert not supports(enc.model, enc.build_prompts(TEXTS), GenerationSettings(max_new_tokens=10))
+    assert not supports(enc.model, enc.build_prompts(TEXTS), EncodeSettings(max_new_tokens=10))
     out = enc.encode(TEXTS, max_new_tokens=4)
     assert out.shape == (4, 32)
 
@@ -81,14 +81,14 @@ def test_streaming_rows_map_to_inputs(tiny_encoder):
 
 
 def test_vllm_backend_refuses_cpu_clearly():
-    from grace.vllm_backend import VllmUnavailable, check_available
+    from grace.model.vllm_backend import VllmUnavailable, check_available
 
     with pytest.raises(VllmUnavailable, match="CUDA GPU only"):
         check_available("cpu")
 
 
 def test_fast_path_in_bfloat16_matches_plain_bfloat16(tiny_model_dir):
-    from grace.encoder import GraceEncoder
+    from grace.model.encoder import GraceEncoder
 
     enc = GraceEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype="bfloat16")
     fast, plain = _both(enc, max_new_tokens=8)
@@ -99,8 +99,17 @@ def test_fast_path_in_bfloat16_matches_plain_bfloat16(tiny_model_dir):
 def test_auto_dtype_follows_the_cpu():
     import torch
 
-    from grace.backbone import cpu_has_native_bf16, resolve_dtype
+    from grace.model.backbone import cpu_has_native_bf16, resolve_dtype
+
+    from grace.model import backbone
 
     cpu = torch.device("cpu")
     assert resolve_dtype(None, cpu) == torch.float32
-    assert resolve_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert resolve_dtype(None, torch.device("cuda")) == torch.bfloat16
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(backbone, "cpu_has_native_bf16", lambda: True)
+        assert resolve_dtype("auto", cpu) == torch.bfloat16
+        m.setattr(backbone, "cpu_has_native_bf16", lambda: False)
+        assert resolve_dtype("auto", cpu) == torch.float32
+    assert isinstance(cpu_has_native_bf16(), bool)

@@ -1,6 +1,6 @@
 import pytest
 
-from grace.prompts import TEMPLATES, PromptBuilder, get_template
+from grace.model.prompts import TEMPLATES, PromptBuilder, get_template
 
 
 def test_plain_template_spans_hold_exactly_the_text(tiny_encoder):
@@ -17,7 +17,7 @@ def test_plain_template_spans_hold_exactly_the_text(tiny_encoder):
 
 
 def test_chat_template_spans(tiny_chat_dir):
-    from grace.encoder import GraceEncoder
+    from grace.model.encoder import GraceEncoder
 
     enc = GraceEncoder.from_pretrained(str(tiny_chat_dir), device="cpu", prompt="paper")
     assert enc.prompts.use_chat

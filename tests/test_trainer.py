@@ -4,9 +4,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from grace.config import GraceConfig
-from grace.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
-from grace.trainer import RunExistsError, latest_checkpoint, train
+from grace.training.config import GraceConfig
+from grace.training.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
+from grace.training.trainer import RunExistsError, latest_checkpoint, train
 
 
 def _cfg(tiny_model_dir, tmp_path, **kw):
@@ -47,7 +47,7 @@ def test_two_steps_change_the_lora_weights(tiny_model_dir, tmp_path, method, mod
 
 
 def test_adapter_loads_in_the_encoder(tiny_model_dir, tmp_path):
-    from grace.encoder import GraceEncoder
+    from grace.model.encoder import GraceEncoder
 
     res = train(_cfg(tiny_model_dir, tmp_path, steps=1))
     base = GraceEncoder.from_pretrained(str(tiny_model_dir), device="cpu")
@@ -74,7 +74,7 @@ def test_resume_after_interruption(tiny_model_dir, tmp_path):
 
 
 def test_crash_mid_run_leaves_the_last_checkpoint_loadable(tiny_model_dir, tmp_path):
-    from grace.backbone import load_backbone
+    from grace.model.backbone import load_backbone
 
     def crash(e):
         if e.get("event") == "step" and e["step"] == 2:

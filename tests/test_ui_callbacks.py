@@ -8,11 +8,9 @@ import pytest
 @pytest.fixture()
 def ui_env(tmp_path, monkeypatch, tiny_model_dir):
     monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path / "data"))
-    from grace.ui.common import ModelSettings
+    from grace.ui.common import APP_DEFAULTS, panel_values
 
-    s = ModelSettings(model=str(tiny_model_dir), max_new_tokens=4)
-    return [s.model, s.adapter, s.prompt, s.rationale, s.max_new_tokens, s.pooling, s.layer, s.sample, s.seed,
-            s.dtype]
+    return panel_values(APP_DEFAULTS.with_(model=str(tiny_model_dir), max_new_tokens=4))
 
 
 def _last(gen):

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-
 import gradio as gr
 
-from grace.backbone import DEFAULT_MODEL
-from grace.jobs import JobManager
-from grace.paths import data_dir
-from grace.pooling import POOLINGS
-from grace.prompts import DEFAULT_TEMPLATE, TEMPLATES
+from grace.model.backbone import DEFAULT_MODEL
+from grace.training.jobs import JobManager
+from grace.files.paths import data_dir
+from grace.model.pooling import POOLINGS
+from grace.model.settings import DTYPES, EncodeSettings
+from grace.model.prompts import DEFAULT_TEMPLATE, TEMPLATES
 
 MAX_DOCS = 50
 MAX_CHARS = 20_000  # per text; longer pastes are cut with a visible note
@@ -21,38 +20,60 @@ def jobs() -> JobManager:
     return JobManager(data_dir() / "runs")
 
 
-@dataclass
-class ModelSettings:
-    model: str = DEFAULT_MODEL
-    adapter: str = "(none)"
-    prompt: str = DEFAULT_TEMPLATE
-    rationale: bool = True
-    max_new_tokens: int = 32
-    pooling: str = "mean"
-    layer: int = -1
-    sample: bool = False
-    seed: int = 0
-    dtype: str = "float32"
+# The panel's defaults: EncodeSettings' own, with shorter rationales (a visitor of a free CPU
+# Space waits on every token) and a fixed seed for sampled rationales.
+APP_DEFAULTS = EncodeSettings(max_new_tokens=32, seed=0, dtype="float32")
 
-    def adapter_path(self) -> str | None:
-        """Adapters are chosen by run name from the app's own runs folder, never by a free path."""
-        if not self.adapter or self.adapter == "(none)":
-            return None
-        run = jobs().run_dir(self.adapter)  # validates the name
+# EncodeSettings fields the panel does not show, each with its reason (tested: every other field
+# has a control, so a new field cannot be forgotten here).
+NOT_IN_PANEL = {
+    "device": "the app runs on the machine it was started on (CUDA when present)",
+    "trust_remote_code": "a public app never runs a visitor-chosen model's own code",
+    "backend": "vLLM needs a GPU; a Space's CPU tier uses transformers",
+    "batch_size": "the app encodes small requests; the default batch fits them",
+}
+
+
+def _panel_fields() -> list[str]:
+    return [n for n in EncodeSettings.names() if n not in NOT_IN_PANEL]
+
+
+def settings_from(*values) -> EncodeSettings:
+    """The panel's component values (in ``_panel_fields()`` order) as ``EncodeSettings``.
+
+    The adapter is chosen by run name from the app's own runs folder, never by a free path."""
+    v = dict(zip(_panel_fields(), values))
+    name = v.get("adapter")
+    adapter = None
+    if name and name != "(none)":
+        run = jobs().run_dir(name)  # validates the name
         if not (run / "adapter").is_dir():
-            raise ValueError(f"Run '{self.adapter}' has no adapter yet.")
-        return str(run / "adapter")
+            raise ValueError(f"Run '{name}' has no adapter yet.")
+        adapter = str(run / "adapter")
+    ints = ("max_new_tokens", "no_repeat_ngram", "layer", "seed")
+    v = {k: (int(x) if k in ints and x is not None else x) for k, x in v.items()}
+    v["adapter"] = adapter
+    if not v.get("sample"):
+        v["seed"] = None  # greedy rationales need no seed
+    return APP_DEFAULTS.with_(**v).validate()
 
-    def encoder(self, with_adapter: bool = True):
-        """The shared encoder for these settings (loaded once)."""
-        return get_encoder(self.model, self.adapter_path() if with_adapter else None, self.prompt,
-                           None if self.dtype == "float32" else self.dtype)
 
-    def encode_kwargs(self, **over) -> dict:
-        kw = dict(rationale=self.rationale, max_new_tokens=int(self.max_new_tokens), pooling=self.pooling,
-                  layer=int(self.layer), do_sample=bool(self.sample), seed=int(self.seed) if self.sample else None)
-        kw.update(over)
-        return kw
+def panel_values(settings: EncodeSettings = APP_DEFAULTS, adapter_run: str = "(none)") -> list:
+    """The panel's values for ``settings`` (the inverse of ``settings_from``; the adapter by run name)."""
+    return [adapter_run if n == "adapter" else getattr(settings, n) for n in _panel_fields()]
+
+
+def encoder_for(settings: EncodeSettings):
+    """The shared encoder for these settings (loaded once per model, adapter and dtype)."""
+    return get_encoder(settings.model, settings.adapter, settings.prompt,
+                       None if settings.dtype == "float32" else settings.dtype)
+
+
+def adapter_name(settings: EncodeSettings) -> str | None:
+    """The run name of the settings' adapter (for labels)."""
+    from pathlib import Path
+
+    return Path(settings.adapter).parent.name if settings.adapter else None
 
 
 _ENCODERS: dict = {}
@@ -61,9 +82,9 @@ _LOCK = threading.Lock()
 
 def get_encoder(model: str, adapter: str | None = None, prompt: str | None = None, dtype: str | None = None):
     """Encoders are loaded once per (model, adapter, dtype) and shared; the prompt is per call."""
-    from grace.encoder import GraceEncoder
-    from grace.models import load_encoder
-    from grace.prompts import PromptBuilder
+    from grace.model.encoder import GraceEncoder
+    from grace.model.loading import load_encoder
+    from grace.model.prompts import PromptBuilder
 
     key = (model, adapter, dtype)
     with _LOCK:
@@ -79,28 +100,35 @@ def get_encoder(model: str, adapter: str | None = None, prompt: str | None = Non
 
 
 def model_bar(default_model: str):
-    """The settings row shared by every tab; returns its components in ModelSettings order."""
+    """The settings panel shared by every tab: one control per ``EncodeSettings`` field (but those in
+    ``NOT_IN_PANEL``); returns the components in ``_panel_fields()`` order."""
+    d = APP_DEFAULTS
+    controls = {}
     with gr.Accordion("Model settings", open=False):
         with gr.Row():
-            model = gr.Textbox(value=default_model, label="Backbone",
-                               info="'default' = embedded Gemma 3 270M; or an HF id / local folder", scale=2)
-            adapter = gr.Dropdown(choices=["(none)"] + jobs().adapters(), value="(none)", label="Adapter (finished runs)",
-                                  allow_custom_value=False, scale=1)
-            prompt = gr.Dropdown(choices=list(TEMPLATES), value=DEFAULT_TEMPLATE, label="Prompt template", scale=1)
+            controls["model"] = gr.Textbox(value=default_model, label="Backbone", scale=2,
+                                           info="'default' = embedded Gemma 3 270M; or an HF id / local folder")
+            controls["adapter"] = gr.Dropdown(choices=["(none)"] + jobs().adapters(), value="(none)",
+                                              label="Adapter (finished runs)", allow_custom_value=False, scale=1)
+            controls["prompt"] = gr.Dropdown(choices=list(TEMPLATES), value=d.prompt, label="Prompt template", scale=1)
+            controls["dtype"] = gr.Dropdown(choices=[x for x in DTYPES if x != "bfloat16"], value=d.dtype,
+                                            label="Precision",
+                                            info="auto: bfloat16 where the CPU has native bf16 (about 2.4x faster)")
         with gr.Row():
-            rationale = gr.Checkbox(value=True, label="Generate a rationale")
-            max_new = gr.Slider(4, 128, value=32, step=4, label="Max rationale tokens")
-            pooling = gr.Dropdown(choices=list(POOLINGS), value="mean", label="Pooling")
-            layer = gr.Number(value=-1, precision=0, label="Layer (-1 last)")
-            sample = gr.Checkbox(value=False, label="Sample (else greedy)")
-            seed = gr.Number(value=0, precision=0, label="Seed")
-            dtype = gr.Dropdown(choices=["float32", "auto"], value="float32", label="Precision",
-                                info="auto: bfloat16 where the CPU has native bf16 (about 2.4x faster)")
-    return [model, adapter, prompt, rationale, max_new, pooling, layer, sample, seed, dtype]
-
-
-def settings_from(*values) -> ModelSettings:
-    return ModelSettings(*values)
+            controls["rationale"] = gr.Checkbox(value=d.rationale, label="Generate a rationale")
+            controls["max_new_tokens"] = gr.Slider(4, 128, value=d.max_new_tokens, step=4, label="Max rationale tokens")
+            controls["pooling"] = gr.Dropdown(choices=list(POOLINGS), value=d.pooling, label="Pooling")
+            controls["layer"] = gr.Number(value=d.layer, precision=0, label="Layer (-1 last)")
+        with gr.Row():
+            controls["sample"] = gr.Checkbox(value=d.sample, label="Sample (else greedy)")
+            controls["temperature"] = gr.Slider(0.05, 2.0, value=d.temperature, step=0.05, label="Temperature")
+            controls["top_p"] = gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="Top-p")
+            controls["seed"] = gr.Number(value=d.seed, precision=0, label="Seed")
+            controls["repetition_penalty"] = gr.Slider(1.0, 2.0, value=d.repetition_penalty, step=0.05,
+                                                       label="Repetition penalty (1 = off)")
+            controls["no_repeat_ngram"] = gr.Number(value=d.no_repeat_ngram, precision=0,
+                                                    label="No-repeat n-gram (0 = off)")
+    return [controls[name] for name in _panel_fields()]
 
 
 def one_line(exc: BaseException) -> str:

@@ -9,9 +9,9 @@ import warnings
 import gradio as gr
 
 from analysis.plots import category_bars
-from grace.evaluation import EvalSettings, compare_table, evaluate, load_results, offline_task_names, resolve_tasks
+from grace.evaluation.mteb_adapter import compare_table, evaluate, load_results, offline_task_names, resolve_tasks
 
-from .common import data_dir, one_line, settings_from
+from .common import data_dir, encoder_for, one_line, settings_from
 
 
 def results_dir():
@@ -37,10 +37,7 @@ def run_eval(size, tasks, *settings_values, progress=gr.Progress()):
         if not tasks:
             raise ValueError("Choose at least one task.")
         picked = resolve_tasks(",".join(tasks), quick=size == "quick")
-        enc = s.encoder()
-        settings = EvalSettings(model=s.model, adapter=s.adapter_path(), rationale=s.rationale, prompt=s.prompt,
-                                max_new_tokens=int(s.max_new_tokens), pooling=s.pooling, layer=int(s.layer),
-                                do_sample=s.sample, seed=int(s.seed) if s.sample else None)
+        enc = encoder_for(s)
         done = []
         progress(0, desc="starting")
 
@@ -50,7 +47,7 @@ def run_eval(size, tasks, *settings_values, progress=gr.Progress()):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = evaluate(settings, picked, encoder=enc, on_task=on_task)
+            r = evaluate(s, picked, encoder=enc, on_task=on_task)
         r["suite"] = size
         (results_dir() / f"{int(time.time())}.json").write_text(json.dumps(r, indent=1))
     except Exception as exc:

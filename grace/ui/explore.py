@@ -11,7 +11,7 @@ import gradio as gr
 from analysis.attributions import contributions, highlight_spans
 from analysis.explore import compare_documents, rescore
 
-from .common import MAX_CHARS, MAX_DOCS, get_encoder, one_line, settings_from
+from .common import MAX_CHARS, MAX_DOCS, adapter_name, encoder_for, get_encoder, one_line, settings_from
 
 EXAMPLES = [
     ["Where is Machu Picchu?",
@@ -68,7 +68,7 @@ def run_compare(query, docs_text, *settings_values):
     try:
         query, docs, notes = parse_inputs(query, docs_text)
         s = settings_from(*settings_values)
-        enc = s.encoder()
+        enc = encoder_for(s)
         minilm = get_encoder("minilm") if s.model != "minilm" else None
     except Exception as exc:  # shown in the UI
         yield (f"⚠️ {one_line(exc)}",) + empty
@@ -84,7 +84,7 @@ def run_compare(query, docs_text, *settings_values):
 
     def work():
         try:
-            box["comp"] = compare_documents(enc, query, docs, minilm=minilm, encode_kwargs=s.encode_kwargs(),
+            box["comp"] = compare_documents(enc, query, docs, minilm=minilm, settings=s,
                                             on_token=on_token if s.rationale and tok is not None else None)
         except Exception as exc:
             box["error"] = exc
@@ -127,7 +127,7 @@ def what_if(choice, query_rat, doc_rat, comp, *settings_values):
         return "Run a comparison first.", [], []
     try:
         s = settings_from(*settings_values)
-        enc = s.encoder()
+        enc = encoder_for(s)
         i = comp.order()[_doc_choices(comp).index(choice)]
         w = rescore(enc, comp.query, comp.docs[i], query_rat or "", doc_rat or "", pooling=s.pooling,
                     layer=int(s.layer))
@@ -149,8 +149,8 @@ def send_to_annotation(comp, *settings_values):
         from analysis.annotations import default_store, items_from_comparison
 
         s = settings_from(*settings_values)
-        settings = {"model": s.model, "adapter": s.adapter, "prompt": s.prompt, "max_new_tokens": int(s.max_new_tokens),
-                    "sampled": bool(s.sample), "seed": int(s.seed) if s.sample else None}
+        settings = {"model": s.model, "adapter": adapter_name(s), "prompt": s.prompt,
+                    "max_new_tokens": s.max_new_tokens, "sampled": s.sample, "seed": s.seed}
         added = default_store().add_items(items_from_comparison(comp, settings))
     except Exception as exc:
         return f"⚠️ {one_line(exc)}"

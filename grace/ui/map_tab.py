@@ -9,10 +9,10 @@ import gradio as gr
 
 from analysis.plots import corpus_map
 from analysis.projection import project
-from grace.data import SAMPLE_PASSAGES
-from grace.textio import read_corpus, read_texts
+from grace.training.data import SAMPLE_PASSAGES
+from grace.files.textio import read_corpus, read_texts
 
-from .common import data_dir, one_line, settings_from
+from .common import adapter_name, data_dir, encoder_for, one_line, settings_from
 
 MAX_MAP_TEXTS = 300
 SOURCES = ["sample: WordNet definitions (labelled)", "sample: 100 passages", "uploaded file"]
@@ -21,10 +21,10 @@ MODES = ["with rationale", "direct forward vs with rationale", "base vs adapter"
 
 def load_corpus(source: str, upload) -> tuple[list[str], list[str] | None]:
     if source == SOURCES[0]:
-        from grace.offline_tasks import build_task_data
+        from grace.evaluation.offline_tasks import build_task_data
 
         d = build_task_data("quick")["classification"]
-        from grace.offline_tasks import CLASSES
+        from grace.evaluation.offline_tasks import CLASSES
 
         rows = d["train"] + d["test"]
         return [t for t, _ in rows], [CLASSES[y] for _, y in rows]
@@ -44,15 +44,15 @@ def make_map(source, upload, mode, *settings_values, progress=gr.Progress()):
             texts, labels = texts[:MAX_MAP_TEXTS], labels[:MAX_MAP_TEXTS] if labels else None
         panels = []  # (title, encoder, kwargs)
         if mode == MODES[2]:
-            if not s.adapter_path():
+            if not s.adapter:
                 raise ValueError("Choose an adapter in the model settings to compare base vs adapter.")
-            panels = [("base", s.encoder(with_adapter=False), s.encode_kwargs()),
-                      (f"adapter {s.adapter}", s.encoder(), s.encode_kwargs())]
+            panels = [("base", encoder_for(s.with_(adapter=None)), s),
+                      (f"adapter {adapter_name(s)}", encoder_for(s), s)]
         else:
-            enc = s.encoder()
+            enc = encoder_for(s)
             if mode == MODES[1]:
-                panels.append(("direct forward", enc, s.encode_kwargs(rationale=False, pooling="mean")))
-            panels.append(("with rationale" if s.rationale else "direct forward", enc, s.encode_kwargs()))
+                panels.append(("direct forward", enc, s.with_(rationale=False, pooling="mean")))
+            panels.append(("with rationale" if s.rationale else "direct forward", enc, s))
     except Exception as exc:
         return f"⚠️ {one_line(exc)}", None, None, None
     figs, notes, rows = [], [], []
@@ -63,7 +63,7 @@ def make_map(source, upload, mode, *settings_values, progress=gr.Progress()):
             results = []
             for start in range(0, len(texts), 8):  # small chunks: progress moves and Cancel takes effect
                 chunk = texts[start:start + 8]
-                results += enc.encode(chunk, return_details=True, **kw)
+                results += enc.encode(chunk, kw, return_details=True)
                 done += len(chunk)
                 progress(done / total, desc=f"{title}: {done}/{total} texts")
             import numpy as np

@@ -8,9 +8,9 @@ import time
 import gradio as gr
 
 from analysis.plots import training_curves
-from grace.config import GraceConfig
-from grace.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
-from grace.jobs import estimate_seconds
+from grace.training.config import GraceConfig
+from grace.training.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
+from grace.training.jobs import estimate_seconds
 
 from .common import data_dir, jobs, one_line
 

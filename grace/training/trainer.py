@@ -26,12 +26,13 @@ from typing import Callable
 
 import torch
 
-from .backbone import load_backbone, publish_dir
+from ..model.backbone import load_backbone, publish_dir
 from .config import GraceConfig
 from .data import load_passages, load_triplets
-from .encoder import decoder_body, embed_ids
-from .generation import GenerationSettings, generate_rationales, left_pad
-from .prompts import PromptBuilder, PromptIds
+from ..model.embedding import decoder_body, embed_ids
+from ..model.generation import generate_rationales, left_pad
+from ..model.settings import EncodeSettings
+from ..model.prompts import PromptBuilder, PromptIds
 from .rewards import (consistency_reward, contrastive_reward, group_advantage, hard_negative_reward,
                       self_reward, total_reward)
 
@@ -187,24 +188,22 @@ class Trainer:
         return generate_rationales(self.policy, self.tokenizer, prompts, s,
                                    stop_strings=self.prompts.stop_strings(), finished=finished)
 
-    def _settings(self, n: int, *, sample: bool, seed: int) -> GenerationSettings:
+    def _settings(self, n: int, *, sample: bool, seed: int) -> EncodeSettings:
         cfg = self.cfg
-        return GenerationSettings(max_new_tokens=cfg.max_new_tokens, do_sample=sample,
-                                  temperature=cfg.sampling_temperature, top_p=cfg.top_p,
-                                  repetition_penalty=1.0, seed=seed, batch_size=max(n, 1))
+        return cfg.encode_settings().with_(sample=sample, temperature=cfg.sampling_temperature, top_p=cfg.top_p,
+                                           repetition_penalty=1.0, seed=seed, batch_size=max(n, 1))
 
     def _fast_ok(self, prompts: list[PromptIds]) -> bool:
-        from .fastgen import supports
+        from ..model.fastgen import supports
 
         return supports(self.policy, prompts, self._settings(len(prompts), sample=False, seed=0))
 
     def _generate_embed(self, prompts: list[PromptIds], *, sample: bool, seed: int):
-        from .fastgen import generate_and_embed
+        from ..model.fastgen import generate_and_embed
 
         return generate_and_embed(self.policy, self.tokenizer, prompts,
                                   self._settings(len(prompts), sample=sample, seed=seed),
-                                  stop_strings=self.prompts.stop_strings(), pooling=self.cfg.pooling,
-                                  layer=self.cfg.layer)
+                                  stop_strings=self.prompts.stop_strings())
 
     def _embed(self, prompts, rationales) -> torch.Tensor:
         return embed_ids(self.policy, prompts, rationales, pad_id=self.pad_id, pooling=self.cfg.pooling,
@@ -368,6 +367,8 @@ class Trainer:
         def write_adapter(folder: Path) -> None:
             policy.save_pretrained(folder, safe_serialization=True)
             (folder / "grace_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+            # the inference settings the adapter was trained for (prompt, rationale length, pooling)
+            (folder / "encode_settings.json").write_text(json.dumps(self.cfg.encode_settings().to_dict(), indent=1))
             (folder / "tokenizer_info.json").write_text(json.dumps(self.tokenizer_info, indent=1))
 
         final = self.out / "adapter"

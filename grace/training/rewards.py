@@ -56,15 +56,6 @@ def hard_negative_reward(anchors: torch.Tensor, rollouts: torch.Tensor) -> torch
     return -(sims * others.unsqueeze(1)).sum(dim=2) / (b - 1)
 
 
-def hard_negative_literal(anchors: torch.Tensor, rollouts: torch.Tensor) -> torch.Tensor:
-    """eq. 15 as printed: - mean_{j != i} max_l sim(h_q_i, h_d+_j^l), broadcast over k (for logging)."""
-    b, k = rollouts.shape[:2]
-    sims = torch.einsum("id,jld->ijl", anchors, rollouts).max(dim=2).values  # [B(i), B(j)]
-    others = ~torch.eye(b, dtype=torch.bool, device=anchors.device)
-    value = -(sims * others).sum(dim=1) / (b - 1)
-    return value.unsqueeze(1).expand(b, k)
-
-
 @dataclass
 class RewardBreakdown:
     """Each component per rollout [B, K]; ``total`` is what the advantage uses."""

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-# the paper's 16-task ablation subset (DESIGN.md)
+from ..model.settings import EncodeSettings, file_fingerprint, settings_key
+
+# the paper's 16-task ablation subset (arXiv 2510.04506, its ablation section)
 MTEB_SUBSET = ["SciFact", "ArguAna", "NFCorpus", "StackOverflowDupQuestions", "SciDocsRR",
                "BiorxivClusteringS2S", "MedrxivClusteringS2S", "TwentyNewsgroupsClustering",
                "SprintDuplicateQuestions", "Banking77Classification", "EmotionClassification",
@@ -27,35 +28,6 @@ class EvalError(ValueError):
     """An evaluation that cannot run; the message says why in one sentence."""
 
 
-@dataclass
-class EvalSettings:
-    """What decides an embedding during evaluation; saved with the results."""
-
-    model: str = "default"
-    adapter: str | None = None
-    rationale: bool = True
-    prompt: str | None = None
-    max_new_tokens: int = 64
-    pooling: str = "mean"
-    layer: int = -1
-    do_sample: bool = False
-    seed: int | None = None
-    batch_size: int = 16
-    extra: dict = field(default_factory=dict)
-
-    def label(self) -> str:
-        if self.model == "minilm":
-            return "MiniLM (all-MiniLM-L6-v2)"
-        name = "Base" if self.model == "default" else self.model
-        if self.adapter:
-            name += f" + {Path(self.adapter).resolve().parent.name if Path(self.adapter).name == 'adapter' else Path(self.adapter).name}"
-        return name + (" w/ reasoning" if self.rationale else " (direct forward)")
-
-    def encode_kwargs(self) -> dict:
-        return dict(rationale=self.rationale, max_new_tokens=self.max_new_tokens, pooling=self.pooling,
-                    layer=self.layer, do_sample=self.do_sample, seed=self.seed, batch_size=self.batch_size)
-
-
 class MtebModel:
     """Wraps an encoder for ``mteb.evaluate``: texts in, L2-normalised embeddings out.
 
@@ -63,7 +35,7 @@ class MtebModel:
     is not generated again.
     """
 
-    def __init__(self, encoder, settings: EvalSettings, cache=None):
+    def __init__(self, encoder, settings: EncodeSettings, cache=None):
         from mteb.models.model_meta import ModelMeta
 
         self.encoder = encoder
@@ -82,7 +54,7 @@ class MtebModel:
         texts = [t for batch in inputs for t in batch["text"]]
         texts = [t if isinstance(t, str) and t.strip() else "(empty)" for t in texts]
         self.texts_seen += len(texts)
-        return self.encoder.encode(texts, cache=self.cache, **self.settings.encode_kwargs())
+        return self.encoder.encode(texts, self.settings, cache=self.cache)
 
     def similarity(self, a, b):
         a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
@@ -101,10 +73,8 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in s).strip("-").lower()
 
 
-def _revision(settings: EvalSettings) -> str:
-    from .cache import file_fingerprint, settings_key
-
-    return settings_key(**{**vars(settings), "adapter": file_fingerprint(settings.adapter)})[:12]
+def _revision(settings: EncodeSettings) -> str:
+    return settings_key(**{**settings.to_dict(), "adapter": file_fingerprint(settings.adapter)})[:12]
 
 
 # -- choosing tasks ---------------------------------------------------------------------------------
@@ -161,18 +131,19 @@ def main_score(task_result) -> float:
     return float(task_result.get_score())
 
 
-def evaluate(settings: EvalSettings, tasks: list, *, encoder=None, cache=None,
+def evaluate(settings: EncodeSettings, tasks: list, *, encoder=None, cache=None,
              on_task: Callable[[str, float, float], None] | None = None) -> dict:
     """Run the tasks; per-task main scores and seconds, category averages, the overall average."""
     import mteb
 
+    from ..model.loading import encoder_for
     from .cache import RationaleCache
-    from .models import load_encoder
 
+    settings.validate()
     check_datasets(tasks)
     started = time.perf_counter()
     if encoder is None:
-        encoder = load_encoder(settings.model, adapter=settings.adapter, prompt=settings.prompt)
+        encoder = encoder_for(settings)
     if cache is None and settings.rationale and settings.model != "minilm":
         cache = RationaleCache()
     model = MtebModel(encoder, settings, cache)
@@ -191,7 +162,7 @@ def evaluate(settings: EvalSettings, tasks: list, *, encoder=None, cache=None,
     cats: dict[str, list[float]] = {}
     for r in per_task.values():
         cats.setdefault(r["category"], []).append(r["score"])
-    return {"label": settings.label(), "settings": {k: v for k, v in vars(settings).items() if k != "extra"},
+    return {"label": settings.label(), "settings": settings.to_dict(),
             "tasks": per_task, "categories": {c: float(np.mean(v)) for c, v in cats.items()},
             "average": float(np.mean([r["score"] for r in per_task.values()])),
             "wall_seconds": time.perf_counter() - started, "texts_encoded": model.texts_seen}

@@ -1,4 +1,4 @@
-"""``python -m grace eval`` and ``python -m grace compare``."""
+"""``grace eval`` and ``grace compare``."""
 
 from __future__ import annotations
 
@@ -7,24 +7,17 @@ import json
 import sys
 import warnings
 
-from .cli import CliError, add_model_options, check_model_options
+from .common import CliError, add_command, encode_settings, load_encoder_for
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import EvalSettings, evaluate, resolve_tasks
-    from .models import load_encoder
-    from .textio import atomic_output
+    from ..evaluation.mteb_adapter import check_datasets, evaluate, resolve_tasks
+    from ..files.textio import atomic_output
 
-    check_model_options(args)
-    settings = EvalSettings(model=args.model, adapter=args.adapter, rationale=not args.no_rationale,
-                            prompt=args.prompt, max_new_tokens=args.max_new_tokens, pooling=args.pooling,
-                            layer=args.layer, do_sample=args.sample, seed=args.seed, batch_size=args.batch_size)
+    settings = encode_settings(args)
     tasks = resolve_tasks(args.suite, quick=args.quick, limit=args.limit)  # unknown names fail before loading
-    from .evaluation import check_datasets
-
     check_datasets(tasks)
-    encoder = load_encoder(args.model, adapter=args.adapter, prompt=args.prompt, device=args.device,
-                           dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    encoder = load_encoder_for(settings)
     print(f"evaluating {settings.label()} on {len(tasks)} task(s)", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn's per-class notes on tiny splits
@@ -41,8 +34,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .evaluation import compare_table, load_results
-    from .textio import atomic_output
+    from ..evaluation.mteb_adapter import compare_table, load_results
+    from ..files.textio import atomic_output
 
     if not args.results:
         raise CliError("Name at least one results file (written by 'python -m grace eval').")
@@ -55,8 +48,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a configuration on MTEB tasks or the offline WordNet suite",
-                       description="Evaluate the current settings (model, adapter, rationale on/off, pooling, ...) "
+    p = add_command(sub, "eval", help="evaluate a configuration on MTEB tasks or the offline WordNet suite",
+                    settings=True, description="Evaluate the current settings (model, adapter, rationale on/off, pooling, ...) "
                                    "and write per-task main scores, category averages and wall time as JSON. "
                                    "Rationales are cached on disk, so re-runs and shared texts are not generated "
                                    "again; an interrupted run resumes.")
@@ -65,13 +58,12 @@ def register(sub) -> None:
                         "ablation tasks; needs the Hub), or TASK[,TASK...] (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="small task sizes (tests, a first look)")
     p.add_argument("--output", required=True, help="results .json")
-    p.add_argument("--label", default=None, help="row name in the comparison table (default: from the settings)")
+    p.add_argument("--label", default=None, help="row name in the comparison table (None: from the settings)")
     p.add_argument("--limit", type=int, default=None,
                    help="cap every offline task at N queries / texts / pairs (a faster, rougher figure)")
-    add_model_options(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("compare", help="render results files as a table in the shape of the paper's Table 1",
+    p = add_command(sub, "compare", help="render results files as a table in the shape of the paper's Table 1",
                        description="Rows are configurations, columns MTEB categories and the average.")
     p.add_argument("results", nargs="*", help="results .json files from 'python -m grace eval'")
     p.add_argument("--output", default=None, help="write the Markdown table here too")

@@ -10,11 +10,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .textio import InputError, read_lines
+from ..files.textio import InputError, read_lines
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SAMPLE_TRIPLETS = ASSETS / "sample_triplets.jsonl"
-SAMPLE_PASSAGES = ASSETS / "sample_passages.txt"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"  # package data: installed with grace
+SAMPLE_TRIPLETS = SAMPLES / "triplets.jsonl"
+SAMPLE_PASSAGES = SAMPLES / "passages.txt"
 
 
 @dataclass

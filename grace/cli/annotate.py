@@ -7,8 +7,8 @@ import sys
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .annotation_io import write_export
-    from .annotations import default_store
+    from analysis.annotation_io import write_export
+    from analysis.annotations import default_store
 
     n = write_export(default_store(), args.output, args.format)
     print(f"wrote {n} rows to {args.output}", file=sys.stderr)
@@ -16,8 +16,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .annotation_io import import_file
-    from .annotations import default_store
+    from analysis.annotation_io import import_file
+    from analysis.annotations import default_store
 
     res = import_file(default_store(), args.input, skip_bad=args.skip_bad)
     print(f"imported {res['items_added']} new item(s) and {res['ratings']} rating(s) from {args.input}",

@@ -10,8 +10,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .pooling import POOLINGS
-from .prompts import DEFAULT_TEMPLATE
+
+from ..model.pooling import POOLINGS
+from ..model.prompts import DEFAULT_TEMPLATE
+from ..model.settings import EncodeSettings
 
 METHODS = ("grace", "cl", "simcse")
 MODES = ("supervised", "unsupervised")
@@ -60,12 +62,12 @@ class GraceConfig:
     lora_rank: int = _f(8, "LoRA rank r")
     lora_alpha: int = _f(16, "LoRA alpha")
     lora_dropout: float = _f(0.05, "LoRA dropout (simcse uses at least 0.1: its positives come from dropout)")
-    lora_targets: list = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA")
+    lora_targets: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA")
     # -- bookkeeping -------------------------------------------------------------------------
     sample_every: int = _f(5, "write the probe texts' rationales to samples.jsonl every N steps")
     save_every: int = _f(10, "checkpoint every N steps (and at the end)")
     max_minutes: float = _f(0.0, "stop cleanly and save after this many minutes (0 = no limit)")
-    probe_texts: list = _f([], "texts whose rationales are logged over training (default: the first 3 "
+    probe_texts: list[str] = _f([], "texts whose rationales are logged over training (default: the first 3 "
                            "positives or passages)")
     skip_bad: bool = _f(False, "drop bad data records instead of refusing the file")
     device: str = _f("auto", "auto, cpu or cuda")
@@ -104,6 +106,12 @@ class GraceConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def encode_settings(self) -> EncodeSettings:
+        """The inference settings this run's embeddings use (rewards, probes, the saved adapter):
+        the encoder reads the adapter with the same prompt, rationale length and pooling."""
+        return EncodeSettings(model=self.model, prompt=self.prompt, max_new_tokens=self.max_new_tokens,
+                              pooling=self.pooling, layer=self.layer, device=self.device)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")

@@ -15,27 +15,8 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from .backbone import cache_dir
-
-
-def settings_key(**settings) -> str:
-    """A stable fingerprint of everything that decides a rationale (but the text)."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def file_fingerprint(path: str | Path | None) -> str:
-    """Content hash of an adapter's weights (so a retrained adapter does not reuse old rationales)."""
-    if not path:
-        return ""
-    p = Path(path)
-    weights = p / "adapter_model.safetensors" if p.is_dir() else p
-    if not weights.exists():
-        return str(p)
-    h = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:24]
+from ..model.backbone import cache_dir
+from ..model.settings import file_fingerprint, settings_key  # noqa: F401  (re-exported)
 
 
 class RationaleCache:

@@ -11,7 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .encoder import EncodeResult, validate_texts
+from .embedding import EncodeResult
+from .encoder import validate_texts
+from .settings import EncodeSettings
 
 MINILM = "minilm"
 
@@ -34,9 +36,14 @@ class MiniLMEncoder:
     def embedding_dim(self) -> int:
         return int(self.model.get_sentence_embedding_dimension())
 
-    def encode(self, texts: str | Sequence[str], *, batch_size: int = 32, show_progress_bar: bool = False,
-               return_details: bool = False, **_ignored) -> np.ndarray | list[EncodeResult]:
-        """L2-normalised embeddings [N, 384]; with details, mean-pooled token states for attributions."""
+    def encode(self, texts: str | Sequence[str], settings: EncodeSettings | None = None, *,
+               show_progress_bar: bool = False, return_details: bool = False,
+               **overrides) -> np.ndarray | list[EncodeResult]:
+        """L2-normalised embeddings [N, 384]; with details, mean-pooled token states for attributions.
+        Of the settings only ``batch_size`` applies (no rationale, its own pooling)."""
+        overrides.pop("cache", None)
+        overrides.pop("on_token", None)
+        batch_size = (settings or EncodeSettings()).with_(**overrides).batch_size
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         validate_texts(texts)

@@ -22,11 +22,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from .encoder import EmbedBatch, decoder_body, pool_states
-from .generation import (GenerationSettings, RationaleNoRepeatNgram, RationaleRepetitionPenalty, _eos_ids,
-                         cut_rationale, left_pad)
+from .embedding import EmbedBatch, decoder_body, pool_states
+from .generation import RationaleNoRepeatNgram, RationaleRepetitionPenalty, _eos_ids, cut_rationale, left_pad
 from .pooling import PAD, RATIONALE, TEXT
 from .prompts import PromptIds
+from .settings import EncodeSettings
 
 
 @dataclass
@@ -46,7 +46,7 @@ def common_prefix(prompts: Sequence[PromptIds]) -> int:
     return n
 
 
-def supports(model, prompts: Sequence[PromptIds], settings: GenerationSettings) -> bool:
+def supports(model, prompts: Sequence[PromptIds], settings: EncodeSettings) -> bool:
     """The fast path needs a KV cache with batch selection and rows inside any sliding window."""
     cfg = model.config.get_text_config()
     window = getattr(cfg, "sliding_window", None)
@@ -54,8 +54,8 @@ def supports(model, prompts: Sequence[PromptIds], settings: GenerationSettings) 
     return common_prefix(prompts) > 0 and (window is None or longest <= window)
 
 
-def _sample(logits: torch.Tensor, settings: GenerationSettings, gen: torch.Generator | None) -> torch.Tensor:
-    if not settings.do_sample:
+def _sample(logits: torch.Tensor, settings: EncodeSettings, gen: torch.Generator | None) -> torch.Tensor:
+    if not settings.sample:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / settings.temperature, dim=-1)
     if settings.top_p < 1.0:
@@ -66,11 +66,11 @@ def _sample(logits: torch.Tensor, settings: GenerationSettings, gen: torch.Gener
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
 
-def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings: GenerationSettings, *,
-                       stop_strings: Sequence[str] = (), pooling: str = "mean", layer: int = -1,
-                       keep_states: bool = False,
+def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings: EncodeSettings, *,
+                       stop_strings: Sequence[str] = (), keep_states: bool = False, fixed_length: bool = False,
                        on_token: Callable[[int, list[int]], None] | None = None) -> FastResult:
-    """Rationales and embeddings for one batch of prompts."""
+    """Rationales and embeddings (pooled as ``settings.pooling`` / ``settings.layer``) for one batch
+    of prompts. ``fixed_length`` (benchmarks) always generates ``max_new_tokens``."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -78,6 +78,7 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings()
     cap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
+    pooling, layer = settings.pooling, settings.layer
     want_all = layer != -1
     # transformers renamed the forward's past_key_values to cache; accept either
     import inspect
@@ -86,7 +87,7 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
     stop_ids = _eos_ids(model, tokenizer) | ({tokenizer.pad_token_id} if tokenizer.pad_token_id is not None else set())
     b = len(prompts)
     gen = None
-    if settings.do_sample and settings.seed is not None:
+    if settings.sample and settings.seed is not None:
         gen = torch.Generator(device=device).manual_seed(settings.seed)
 
     def run(ids, attn, pos, cache):
@@ -126,17 +127,21 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
     processors = []
     if settings.repetition_penalty and settings.repetition_penalty != 1.0:
         processors.append(RationaleRepetitionPenalty(0, settings.repetition_penalty))
-    if settings.no_repeat_ngram_size:
-        processors.append(RationaleNoRepeatNgram(0, settings.no_repeat_ngram_size))
+    if settings.no_repeat_ngram:
+        processors.append(RationaleNoRepeatNgram(0, settings.no_repeat_ngram))
     for step in range(settings.max_new_tokens):
         if processors and step > 0:
             width_g = max(len(generated[r]) for r in alive)
             hist = torch.full((len(alive), width_g), tokenizer.pad_token_id, dtype=torch.long, device=device)
             for j, r in enumerate(alive):
                 hist[j, :len(generated[r])] = torch.tensor(generated[r], device=device)
-            for proc in processors:  # padded history only ever repeats the pad token, never sampled
+            pad_col = logits[:, tokenizer.pad_token_id].clone()
+            for proc in processors:
                 logits = proc(hist, logits)
-        if settings.fixed_length and stop_ids:
+            # the padding of shorter rows' history is not a token they generated: undo what the
+            # processors did to the pad id (it is the EOS id for some models, e.g. Qwen)
+            logits[:, tokenizer.pad_token_id] = pad_col
+        if fixed_length and stop_ids:
             logits[:, sorted(stop_ids)] = float("-inf")
         tok = _sample(logits, settings, gen)
         keep = []
@@ -148,7 +153,7 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
             generated[r].append(t)
             if on_token is not None:
                 on_token(r, list(generated[r]))
-            if stop_strings and not settings.fixed_length:
+            if stop_strings and not fixed_length:
                 text = tokenizer.decode(generated[r][-8:], skip_special_tokens=False)
                 if any(s in text for s in stop_strings):
                     # the rationale ends before the stop string, so every token it keeps has
@@ -174,7 +179,7 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
     # rows still alive hit the length limit: their last token was fed in the final step above
     rationales, finished = [], []
     for r in range(b):
-        if settings.fixed_length:
+        if fixed_length:
             ids_r, fin = generated[r], False
         else:
             ids_r, fin = cut_rationale(generated[r], tokenizer, set(), stop_strings)

@@ -26,7 +26,45 @@ def read_lines(path: str | Path) -> list[str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"{p}: not UTF-8 text (bad byte at offset {exc.start}).") from None
-    return text.splitlines()
+    # split on line feeds only: str.splitlines() also splits on U+2028, U+0085 and other characters
+    # that json.dumps(ensure_ascii=False) leaves raw inside one valid JSONL line
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def csv_records(content: str):
+    """``(line number, row)`` for each record of CSV text with a header line, the number being the
+    record's first physical line (a quoted cell may span several lines)."""
+    import csv
+    import io
+
+    reader = csv.DictReader(io.StringIO(content))
+    _ = reader.fieldnames
+    prev = reader.line_num
+    for row in reader:
+        yield prev + 1, row
+        prev = reader.line_num
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: str) -> str:
+    """A text cell a spreadsheet will not run as a formula: a leading =, +, -, @, tab or CR (or a
+    quote that already escapes one) gets a quote in front; ``csv_unsafe`` undoes it exactly."""
+    if value.startswith(FORMULA_STARTS) or (value[:1] == "'" and value[1:2].startswith(FORMULA_STARTS + ("'",))
+                                            and value[1:2] != ""):
+        return "'" + value
+    return value
+
+
+def csv_unsafe(value: str) -> str:
+    """The inverse of ``csv_safe``."""
+    if value[:1] == "'" and value[1:2] != "" and value[1:2].startswith(FORMULA_STARTS + ("'",)):
+        return value[1:]
+    return value
 
 
 def read_texts(path: str | Path, field: str = "text") -> list[str]:
@@ -82,12 +120,12 @@ def read_corpus(path: str | Path, max_texts: int = 2000) -> tuple[list[str], lis
     suffix = p.suffix.lower()
     if suffix == ".csv":
         content = "\n".join(read_lines(p))
-        reader = csv.DictReader(io.StringIO(content))
-        cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+        header = next(csv.reader(io.StringIO(content)), [])
+        cols = [c.strip().lower() for c in header]
         if "text" not in cols:
             raise InputError(f"{p.name}: the CSV has no 'text' column (columns: {', '.join(cols) or 'none'}).")
         texts, labels = [], []
-        for n, row in enumerate(reader, 2):
+        for n, row in csv_records(content):
             row = {k.strip().lower(): v for k, v in row.items() if k}
             t = (row.get("text") or "").strip()
             if not t:

@@ -8,7 +8,6 @@ prompt's words (and a few-shot template's field names) are meant to be reused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -16,27 +15,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
 from .prompts import PromptIds
-
-
-@dataclass
-class GenerationSettings:
-    max_new_tokens: int = 64
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.95
-    repetition_penalty: float = 1.2
-    no_repeat_ngram_size: int = 0
-    seed: int | None = None
-    batch_size: int = 16
-    fixed_length: bool = False  # benchmarks: always generate max_new_tokens (no EOS/stop)
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be at least 1.")
-        if self.do_sample and self.temperature <= 0:
-            raise ValueError("Sampling needs a temperature above 0.")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1.")
+from .settings import EncodeSettings
 
 
 class RationaleRepetitionPenalty(LogitsProcessor):
@@ -149,15 +128,17 @@ def generate_rationales(
     model: torch.nn.Module,
     tokenizer,
     prompts: Sequence[PromptIds],
-    settings: GenerationSettings,
+    settings: EncodeSettings,
     *,
     stop_strings: Sequence[str] = (),
+    fixed_length: bool = False,
     on_batch: Callable[[int], None] | None = None,
     on_token: Callable[[int, list[int]], None] | None = None,
     finished: list[bool] | None = None,
 ) -> list[list[int]]:
     """Rationale token ids for each prompt, in input order. ``finished``, when given, is
-    filled with whether each rationale ended (EOS or stop string) before the length limit."""
+    filled with whether each rationale ended (EOS or stop string) before the length limit.
+    ``fixed_length`` (benchmarks) always generates ``max_new_tokens`` (no EOS or stop string)."""
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
     stop_ids = _eos_ids(model, tokenizer) | ({pad_id} if pad_id is not None else set())
@@ -171,16 +152,16 @@ def generate_rationales(
         processors = LogitsProcessorList()
         if settings.repetition_penalty and settings.repetition_penalty != 1.0:
             processors.append(RationaleRepetitionPenalty(width, settings.repetition_penalty))
-        if settings.no_repeat_ngram_size:
-            processors.append(RationaleNoRepeatNgram(width, settings.no_repeat_ngram_size))
-        kwargs = dict(max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
+        if settings.no_repeat_ngram:
+            processors.append(RationaleNoRepeatNgram(width, settings.no_repeat_ngram))
+        kwargs = dict(max_new_tokens=settings.max_new_tokens, do_sample=settings.sample,
                       pad_token_id=pad_id, eos_token_id=sorted(_eos_ids(model, tokenizer)),
                       logits_processor=processors)
-        if settings.do_sample:
+        if settings.sample:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if settings.fixed_length:
+        if fixed_length:
             kwargs["min_new_tokens"] = settings.max_new_tokens
         elif stop_strings:
             kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
@@ -192,7 +173,7 @@ def generate_rationales(
             out = model.generate(input_ids=ids, attention_mask=attn, **kwargs)
         new = out[:, width:].tolist()
         for j, i in enumerate(idx):
-            if settings.fixed_length:
+            if fixed_length:
                 result[i] = new[j]
             else:
                 result[i], done[i] = cut_rationale(new[j], tokenizer, stop_ids, stop_strings)

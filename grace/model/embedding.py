@@ -1,0 +1,125 @@
+"""The embedding function: (prompt ids, rationale ids) -> pooled, L2-normalised vectors (eq. 10-11).
+
+``embed_ids`` (a forward pass of the decoder body) and ``pool_states`` (pooling of states that
+the fast generation path collected) are the one embedding code path: the encoder, the trainer's
+rewards and the evaluation adapter all end here. ``EncodeResult`` is what an encoded text carries
+for attributions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .generation import left_pad
+from .pooling import INSTRUCTION, RATIONALE, TEXT, check_pooling, pool, pool_mask
+from .prompts import PromptIds
+
+SEGMENT_NAMES = {INSTRUCTION: "instruction", TEXT: "text", RATIONALE: "rationale"}
+
+
+@dataclass
+class EncodeResult:
+    """One encoded text, with what token attributions need.
+
+    ``tokens``/``segments``/``token_states`` cover the text and rationale positions (the
+    instruction is left out); ``pooled_mask`` marks those the pooling read; ``pooled`` is the
+    un-normalised pooled vector and ``embedding`` its L2-normalised form.
+    """
+
+    text: str
+    rationale: str
+    tokens: list[str]
+    segments: list[str]
+    embedding: np.ndarray
+    token_ids: list[int] = field(repr=False, default_factory=list)
+    token_states: np.ndarray | None = field(repr=False, default=None)
+    pooled_mask: np.ndarray | None = field(repr=False, default=None)
+    pooled: np.ndarray | None = field(repr=False, default=None)
+    pooling: str = "mean"
+    rationale_ids: list[int] = field(repr=False, default_factory=list)
+    truncated: bool = False
+
+
+@dataclass
+class EmbedBatch:
+    """Output of ``embed_ids``: normalised embeddings [B, d] (torch, float32) and optionally
+    per-row states of the non-instruction positions for attributions."""
+
+    embeddings: torch.Tensor
+    pooled: torch.Tensor
+    details: list[dict] | None = None
+
+
+def decoder_body(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformer body without the LM head (hidden states, no 262k-way logits)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder()
+
+
+def segment_codes(prompts: Sequence[PromptIds], rationales: Sequence[Sequence[int]]) -> list[list[int]]:
+    out = []
+    for p, r in zip(prompts, rationales):
+        codes = ([INSTRUCTION] * p.text_start + [TEXT] * (p.text_end - p.text_start)
+                 + [INSTRUCTION] * (len(p.ids) - p.text_end) + [RATIONALE] * len(r))
+        out.append(codes)
+    return out
+
+
+def embed_ids(
+    model: torch.nn.Module,
+    prompts: Sequence[PromptIds],
+    rationales: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    pooling: str = "mean",
+    layer: int = -1,
+    keep_states: bool = False,
+) -> EmbedBatch:
+    """Embeddings of P(x_i) + r_i: the single embedding code path (eq. 10-11).
+
+    Runs the decoder body (no logits) over left-padded sequences with position ids that skip
+    the padding, takes layer ``layer`` (-1 = last, after the final norm; -2 = penultimate, ...),
+    pools with the mask of ``pooling`` and L2-normalises. Gradients flow when the caller
+    has them enabled (the CL baseline trains through it; rewards call it under no_grad).
+    """
+    check_pooling(pooling)
+    device = next(model.parameters()).device
+    seqs = [list(p.ids) + list(r) for p, r in zip(prompts, rationales)]
+    ids, attn = left_pad(seqs, pad_id, device)
+    seg_rows = segment_codes(prompts, rationales)
+    segments = torch.zeros_like(ids)
+    for i, codes in enumerate(seg_rows):
+        segments[i, ids.shape[1] - len(codes):] = torch.tensor(codes, device=device)
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    body = decoder_body(model)
+    want_all = layer != -1
+    out = body(input_ids=ids, attention_mask=attn, position_ids=position_ids,
+               output_hidden_states=want_all, use_cache=False)
+    states = out.hidden_states[layer] if want_all else out.last_hidden_state
+    return pool_states(states, segments, ids, pooling=pooling, keep_states=keep_states)
+
+
+def pool_states(states: torch.Tensor, segments: torch.Tensor, ids: torch.Tensor, *, pooling: str,
+                keep_states: bool = False) -> EmbedBatch:
+    """Pool [B, L, d] hidden states by their segment codes and L2-normalise (eq. 11); both the
+    forward pass above and the generation-time states of ``fastgen`` end here."""
+    mask = pool_mask(segments, pooling)
+    pooled = pool(states, mask, pooling)
+    embeddings = torch.nn.functional.normalize(pooled, dim=-1)
+    details = None
+    if keep_states:
+        details = []
+        keep = (segments == TEXT) | (segments == RATIONALE)
+        for i in range(ids.shape[0]):
+            k = keep[i]
+            details.append({
+                "ids": ids[i][k].tolist(),
+                "segments": [SEGMENT_NAMES[c] for c in segments[i][k].tolist()],
+                "states": states[i][k].detach().float().cpu().numpy(),
+                "pooled_mask": mask[i][k].cpu().numpy(),
+            })
+    return EmbedBatch(embeddings=embeddings, pooled=pooled, details=details)

@@ -1,0 +1,137 @@
+"""EncodeSettings: everything that decides an embedding, in one dataclass.
+
+It is the single source of the embedding options: the CLI flags of every command that embeds
+(through ``transformers.HfArgumentParser``), ``GraceEncoder.encode``'s keyword arguments, the
+evaluation wrapper, the app's settings panel, the rationale cache key and the settings saved
+with evaluation results and training runs. A new field is picked up by all of them; the tests
+check that each field given on each command line reaches the encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Optional
+
+from .pooling import POOLINGS
+from .prompts import DEFAULT_TEMPLATE
+
+DTYPES = ("float32", "bfloat16", "auto")
+
+
+def _opt(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class EncodeSettings:
+    # -- which encoder (chosen when it is loaded) --------------------------------------------
+    model: str = _opt("default", "'default' (embedded Gemma 3 270M), 'minilm' (all-MiniLM-L6-v2 baseline), "
+                      "a Hugging Face id or a local folder")
+    adapter: Optional[str] = _opt(None, "folder of a PEFT adapter (a training run's output)")
+    prompt: str = _opt(DEFAULT_TEMPLATE, "prompt template: fewshot, paper, keywords, or a .json/.txt template file")
+    dtype: Optional[str] = _opt(None, "float32 (CPU default, exact), bfloat16 (CUDA default), or auto: bfloat16 "
+                                "where the CPU has native bf16 matmuls (see benchmarks/RESULTS.md)", choices=DTYPES)
+    device: str = _opt("auto", "auto (CUDA when present), cpu or cuda")
+    trust_remote_code: bool = _opt(False, "allow a hub model's own code to run")
+    backend: str = _opt("transformers", "rationale generation backend: transformers, or vllm (CUDA with vLLM "
+                        "installed)", choices=("transformers", "vllm"))
+    # -- the rationale -----------------------------------------------------------------------
+    rationale: bool = _opt(True, "generate a rationale (--no-rationale: direct forward, the paper's 'Base')")
+    max_new_tokens: int = _opt(64, "rationale length limit in tokens")
+    sample: bool = _opt(False, "sample rationales instead of greedy decoding")
+    temperature: float = _opt(0.7, "sampling temperature")
+    top_p: float = _opt(0.95, "nucleus sampling mass")
+    repetition_penalty: float = _opt(1.2, "penalty on tokens already in the rationale, 1 = off")
+    no_repeat_ngram: int = _opt(0, "forbid repeating n-grams of this size in the rationale, 0 = off")
+    seed: Optional[int] = _opt(None, "random seed for sampled rationales")
+    # -- the embedding -----------------------------------------------------------------------
+    pooling: str = _opt("mean", "mean over text+rationale (paper), rationale-mean, text-mean, last token, or max",
+                        choices=POOLINGS)
+    layer: int = _opt(-1, "hidden layer to pool: -1 last, -2 penultimate, ...")
+    batch_size: int = _opt(32, "texts generated and embedded together")
+
+    # What each field decides: the encoder that is loaded, the rationale that is generated, the
+    # pooling of its states, or only the speed. Every field is in exactly one group (tested).
+    LOAD = ("model", "adapter", "prompt", "dtype", "device", "trust_remote_code", "backend")
+    RATIONALE = ("rationale", "max_new_tokens", "sample", "temperature", "top_p", "repetition_penalty",
+                 "no_repeat_ngram", "seed")
+    EMBEDDING = ("pooling", "layer")
+    SPEED = ("batch_size",)
+
+    def validate(self) -> "EncodeSettings":
+        """Refuse settings no encoder can run with; one sentence naming the option."""
+        if self.max_new_tokens < 1:
+            raise ValueError("--max-new-tokens must be at least 1.")
+        if self.batch_size < 1:
+            raise ValueError("--batch-size must be at least 1.")
+        if self.sample and self.temperature <= 0:
+            raise ValueError("Sampling needs --temperature above 0.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("--top-p must be in (0, 1].")
+        if self.repetition_penalty <= 0:
+            raise ValueError("--repetition-penalty must be above 0 (1 = off).")
+        if self.no_repeat_ngram < 0:
+            raise ValueError("--no-repeat-ngram must be 0 (off) or more.")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"Unknown pooling {self.pooling!r}: use one of {', '.join(POOLINGS)}.")
+        if not self.rationale and self.pooling == "rationale-mean":
+            raise ValueError("Pooling 'rationale-mean' needs a rationale; drop --no-rationale or pick another pooling.")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"Unknown dtype {self.dtype!r}: use one of {', '.join(DTYPES)}.")
+        return self
+
+    def with_(self, **changes) -> "EncodeSettings":
+        """A copy with some fields changed; an unknown name is refused with the valid ones."""
+        unknown = sorted(set(changes) - set(self.names()))
+        if unknown:
+            raise TypeError(f"Unknown encode setting(s) {', '.join(unknown)}; valid: {', '.join(self.names())}.")
+        return replace(self, **changes)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EncodeSettings":
+        known = set(cls.names())
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def rationale_key(self) -> dict:
+        """The fields that decide a generated rationale (part of the rationale cache key)."""
+        return {k: getattr(self, k) for k in self.RATIONALE}
+
+    def label(self) -> str:
+        """A row name for comparison tables."""
+        if self.model == "minilm":
+            return "MiniLM (all-MiniLM-L6-v2)"
+        name = "Base" if self.model == "default" else self.model
+        if self.adapter:
+            p = Path(self.adapter)
+            name += f" + {p.resolve().parent.name if p.name == 'adapter' else p.name}"
+        return name + (" w/ reasoning" if self.rationale else " (direct forward)")
+
+
+def settings_key(**settings) -> str:
+    """A stable fingerprint of everything that decides a rationale (but the text)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def file_fingerprint(path: str | Path | None) -> str:
+    """Content hash of an adapter's weights (so a retrained adapter does not reuse old rationales)."""
+    if not path:
+        return ""
+    p = Path(path)
+    weights = p / "adapter_model.safetensors" if p.is_dir() else p
+    if not weights.exists():
+        return str(p)
+    h = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:24]
