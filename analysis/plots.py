@@ -7,7 +7,7 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
-REWARD_KEYS = ["reward/contrastive", "reward/self", "reward/consistency", "reward/hard_negative",
+REWARD_KEYS = ["reward/positive", "reward/contrastive", "reward/self", "reward/consistency", "reward/hard_negative",
                "reward/length_penalty", "reward/total"]
 
 

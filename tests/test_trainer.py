@@ -35,7 +35,7 @@ def test_two_steps_change_the_lora_weights(tiny_model_dir, tmp_path, method, mod
     rows = [json.loads(line) for line in (res.output / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     if method == "grace":
-        main = "reward/contrastive" if mode == "supervised" else "reward/self"
+        main = "reward/positive" if mode == "supervised" else "reward/self"
         for key in (main, "reward/consistency", "reward/hard_negative", "reward/length_penalty", "reward/total",
                     "advantage_std", "loss", "rationale_length", "truncation_rate", "step_time"):
             assert key in rows[0], key

@@ -50,7 +50,7 @@ def test_grace_reward_matches_the_reward_functions(tiny_encoder):
     got = reward(prompts=pos, completions=["x"] * 4, completion_ids=ids, query=qs, positive=pos)
     rats = [[10, 11], [12], [13, 14, 15], [16]]
     h = embed_ids(enc.model, [enc.prompts.build(p) for p in pos], rats, pad_id=enc.pad_id).embeddings.view(2, 2, -1)
-    anchors = enc.encode([qs[0], qs[2]], max_new_tokens=64, repetition_penalty=1.2)
+    anchors = enc.encode([qs[0], qs[2]])  # greedy, the default EncodeSettings
     a = torch.tensor(anchors)
     main = torch.einsum("bd,bkd->bk", a, h)
     want = (main + 0.5 * consistency_reward(h) + 0.25 * hard_negative_reward(a, h)) / 0.5

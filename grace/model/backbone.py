@@ -180,10 +180,13 @@ def load_backbone(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
+    config_overrides: dict | None = None,
 ) -> Backbone:
     """Load a causal LM + tokenizer: ``"default"`` (embedded Gemma 3 270M), an HF id or a path.
 
     ``adapter`` is a PEFT adapter folder applied on top. Weights load from safetensors only.
+    ``config_overrides`` set config values *before* the model is built (modules copy some of
+    them at init, e.g. Gemma's attention dropout, so changing the config later does nothing).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -202,7 +205,8 @@ def load_backbone(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+            source, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code,
+            **(config_overrides or {})
         )
     except (OSError, ValueError) as exc:
         if Path(source).exists():

@@ -69,6 +69,89 @@ def segment_codes(prompts: Sequence[PromptIds], rationales: Sequence[Sequence[in
     return out
 
 
+def common_prefix(prompts: Sequence[PromptIds]) -> int:
+    """Length of the instruction prefix every prompt shares (never into a text)."""
+    limit = min(p.text_start for p in prompts)
+    first = prompts[0].ids
+    n = 0
+    while n < limit and all(p.ids[n] == first[n] for p in prompts):
+        n += 1
+    return n
+
+
+def fits_window(model: torch.nn.Module, longest: int) -> bool:
+    """Whether sequences of ``longest`` tokens stay inside the model's sliding window (the shared
+    prefix layout puts padding in the middle of a row, which a window would count)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    window = getattr(base.config.get_text_config(), "sliding_window", None)
+    return window is None or longest <= window
+
+
+def cache_keyword(body: torch.nn.Module) -> str:
+    """transformers renamed the decoder's past_key_values argument to cache; accept either."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(type(body).forward).parameters else "past_key_values"
+
+
+@dataclass
+class SequenceStates:
+    """Hidden states over P(x_i) + c_i, left-padded to one width.
+
+    With a shared prefix the first ``prefix`` tokens of every prompt are not among the positions
+    (they are instruction tokens, never pooled or scored); ``states`` is layer ``layer``,
+    ``last`` the last layer (what the output layer reads)."""
+
+    states: torch.Tensor
+    last: torch.Tensor
+    segments: torch.Tensor
+    ids: torch.Tensor
+    prefix: int
+
+
+def forward_states(model: torch.nn.Module, prompts: Sequence[PromptIds], continuations: Sequence[Sequence[int]],
+                   *, pad_id: int, layer: int = -1, share_prefix: bool = False) -> SequenceStates:
+    """The decoder body over P(x_i) + c_i (no logits); gradients flow when enabled.
+
+    ``share_prefix`` runs the instruction prefix every prompt shares (a few-shot template is ~120
+    tokens) once, with gradients, and shares its keys and values across the batch: each row is
+    [prefix | padding | text + cue + continuation] with the padding masked and position ids that
+    skip it, so every row sees what the plain left-padded layout sees (tested equal)."""
+    device = next(model.parameters()).device
+    body = decoder_body(model)
+    want_all = layer != -1
+    rows = segment_codes(prompts, continuations)
+    n_pre = common_prefix(prompts) if share_prefix else 0
+    if n_pre and not fits_window(model, max(len(c) for c in rows) + 1):
+        n_pre = 0
+    kw: dict = {}
+    if n_pre:
+        from transformers import DynamicCache
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        cache = DynamicCache(config=base.config)
+        pre = torch.tensor([list(prompts[0].ids[:n_pre])], device=device)
+        body(input_ids=pre, position_ids=torch.arange(n_pre, device=device).unsqueeze(0), use_cache=True,
+             **{cache_keyword(body): cache})
+        cache.batch_repeat_interleave(len(prompts))
+        kw = {cache_keyword(body): cache, "use_cache": True}
+    seqs = [list(p.ids[n_pre:]) + list(c) for p, c in zip(prompts, continuations)]
+    ids, attn = left_pad(seqs, pad_id, device)
+    segments = torch.zeros_like(ids)
+    for i, codes in enumerate(rows):
+        codes = codes[n_pre:]
+        segments[i, ids.shape[1] - len(codes):] = torch.tensor(codes, device=device)
+    position_ids = (n_pre + attn.cumsum(-1) - 1).clamp(min=0)
+    if n_pre:
+        attn = torch.cat([torch.ones((len(prompts), n_pre), dtype=attn.dtype, device=device), attn], dim=1)
+    else:
+        kw = {"use_cache": False}
+    out = body(input_ids=ids, attention_mask=attn, position_ids=position_ids, output_hidden_states=want_all, **kw)
+    last = out.last_hidden_state
+    return SequenceStates(states=out.hidden_states[layer] if want_all else last, last=last, segments=segments,
+                          ids=ids, prefix=n_pre)
+
+
 def embed_ids(
     model: torch.nn.Module,
     prompts: Sequence[PromptIds],
@@ -78,6 +161,7 @@ def embed_ids(
     pooling: str = "mean",
     layer: int = -1,
     keep_states: bool = False,
+    share_prefix: bool = False,
 ) -> EmbedBatch:
     """Embeddings of P(x_i) + r_i: the single embedding code path (eq. 10-11).
 
@@ -85,22 +169,11 @@ def embed_ids(
     the padding, takes layer ``layer`` (-1 = last, after the final norm; -2 = penultimate, ...),
     pools with the mask of ``pooling`` and L2-normalises. Gradients flow when the caller
     has them enabled (the CL baseline trains through it; rewards call it under no_grad).
+    ``share_prefix``: see ``forward_states`` (the trainer uses it; the result is the same).
     """
     check_pooling(pooling)
-    device = next(model.parameters()).device
-    seqs = [list(p.ids) + list(r) for p, r in zip(prompts, rationales)]
-    ids, attn = left_pad(seqs, pad_id, device)
-    seg_rows = segment_codes(prompts, rationales)
-    segments = torch.zeros_like(ids)
-    for i, codes in enumerate(seg_rows):
-        segments[i, ids.shape[1] - len(codes):] = torch.tensor(codes, device=device)
-    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-    body = decoder_body(model)
-    want_all = layer != -1
-    out = body(input_ids=ids, attention_mask=attn, position_ids=position_ids,
-               output_hidden_states=want_all, use_cache=False)
-    states = out.hidden_states[layer] if want_all else out.last_hidden_state
-    return pool_states(states, segments, ids, pooling=pooling, keep_states=keep_states)
+    fs = forward_states(model, prompts, rationales, pad_id=pad_id, layer=layer, share_prefix=share_prefix)
+    return pool_states(fs.states, fs.segments, fs.ids, pooling=pooling, keep_states=keep_states)
 
 
 def pool_states(states: torch.Tensor, segments: torch.Tensor, ids: torch.Tensor, *, pooling: str,

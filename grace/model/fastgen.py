@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .embedding import EmbedBatch, decoder_body, pool_states
+from .embedding import EmbedBatch, cache_keyword, common_prefix, decoder_body, pool_states
 from .generation import RationaleNoRepeatNgram, RationaleRepetitionPenalty, _eos_ids, cut_rationale, left_pad
 from .pooling import PAD, RATIONALE, TEXT
 from .prompts import PromptIds
@@ -34,16 +34,7 @@ class FastResult:
     rationales: list[list[int]]
     finished: list[bool]
     embed: EmbedBatch
-
-
-def common_prefix(prompts: Sequence[PromptIds]) -> int:
-    """Length of the instruction prefix every prompt shares (never into a text)."""
-    limit = min(p.text_start for p in prompts)
-    first = prompts[0].ids
-    n = 0
-    while n < limit and all(p.ids[n] == first[n] for p in prompts):
-        n += 1
-    return n
+    responses: list[list[int]]  # rationale + the tokens that ended it (EOS or the stop string)
 
 
 def supports(model, prompts: Sequence[PromptIds], settings: EncodeSettings) -> bool:
@@ -80,10 +71,7 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
     cap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
     pooling, layer = settings.pooling, settings.layer
     want_all = layer != -1
-    # transformers renamed the forward's past_key_values to cache; accept either
-    import inspect
-
-    cache_kw = "cache" if "cache" in inspect.signature(type(body).forward).parameters else "past_key_values"
+    cache_kw = cache_keyword(body)
     stop_ids = _eos_ids(model, tokenizer) | ({tokenizer.pad_token_id} if tokenizer.pad_token_id is not None else set())
     b = len(prompts)
     gen = None
@@ -124,6 +112,7 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
     generated: list[list[int]] = [[] for _ in range(b)]
     rat_states: list[list[torch.Tensor]] = [[] for _ in range(b)]
     done = [False] * b
+    ended_by: list[int | None] = [None] * b
     processors = []
     if settings.repetition_penalty and settings.repetition_penalty != 1.0:
         processors.append(RationaleRepetitionPenalty(0, settings.repetition_penalty))
@@ -148,7 +137,7 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
         for j, r in enumerate(alive):
             t = int(tok[j])
             if t in stop_ids:
-                done[r] = True
+                done[r], ended_by[r] = True, t
                 continue
             generated[r].append(t)
             if on_token is not None:
@@ -178,6 +167,7 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
         next_pos = next_pos + 1
     # rows still alive hit the length limit: their last token was fed in the final step above
     rationales, finished = [], []
+    responses = [generated[r] + ([ended_by[r]] if ended_by[r] is not None else []) for r in range(b)]
     for r in range(b):
         if fixed_length:
             ids_r, fin = generated[r], False
@@ -202,5 +192,5 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
         seg_b[r, start + n_t:] = RATIONALE
         p = prompts[r]
         ids_b[r, start:] = torch.tensor(p.ids[p.text_start:p.text_end] + rationales[r], device=device)
-    return FastResult(rationales=rationales, finished=finished,
+    return FastResult(rationales=rationales, finished=finished, responses=responses,
                       embed=pool_states(states_b, seg_b, ids_b, pooling=pooling, keep_states=keep_states))

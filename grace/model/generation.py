@@ -108,6 +108,21 @@ def cut_rationale(tokens: Sequence[int], tokenizer, stop_ids: set[int],
     return _cut_at_stop_string(out, tokenizer, stop_strings)
 
 
+def response_ids(tokens: Sequence[int], tokenizer, stop_ids: set[int], stop_strings: Sequence[str]) -> list[int]:
+    """The generated tokens up to and including the one that ended the rationale: the EOS token,
+    or the last token of a stop string. This is the response the policy loss trains (the decision
+    to stop included, as the reference code's response mask does); a rationale that hit the length
+    limit is all of its tokens."""
+    out: list[int] = []
+    for t in tokens:
+        if t in stop_ids:
+            return out + [t]
+        out.append(t)
+        if stop_strings and any(s in tokenizer.decode(out[-8:], skip_special_tokens=False) for s in stop_strings):
+            return out
+    return out
+
+
 def _cut_at_stop_string(out: list[int], tokenizer, stop_strings: Sequence[str]) -> tuple[list[int], bool]:
     if not stop_strings or not out:
         return out, False
@@ -135,16 +150,19 @@ def generate_rationales(
     on_batch: Callable[[int], None] | None = None,
     on_token: Callable[[int, list[int]], None] | None = None,
     finished: list[bool] | None = None,
+    responses: list[list[int]] | None = None,
 ) -> list[list[int]]:
     """Rationale token ids for each prompt, in input order. ``finished``, when given, is
     filled with whether each rationale ended (EOS or stop string) before the length limit.
-    ``fixed_length`` (benchmarks) always generates ``max_new_tokens`` (no EOS or stop string)."""
+    ``fixed_length`` (benchmarks) always generates ``max_new_tokens`` (no EOS or stop string).
+    ``responses``, when given, is filled with each row's ``response_ids`` (what training scores)."""
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
     stop_ids = _eos_ids(model, tokenizer) | ({pad_id} if pad_id is not None else set())
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
     result: list[list[int]] = [[] for _ in prompts]
     done = [False] * len(prompts)
+    resp: list[list[int]] = [[] for _ in prompts]
     for b, start in enumerate(range(0, len(order), settings.batch_size)):
         idx = order[start:start + settings.batch_size]
         ids, attn = left_pad([prompts[i].ids for i in idx], pad_id, device)
@@ -174,11 +192,14 @@ def generate_rationales(
         new = out[:, width:].tolist()
         for j, i in enumerate(idx):
             if fixed_length:
-                result[i] = new[j]
+                result[i] = resp[i] = new[j]
             else:
                 result[i], done[i] = cut_rationale(new[j], tokenizer, stop_ids, stop_strings)
+                resp[i] = response_ids(new[j], tokenizer, stop_ids, stop_strings)
         if on_batch is not None:
             on_batch(len(idx))
     if finished is not None:
         finished[:] = done
+    if responses is not None:
+        responses[:] = resp
     return result

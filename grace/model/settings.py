@@ -40,7 +40,7 @@ class EncodeSettings:
                         "installed)", choices=("transformers", "vllm"))
     # -- the rationale -----------------------------------------------------------------------
     rationale: bool = _opt(True, "generate a rationale (--no-rationale: direct forward, the paper's 'Base')")
-    max_new_tokens: int = _opt(64, "rationale length limit in tokens")
+    max_new_tokens: int = _opt(48, "rationale length limit in tokens (training uses the same default)")
     sample: bool = _opt(False, "sample rationales instead of greedy decoding")
     temperature: float = _opt(0.7, "sampling temperature")
     top_p: float = _opt(0.95, "nucleus sampling mass")

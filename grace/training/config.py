@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Optional
 
 
 from ..model.pooling import POOLINGS
@@ -43,6 +44,12 @@ class GraceConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient clipping")
     seed: int = _f(0, "random seed (data order, sampling)")
+    updates_per_batch: int = _f(2, "optimizer steps on each batch of rollouts (PPO-style clipped ratio; 1 = plain "
+                                "on-policy policy gradient)")
+    clip_eps: float = _f(0.2, "PPO clip range of the probability ratio (the reference code's 0.2)")
+    dtype: Optional[str] = _f(None, "precision: float32 (CPU default), bfloat16 (CUDA default), or auto: bfloat16 "
+                              "on CPUs with native bf16; the LoRA weights and optimizer state stay float32",
+                              choices=("float32", "bfloat16", "auto"))
     # -- GRACE rollouts and rewards (eq. 12-18) ---------------------------------------------
     rollouts: int = _f(4, "K sampled rationales per positive (the group of the advantage)")
     lambda_consistency: float = _f(0.2, "lambda1: weight of the consistency reward (eq. 14)")
@@ -50,10 +57,13 @@ class GraceConfig:
     reward_temperature: float = _f(0.1, "tau: the total reward is divided by it (eq. 17)")
     length_penalty: float = _f(-1.0, "reward of a rollout that hit the length limit without ending")
     penalize_truncated: bool = _f(True, "give truncated rollouts the length penalty (the reference code does)")
-    max_new_tokens: int = _f(48, "rationale length limit during training")
+    max_new_tokens: int = _f(EncodeSettings.max_new_tokens, "rationale length limit (the same default as encoding)")
     sampling_temperature: float = _f(1.0, "temperature of the sampled rollouts")
     top_p: float = _f(1.0, "nucleus mass of the sampled rollouts")
     kl_beta: float = _f(0.0, "KL coefficient against the base model (the paper uses 0)")
+    log_negatives_every: int = _f(0, "every N steps also generate the negatives' rationales to log the full "
+                                  "contrastive reward (eq. 13 with its negative term, which cancels in the "
+                                  "advantage and is not generated otherwise); 0 = never")
     # -- embedding ---------------------------------------------------------------------------
     pooling: str = _f("mean", "pooling of the embedding used by the reward", choices=POOLINGS)
     layer: int = _f(-1, "hidden layer pooled (-1 last)")
@@ -97,6 +107,12 @@ class GraceConfig:
                 raise ValueError("--max-new-tokens must be at least 1.")
         elif self.batch_size < 2:
             raise ValueError(f"--method {self.method} needs --batch-size >= 2 (in-batch negatives).")
+        if self.updates_per_batch < 1:
+            raise ValueError("--updates-per-batch must be at least 1.")
+        if self.clip_eps <= 0:
+            raise ValueError("--clip-eps must be above 0.")
+        if self.log_negatives_every < 0:
+            raise ValueError("--log-negatives-every must be 0 (never) or more.")
         if self.lr <= 0:
             raise ValueError("--lr must be above 0.")
         if self.lora_rank < 1:
@@ -111,7 +127,7 @@ class GraceConfig:
         """The inference settings this run's embeddings use (rewards, probes, the saved adapter):
         the encoder reads the adapter with the same prompt, rationale length and pooling."""
         return EncodeSettings(model=self.model, prompt=self.prompt, max_new_tokens=self.max_new_tokens,
-                              pooling=self.pooling, layer=self.layer, device=self.device)
+                              pooling=self.pooling, layer=self.layer, device=self.device, dtype=self.dtype)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
@@ -123,7 +139,7 @@ class GraceConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     # fields that may change when a run is resumed
-    RESUMABLE = ("steps", "max_minutes", "save_every", "sample_every", "device", "output", "skip_bad")
+    RESUMABLE = ("steps", "max_minutes", "save_every", "sample_every", "device", "output", "skip_bad", "log_negatives_every")
 
     def same_run_as(self, other: "GraceConfig") -> bool:
         a = {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE}

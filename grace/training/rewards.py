@@ -65,6 +65,7 @@ class RewardBreakdown:
     hard_negative: torch.Tensor
     length_penalty: torch.Tensor
     total: torch.Tensor
+    advantage: torch.Tensor | None = None
 
 
 def total_reward(main: torch.Tensor, consistency: torch.Tensor, hard: torch.Tensor, *,
@@ -87,3 +88,25 @@ def total_reward(main: torch.Tensor, consistency: torch.Tensor, hard: torch.Tens
 def group_advantage(rewards: torch.Tensor) -> torch.Tensor:
     """eq. 18: A_k = R_k - mean_l R_l over each example's K rollouts (no division by the std)."""
     return rewards - rewards.mean(dim=1, keepdim=True)
+
+
+def grace_rewards(anchors: torch.Tensor, rollouts: torch.Tensor, finished: torch.Tensor, *,
+                  lambda_consistency: float, lambda_hard: float, temperature: float,
+                  length_penalty: float = -1.0, penalize_truncated: bool = True) -> RewardBreakdown:
+    """One step's rewards and advantages from embeddings: anchors [B,d] (the query's rationale, or
+    the passage's anchor rationale unsupervised), rollouts [B,K,d], finished [B,K] (False: the
+    rollout hit the length limit). Every tensor is made on the inputs' device.
+
+    main = sim(anchor, rollout): eq. 13's positive term (supervised) or eq. 20 (unsupervised).
+    Eq. 13's negative term, - mean_m sim(h_q, h_d-_m), has one value per example and cancels in
+    the advantage (eq. 18), so its rationales are not generated for the reward.
+    """
+    b = rollouts.shape[0]
+    main = self_reward(anchors, rollouts)  # eq. 13 (positive term) / eq. 20
+    cons = consistency_reward(rollouts)  # eq. 14
+    hard = hard_negative_reward(anchors, rollouts) if b > 1 else torch.zeros_like(main)  # eq. 15, per rollout
+    r = total_reward(main, cons, hard, lambda_consistency=lambda_consistency,  # eq. 16-17
+                     lambda_hard=lambda_hard if b > 1 else 0.0, temperature=temperature,
+                     truncated=~finished.to(torch.bool) if penalize_truncated else None, length_penalty=length_penalty)
+    r.advantage = group_advantage(r.total)  # eq. 18
+    return r

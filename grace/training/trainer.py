@@ -2,39 +2,43 @@
 with the CL (InfoNCE, eq. 1-2) and SimCSE baselines on the same data, LoRA and budget.
 
 One step of GRACE, supervised (eq. 12): the current policy writes one greedy rationale for each
-query and negative (fixed anchors) and K sampled rationales for each positive; every text is
-embedded through ``embed_ids`` (the encoder's own path); the rewards score the K rollouts; the
-advantage is the reward minus its group mean; the loss is -A * log pi(rollout | P(d+)).
-Unsupervised (eq. 20-21): an anchor rationale and K rollouts of the same passage.
+query (the fixed anchor) and K sampled rationales for each positive; the texts are embedded
+through the encoder's own pooling path (generation yields the states, ``grace.model.fastgen``);
+``grace_rewards`` scores the K rollouts and takes the advantage (reward minus its group mean);
+then ``updates_per_batch`` optimizer steps use the same rollouts with a PPO-style clipped ratio
+and token-mean aggregation over every response token, the ending token included (eq. 19 and the
+reference code). Unsupervised (eq. 20-21): an anchor rationale and K rollouts of the same passage.
 
-The loop is ours rather than ``trl.GRPOTrainer``: TRL tokenises prompts itself, while pooling
-needs the exact instruction/text spans of ``PromptBuilder``, and TRL's loss would also train on
-tokens generated after the template's stop string. The config follows TRL's pattern and the
-loop runs under ``accelerate launch``.
+Every forward pass with gradients runs the prompt prefix shared by the batch once
+(``forward_states(share_prefix=True)``). Under ``accelerate launch`` each process takes its share
+of the batch; gradients are averaged across processes before every optimizer step.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ..model.backbone import load_backbone, publish_dir
+from ..model.backbone import cpu_has_native_bf16, load_backbone, publish_dir
+from ..model.embedding import embed_ids, forward_states
+from ..model.generation import generate_rationales
+from ..model.prompts import PromptBuilder, PromptIds
+from ..model.settings import EncodeSettings
 from .config import GraceConfig
 from .data import load_passages, load_triplets
-from ..model.embedding import decoder_body, embed_ids
-from ..model.generation import generate_rationales, left_pad
-from ..model.settings import EncodeSettings
-from ..model.prompts import PromptBuilder, PromptIds
-from .rewards import (consistency_reward, contrastive_reward, group_advantage, hard_negative_reward,
-                      self_reward, total_reward)
+from .rewards import contrastive_reward, grace_rewards
+
+MAX_TEXT_TOKENS = 512  # training texts are cut like the encoder cuts them
 
 
 class RunExistsError(ValueError):
@@ -62,41 +66,59 @@ def _lora(model, cfg: GraceConfig):
     if missing:
         raise ValueError(f"LoRA targets {missing} are not modules of this model.")
     dropout = max(cfg.lora_dropout, 0.1) if cfg.method == "simcse" else cfg.lora_dropout
+    # autocast_adapter_dtype keeps the LoRA weights (and so the optimizer state) in float32 when
+    # the frozen base model runs in bfloat16
     return get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=dropout,
-                                            target_modules=targets, task_type="CAUSAL_LM"))
+                                            target_modules=targets, task_type="CAUSAL_LM"),
+                          autocast_adapter_dtype=True)
 
 
-def rollout_logprobs(model, prompts: list[PromptIds], rationales: list[list[int]], pad_id: int,
-                     temperature: float = 1.0) -> list[torch.Tensor]:
-    """Per-token log pi(r_t | P(x), r_<t) of each rationale (eq. 19), with gradients.
+def rollout_logprobs(model, prompts: list[PromptIds], responses: list[list[int]], pad_id: int,
+                     temperature: float = 1.0, share_prefix: bool = True) -> list[torch.Tensor]:
+    """Per-token log pi(r_t | P(x), r_<t) of each response (eq. 19), with gradients.
 
-    Logits are computed only at the positions that predict rationale tokens: the 262k-way output
-    layer never runs over the prompt.
+    A response is the rationale plus the token(s) that ended it (EOS or the stop string), so the
+    decision to stop is scored too. Logits are computed only at the positions that predict
+    response tokens: the 262k-way output layer never runs over the prompt.
     """
     device = next(model.parameters()).device
-    seqs = [list(p.ids) + list(r) for p, r in zip(prompts, rationales)]
-    ids, attn = left_pad(seqs, pad_id, device)
-    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-    states = decoder_body(model)(input_ids=ids, attention_mask=attn, position_ids=position_ids,
-                                 use_cache=False).last_hidden_state
-    width = ids.shape[1]
+    fs = forward_states(model, prompts, responses, pad_id=pad_id, share_prefix=share_prefix)
+    width = fs.ids.shape[1]
     rows, cols, targets, lengths = [], [], [], []
-    for i, r in enumerate(rationales):
+    for i, r in enumerate(responses):
         n = len(r)
         rows += [i] * n
         cols += list(range(width - n - 1, width - 1))  # position t-1 predicts token t
         targets += list(r)
         lengths.append(n)
     if not targets:
-        return [states.sum() * 0.0 for _ in rationales]
+        return [fs.last.sum() * 0.0 for _ in responses]
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    logits = base.get_output_embeddings()(states[rows, cols]).float()
+    logits = base.get_output_embeddings()(fs.last[rows, cols]).float()
     cap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     logp = torch.log_softmax(logits / temperature, dim=-1)
     tok = logp.gather(1, torch.tensor(targets, device=device).unsqueeze(1)).squeeze(1)
     return list(torch.split(tok, lengths))
+
+
+def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                        clip_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token PPO-clipped surrogate (eq. 19 with the reference code's clipping):
+    - min(rho A, clip(rho, 1 - eps, 1 + eps) A), rho = pi / pi_old; and which tokens were clipped."""
+    ratio = torch.exp(logp - old_logp)
+    unclipped, clipped = ratio * advantages, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * advantages
+    return -torch.minimum(unclipped, clipped), (clipped < unclipped)
+
+
+def training_dtype(requested: str | None, device: torch.device) -> str | None:
+    """The dtype the backbone loads in; a bfloat16 request on a CPU without native bf16 falls back
+    to float32 with one warning (it would be several times slower there, not faster)."""
+    if requested == "bfloat16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn("This CPU has no native bfloat16 matmuls: training in float32 instead.")
+        return "float32"
+    return requested
 
 
 class Trainer:
@@ -109,6 +131,10 @@ class Trainer:
         self.cfg = cfg
         self.callback = callback or (lambda event: None)
         self.should_stop = should_stop or (lambda: False)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > cfg.batch_size:
+            raise ValueError(f"{world} processes need --batch-size {world} or more (each process takes a share "
+                             f"of every batch; got {cfg.batch_size}).")
         # data first: a bad file is refused before any model is loaded
         if cfg.mode == "supervised":
             self.report = load_triplets(cfg.data, skip_bad=cfg.skip_bad)
@@ -123,16 +149,18 @@ class Trainer:
     # -- run folder ------------------------------------------------------------------------
     def _prepare_output(self, overwrite: bool) -> int:
         cfg_path = self.out / "grace_config.json"
-        if self.out.exists() and any(self.out.iterdir()):
-            if not cfg_path.exists() or not GraceConfig.load(cfg_path).same_run_as(self.cfg):
-                if not overwrite:
-                    raise RunExistsError(f"{self.out} already holds a different run; pass --overwrite to replace it "
-                                         "or choose another --output.")
-                shutil.rmtree(self.out)
-            elif overwrite:
-                shutil.rmtree(self.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.cfg.save(cfg_path)
+        main = os.environ.get("RANK", "0") == "0"  # under accelerate launch only the main process writes
+        if main:
+            if self.out.exists() and any(self.out.iterdir()):
+                if not cfg_path.exists() or not GraceConfig.load(cfg_path).same_run_as(self.cfg):
+                    if not overwrite:
+                        raise RunExistsError(f"{self.out} already holds a different run; pass --overwrite to "
+                                             "replace it or choose another --output.")
+                    shutil.rmtree(self.out)
+                elif overwrite:
+                    shutil.rmtree(self.out)
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.cfg.save(cfg_path)
         ckpt = latest_checkpoint(self.out)
         return json.loads((ckpt / "state.json").read_text())["step"] if ckpt else 0
 
@@ -143,9 +171,11 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.accelerator = Accelerator(cpu=cfg.device == "cpu")
-        backbone = load_backbone(cfg.model, device=self.accelerator.device)
-        if cfg.method == "simcse":
-            backbone.model.config.get_text_config().attention_dropout = 0.1
+        dev = self.accelerator.device
+        # SimCSE's positives differ only by dropout: it must be set when the model is built
+        overrides = {"attention_dropout": 0.1} if cfg.method == "simcse" else None
+        backbone = load_backbone(cfg.model, device=dev, dtype=training_dtype(cfg.dtype, dev),
+                                 config_overrides=overrides)
         self.tokenizer = backbone.tokenizer
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.prompts = PromptBuilder(self.tokenizer, cfg.prompt)
@@ -169,10 +199,14 @@ class Trainer:
 
     @property
     def policy(self):
+        """The PEFT model itself. Forward passes go through it (not through a DDP wrapper, which
+        could not reach the decoder body); ``_optimizer_step`` averages the gradients across
+        processes instead."""
         return self.accelerator.unwrap_model(self.model)
 
     def _batch(self, step: int) -> list:
-        """Examples of step ``step`` (1-based): a fresh seeded permutation each epoch."""
+        """Examples of step ``step`` (1-based): a fresh seeded permutation each epoch; under several
+        processes each takes its share."""
         n, b = len(self.report.records), self.cfg.batch_size
         per_epoch = n // b
         epoch, k = divmod(step - 1, per_epoch)
@@ -180,123 +214,145 @@ class Trainer:
         random.Random(self.cfg.seed * 1000 + epoch).shuffle(order)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         idx = order[k * b:(k + 1) * b]
-        return [self.report.records[i] for i in idx[rank::world] or idx]
+        return [self.report.records[i] for i in idx[rank::world]]
+
+    def _build(self, text: str) -> PromptIds:
+        return self.prompts.build(text, MAX_TEXT_TOKENS)
+
+    def _optimizer_step(self, backward: Callable[[], None]) -> None:
+        """Run ``backward`` (one or more ``.backward()`` calls) without DDP's hooks, average the
+        gradients across processes, clip, step."""
+        with self.accelerator.no_sync(self.model):
+            backward()
+        if self.accelerator.num_processes > 1:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+            flat = self.accelerator.reduce(torch.cat([g.flatten() for g in grads]), reduction="mean")
+            pos = 0
+            for p, g in zip(self.params, grads):
+                p.grad = flat[pos:pos + g.numel()].view_as(p).clone()
+                pos += g.numel()
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # -- generation (the policy's rollouts and anchors) -------------------------------------
+    def _settings(self, n: int, *, sample: bool, seed: int) -> EncodeSettings:
+        """Rollouts sample from the policy itself (no repetition penalty: the policy gradient needs
+        samples of pi_theta); anchors and probes decode greedily with the encoder's settings."""
+        cfg = self.cfg
+        s = cfg.encode_settings().with_(seed=seed, batch_size=max(n, 1))
+        if sample:
+            s = s.with_(sample=True, temperature=cfg.sampling_temperature, top_p=cfg.top_p, repetition_penalty=1.0)
+        return s
+
+    def _rollouts(self, prompts: list[PromptIds], *, sample: bool, seed: int):
+        """(rationales, responses, finished, embeddings [N, d] float32) from one generation pass."""
+        from ..model.fastgen import generate_and_embed, supports
+
+        policy = self.policy
+        s = self._settings(len(prompts), sample=sample, seed=seed)
+        if supports(policy, prompts, s):
+            r = generate_and_embed(policy, self.tokenizer, prompts, s, stop_strings=self.prompts.stop_strings())
+            return r.rationales, r.responses, r.finished, r.embed.embeddings.float()
+        finished: list[bool] = []
+        responses: list[list[int]] = []
+        rats = generate_rationales(policy, self.tokenizer, prompts, s, stop_strings=self.prompts.stop_strings(),
+                                   finished=finished, responses=responses)
+        emb = embed_ids(policy, prompts, rats, pad_id=self.pad_id, pooling=s.pooling, layer=s.layer).embeddings
+        return rats, responses, finished, emb.float()
 
     # -- one step of each method -----------------------------------------------------------
-    def _generate(self, prompts: list[PromptIds], *, sample: bool, seed: int, finished=None) -> list[list[int]]:
-        s = self._settings(len(prompts), sample=sample, seed=seed)
-        return generate_rationales(self.policy, self.tokenizer, prompts, s,
-                                   stop_strings=self.prompts.stop_strings(), finished=finished)
-
-    def _settings(self, n: int, *, sample: bool, seed: int) -> EncodeSettings:
-        cfg = self.cfg
-        return cfg.encode_settings().with_(sample=sample, temperature=cfg.sampling_temperature, top_p=cfg.top_p,
-                                           repetition_penalty=1.0, seed=seed, batch_size=max(n, 1))
-
-    def _fast_ok(self, prompts: list[PromptIds]) -> bool:
-        from ..model.fastgen import supports
-
-        return supports(self.policy, prompts, self._settings(len(prompts), sample=False, seed=0))
-
-    def _generate_embed(self, prompts: list[PromptIds], *, sample: bool, seed: int):
-        from ..model.fastgen import generate_and_embed
-
-        return generate_and_embed(self.policy, self.tokenizer, prompts,
-                                  self._settings(len(prompts), sample=sample, seed=seed),
-                                  stop_strings=self.prompts.stop_strings())
-
-    def _embed(self, prompts, rationales) -> torch.Tensor:
-        return embed_ids(self.policy, prompts, rationales, pad_id=self.pad_id, pooling=self.cfg.pooling,
-                         layer=self.cfg.layer).embeddings
-
     def _grace_step(self, batch: list, step: int) -> dict:
         cfg, k = self.cfg, self.cfg.rollouts
         b = len(batch)
-        timings = {}
+        dev = self.accelerator.device
         t0 = time.perf_counter()
-        self.model.eval()
+        policy = self.policy
+        policy.eval()  # no dropout: rollouts, rewards and log-probabilities see the same policy
         supervised = cfg.mode == "supervised"
-        anchors_text = [t.query for t in batch] if supervised else list(batch)
-        targets_text = [t.positive for t in batch] if supervised else list(batch)
-        negs_text = [n for t in batch for n in t.negatives] if supervised else []
-        n_negs = [len(t.negatives) for t in batch] if supervised else []
-        p_anchor = [self.prompts.build(x) for x in anchors_text]
-        p_neg = [self.prompts.build(x) for x in negs_text]
-        p_target = [self.prompts.build(x) for x in targets_text]
-        p_roll = [p for p in p_target for _ in range(k)]
+        p_anchor = [self._build(t.query if supervised else t) for t in batch]
+        p_roll = [self._build(t.positive if supervised else t) for t in batch for _ in range(k)]
         with torch.no_grad():
-            if self._fast_ok(p_anchor + p_neg + p_roll):
-                # one pass per group gives rationales and their embeddings (grace.fastgen)
-                fixed_r = self._generate_embed(p_anchor + p_neg, sample=False, seed=cfg.seed + step)
-                roll_r = self._generate_embed(p_roll, sample=True, seed=cfg.seed * 7919 + step)
-                fixed, rolls, finished = fixed_r.rationales, roll_r.rationales, roll_r.finished
-                emb = torch.cat([fixed_r.embed.embeddings, roll_r.embed.embeddings]).float()
-                timings["time/generate"] = time.perf_counter() - t0
-                timings["time/embed"] = 0.0
-            else:
-                fixed = self._generate(p_anchor + p_neg, sample=False, seed=cfg.seed + step)
-                finished: list[bool] = []
-                rolls = self._generate(p_roll, sample=True, seed=cfg.seed * 7919 + step, finished=finished)
-                timings["time/generate"] = time.perf_counter() - t0
-                t1 = time.perf_counter()
-                emb = self._embed(p_anchor + p_neg + p_roll, fixed + rolls).float()
-                timings["time/embed"] = time.perf_counter() - t1
-        h_anchor = emb[:b]
-        h_roll = emb[b + len(p_neg):].view(b, k, -1)
-        if supervised:
-            h_neg_flat = emb[b:b + len(p_neg)]
-            m = max(n_negs)
-            h_neg = torch.zeros(b, m, emb.shape[1])
-            mask = torch.zeros(b, m, dtype=torch.bool)
-            pos = 0
-            for i, c in enumerate(n_negs):
-                h_neg[i, :c], mask[i, :c] = h_neg_flat[pos:pos + c], True
-                pos += c
-            main = contrastive_reward(h_anchor, h_roll, h_neg, mask)  # each example's own negatives
-        else:
-            main = self_reward(h_anchor, h_roll)
-        cons = consistency_reward(h_roll)
-        hard = hard_negative_reward(h_anchor, h_roll) if b > 1 else torch.zeros_like(main)
-        truncated = ~torch.tensor(finished, dtype=torch.bool).view(b, k)
-        r = total_reward(main, cons, hard, lambda_consistency=cfg.lambda_consistency, lambda_hard=cfg.lambda_hard,
-                         temperature=cfg.reward_temperature, length_penalty=cfg.length_penalty,
-                         truncated=truncated if cfg.penalize_truncated else None)
-        adv = group_advantage(r.total)  # eq. 18
-        # eq. 19: loss = - sum_k A_k log pi(rollout_k | P(d+)); token log-probs summed per rollout and
-        # divided by the length limit (a constant, so long and short rollouts weigh alike per token)
-        t2 = time.perf_counter()
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        flat_adv = adv.flatten().tolist()
-        loss_total, kl_total, chunk = 0.0, 0.0, max(1, k)
-        for start in range(0, len(p_roll), chunk):
-            sl = slice(start, start + chunk)
-            lps = rollout_logprobs(self.model, p_roll[sl], rolls[sl], self.pad_id, cfg.sampling_temperature)
-            terms = [-a * lp.sum() / cfg.max_new_tokens for a, lp in zip(flat_adv[sl], lps)]
-            loss = torch.stack(terms).sum() / len(p_roll)
-            if cfg.kl_beta > 0:
-                with torch.no_grad(), self.policy.disable_adapter():
-                    ref = rollout_logprobs(self.policy, p_roll[sl], rolls[sl], self.pad_id, cfg.sampling_temperature)
-                kls = [(torch.exp(rf - lp) - (rf - lp) - 1).mean() if len(lp) else lp.sum() * 0
-                       for lp, rf in zip(lps, ref)]  # k3 estimator
-                kl = torch.stack(kls).sum() / len(p_roll)
-                loss = loss + cfg.kl_beta * kl
-                kl_total += kl.item()
-            self.accelerator.backward(loss)
-            loss_total += loss.item()
-        torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-        self.optimizer.step()
-        timings["time/backward"] = time.perf_counter() - t2
-        lengths = [len(x) for x in rolls]
-        main_name = "reward/contrastive" if supervised else "reward/self"
-        out = {main_name: float(r.main.mean()), "reward/consistency": float(r.consistency.mean()),
+            _, _, _, h_anchor = self._rollouts(p_anchor, sample=False, seed=cfg.seed + step)
+            _, responses, finished, h_roll = self._rollouts(p_roll, sample=True, seed=cfg.seed * 7919 + step)
+            r = grace_rewards(h_anchor, h_roll.view(b, k, -1), torch.tensor(finished, device=dev).view(b, k),
+                              lambda_consistency=cfg.lambda_consistency, lambda_hard=cfg.lambda_hard,
+                              temperature=cfg.reward_temperature, length_penalty=cfg.length_penalty,
+                              penalize_truncated=cfg.penalize_truncated)
+            logged = {}
+            if supervised and cfg.log_negatives_every and step % cfg.log_negatives_every == 0:
+                logged = self._contrastive_with_negatives(batch, h_anchor, h_roll.view(b, k, -1), step)
+        t_gen = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        stats = self._policy_update(p_roll, responses, r.advantage.flatten())
+        lengths = [len(x) for x in responses]
+        out = {"reward/positive" if supervised else "reward/self": float(r.main.mean()), **logged,
+               "reward/consistency": float(r.consistency.mean()),
                "reward/hard_negative": float(r.hard_negative.mean()),
                "reward/length_penalty": float(r.length_penalty.mean()), "reward/total": float(r.total.mean()),
-               "advantage_std": float(adv.std()), "loss": loss_total,
+               "advantage_std": float(r.advantage.std()), **stats,
                "rationale_length": sum(lengths) / len(lengths),
-               "truncation_rate": float(truncated.float().mean()), **timings}
+               "truncation_rate": 1.0 - sum(finished) / len(finished),
+               "time/generate": t_gen, "time/embed": 0.0, "time/backward": time.perf_counter() - t1}
+        return out
+
+    def _contrastive_with_negatives(self, batch, h_anchor, h_roll, step) -> dict:
+        """eq. 13 in full, for the log: greedy rationales of the negatives, - their mean similarity."""
+        negs = [n for t in batch for n in t.negatives]
+        if not negs:
+            return {}
+        _, _, _, h = self._rollouts([self._build(n) for n in negs], sample=False, seed=self.cfg.seed + step)
+        m = max(len(t.negatives) for t in batch)
+        h_neg = h.new_zeros((len(batch), m, h.shape[1]))
+        mask = torch.zeros((len(batch), m), dtype=torch.bool, device=h.device)
+        pos = 0
+        for i, t in enumerate(batch):
+            c = len(t.negatives)
+            h_neg[i, :c], mask[i, :c] = h[pos:pos + c], True
+            pos += c
+        return {"reward/contrastive": float(contrastive_reward(h_anchor, h_roll, h_neg, mask).mean())}
+
+    def _policy_update(self, prompts: list[PromptIds], responses: list[list[int]], advantages: torch.Tensor) -> dict:
+        """``updates_per_batch`` optimizer steps on one batch of rollouts: eq. 19 with a PPO-clipped
+        ratio, averaged over every response token of the batch (token-mean). The first update's
+        log-probabilities (taken with gradients) are the old policy's, so its ratio is exactly 1."""
+        cfg, policy = self.cfg, self.policy
+        policy.eval()  # LoRA dropout off: the rollouts were sampled without it
+        n_tokens = max(1, sum(len(r) for r in responses))
+        chunk = max(1, cfg.rollouts)
+        old: list[list[torch.Tensor]] = []
+        losses, clipped, kls = [], [], []
+        for update in range(cfg.updates_per_batch):
+            totals = {"loss": 0.0, "clipped": 0.0, "kl": 0.0}
+
+            def backward() -> None:
+                for c, start in enumerate(range(0, len(prompts), chunk)):
+                    sl = slice(start, start + chunk)
+                    lps = rollout_logprobs(policy, prompts[sl], responses[sl], self.pad_id, cfg.sampling_temperature)
+                    if update == 0:
+                        old.append([lp.detach() for lp in lps])
+                    lp = torch.cat(lps)
+                    adv = torch.cat([advantages[start + j].expand(len(x)) for j, x in enumerate(lps)]).to(lp.dtype)
+                    tok_loss, was_clipped = clipped_policy_loss(lp, torch.cat(old[c]), adv, cfg.clip_eps)
+                    loss = tok_loss.sum() / n_tokens  # token-mean over the whole batch
+                    if cfg.kl_beta > 0:
+                        with torch.no_grad(), policy.disable_adapter():
+                            ref = torch.cat(rollout_logprobs(policy, prompts[sl], responses[sl], self.pad_id,
+                                                             cfg.sampling_temperature))
+                        kl = (torch.exp(ref - lp) - (ref - lp) - 1).sum() / n_tokens  # k3 estimator
+                        loss = loss + cfg.kl_beta * kl
+                        totals["kl"] += kl.item()
+                    loss.backward()
+                    totals["loss"] += loss.item()
+                    totals["clipped"] += float(was_clipped.sum()) / n_tokens
+
+            self._optimizer_step(backward)
+            losses.append(totals["loss"])
+            clipped.append(totals["clipped"])
+            kls.append(totals["kl"])
+        out = {"loss": losses[0], "clip_fraction": sum(clipped[1:]) / max(1, len(clipped) - 1)}
         if cfg.kl_beta > 0:
-            out["kl"] = kl_total
+            out["kl"] = kls[-1]
         return out
 
     def _infonce_step(self, batch: list, step: int) -> dict:
@@ -304,30 +360,31 @@ class Trainer:
         the direct-forward embedding. simcse: two dropout views of each passage are positives."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        if cfg.method == "cl":
-            q = [self.prompts.build(t.query) for t in batch]
-            docs = [self.prompts.build(t.positive) for t in batch] + \
-                   [self.prompts.build(n) for t in batch for n in t.negatives]
-            hq = self._embed_grad(q)
-            hd = self._embed_grad(docs)
-        else:
-            p = [self.prompts.build(x) for x in batch]
-            hq, hd = self._embed_grad(p), self._embed_grad(p)  # dropout makes the two views differ
-        logits = hq @ hd.T / cfg.cl_temperature
-        labels = torch.arange(len(batch), device=logits.device)
-        loss = torch.nn.functional.cross_entropy(logits, labels)
-        self.accelerator.backward(loss)
-        torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-        self.optimizer.step()
-        acc = float((logits.argmax(1) == labels).float().mean())
-        return {"loss": loss.item(), "in_batch_accuracy": acc, "time/backward": time.perf_counter() - t0}
+        policy = self.policy
+        policy.train()  # SimCSE's views come from dropout
+        box: dict = {}
+
+        def backward() -> None:
+            if cfg.method == "cl":
+                q = [self._build(t.query) for t in batch]
+                docs = [self._build(t.positive) for t in batch] + [self._build(n) for t in batch for n in t.negatives]
+                hq, hd = self._embed_grad(q), self._embed_grad(docs)
+            else:
+                p = [self._build(x) for x in batch]
+                hq, hd = self._embed_grad(p), self._embed_grad(p)  # dropout makes the two views differ
+            logits = hq @ hd.T / cfg.cl_temperature
+            labels = torch.arange(len(batch), device=logits.device)
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            loss.backward()
+            box.update(loss=loss.item(), acc=float((logits.argmax(1) == labels).float().mean()))
+
+        self._optimizer_step(backward)
+        return {"loss": box["loss"], "in_batch_accuracy": box["acc"], "time/backward": time.perf_counter() - t0}
 
     def _embed_grad(self, prompts: list[PromptIds]) -> torch.Tensor:
-        return embed_ids(self.model, prompts, [[] for _ in prompts], pad_id=self.pad_id,
+        return embed_ids(self.policy, prompts, [[] for _ in prompts], pad_id=self.pad_id,
                          pooling="text-mean" if self.cfg.pooling == "rationale-mean" else self.cfg.pooling,
-                         layer=self.cfg.layer).embeddings
+                         layer=self.cfg.layer, share_prefix=True).embeddings
 
     # -- probes and checkpoints ------------------------------------------------------------
     def probe_texts(self) -> list[str]:
@@ -337,10 +394,10 @@ class Trainer:
         return [r.positive for r in recs] if self.cfg.mode == "supervised" else list(recs)
 
     def _write_samples(self, step: int) -> list[dict]:
-        self.model.eval()
+        self.policy.eval()
         texts = self.probe_texts()
         with torch.no_grad():
-            rats = self._generate([self.prompts.build(t) for t in texts], sample=False, seed=0)
+            rats = self._rollouts([self._build(t) for t in texts], sample=False, seed=0)[0]
         rows = [{"step": step, "text": t, "rationale": self.tokenizer.decode(r, skip_special_tokens=True)}
                 for t, r in zip(texts, rats)]
         if self.accelerator.is_main_process:
@@ -371,11 +428,19 @@ class Trainer:
             (folder / "encode_settings.json").write_text(json.dumps(self.cfg.encode_settings().to_dict(), indent=1))
             (folder / "tokenizer_info.json").write_text(json.dumps(self.tokenizer_info, indent=1))
 
-        final = self.out / "adapter"
-        staged = publish_dir(self.out / f".adapter-{step}", write_adapter)
-        if final.exists():
+        # adapter/ is a link to the newest complete adapters/step-N/, swapped by one atomic rename:
+        # the app or the CLI loading it sees the old adapter or the new one, never none
+        final, versions = self.out / "adapter", self.out / "adapters"
+        staged = publish_dir(versions / f"step-{step:06d}", write_adapter)
+        link = self.out / f".adapter-link-{os.getpid()}"
+        link.unlink(missing_ok=True)
+        os.symlink(staged.relative_to(self.out), link)
+        if final.is_dir() and not final.is_symlink():  # a run folder from before adapters/
             shutil.rmtree(final)
-        staged.rename(final)
+        os.replace(link, final)
+        for old in sorted(versions.glob("step-*"))[:-2]:  # keep the last two
+            if old.resolve() != final.resolve():
+                shutil.rmtree(old, ignore_errors=True)
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> RunResult:

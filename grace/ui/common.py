@@ -20,9 +20,9 @@ def jobs() -> JobManager:
     return JobManager(data_dir() / "runs")
 
 
-# The panel's defaults: EncodeSettings' own, with shorter rationales (a visitor of a free CPU
-# Space waits on every token) and a fixed seed for sampled rationales.
-APP_DEFAULTS = EncodeSettings(max_new_tokens=32, seed=0, dtype="float32")
+# The panel's defaults: EncodeSettings' own (the rationale length a run trains with), with a fixed
+# seed for sampled rationales.
+APP_DEFAULTS = EncodeSettings(seed=0, dtype="float32")
 
 # EncodeSettings fields the panel does not show, each with its reason (tested: every other field
 # has a control, so a new field cannot be forgotten here).
