@@ -34,21 +34,25 @@ def test_missing_wordnet_says_how_to_install(tmp_path):
 
 
 def test_training_split_is_disjoint_from_every_evaluation_task():
-    from grace.evaluation.offline_tasks import build_task_data, in_eval_pool, training_split
+    from grace.evaluation.offline_tasks import build_task_data, in_eval_pool, split_of, training_split
 
     triplets, passages = training_split(limit=None)
     assert triplets and passages
-    assert not any(in_eval_pool(t["synset"]) for t in triplets)
-    for size in ("quick", "full"):
-        d = build_task_data(size)
+    assert all(split_of(t["synset"]) == "train" for t in triplets)
+    texts_of = {}
+    for size, split in (("quick", "test"), ("full", "test"), ("full", "validation")):
+        d = build_task_data(size, split=split)
         eval_texts = ({t for _, t in d["retrieval"]["queries"]} | {t for _, t in d["retrieval"]["corpus"]}
                       | set(d["clustering"]["sentences"])
                       | {t for t, _ in d["classification"]["train"] + d["classification"]["test"]}
                       | {a for a, _, _ in d["pairs"]} | {b for _, b, _ in d["pairs"]})
-        assert all(in_eval_pool(q) for q in d["retrieval"]["qrels"])
+        assert all(split_of(q) == split for q in d["retrieval"]["qrels"])
+        assert all(in_eval_pool(q) == (split == "test") for q in d["retrieval"]["qrels"])
         train_texts = {t["query"] for t in triplets} | {t["positive"] for t in triplets} | set(passages)
         assert not eval_texts & train_texts
-        assert build_task_data(size) == d  # deterministic
+        assert build_task_data(size, split=split) == d  # deterministic
+        texts_of[(size, split)] = {t for _, t in d["retrieval"]["queries"]}
+    assert not texts_of[("full", "test")] & texts_of[("full", "validation")]
 
 
 def test_adapter_on_mteb_mock_tasks(tiny_encoder, tmp_path):

@@ -54,7 +54,8 @@ def register(sub) -> None:
                                    "Rationales are cached on disk, so re-runs and shared texts are not generated "
                                    "again; an interrupted run resumes.")
     p.add_argument("--suite", default="offline",
-                   help="offline (WordNet tasks; needs Debian's wordnet-base), mteb-subset (the paper's 16 "
+                   help="offline (WordNet tasks; needs Debian's wordnet-base), offline-validation (the same tasks on "
+                        "WordNet's validation pool: tune here, report on offline), mteb-subset (the paper's 16 "
                         "ablation tasks; needs the Hub), or TASK[,TASK...] (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="small task sizes (tests, a first look)")
     p.add_argument("--output", required=True, help="results .json")

@@ -84,13 +84,14 @@ def offline_task_names() -> list[str]:
 
 def resolve_tasks(suite: str, quick: bool = False, wordnet_dir: str | None = None,
                   limit: int | None = None) -> list:
-    """``offline`` (WordNet), ``mteb-subset`` (the paper's 16 tasks) or TASK[,TASK...].
-    ``limit`` caps the size of each offline task."""
+    """``offline`` (WordNet, the test pool), ``offline-validation`` (WordNet, the validation pool:
+    tune on it), ``mteb-subset`` (the paper's 16 tasks) or TASK[,TASK...]. ``limit`` caps the size
+    of each offline task."""
     from .offline_tasks import make_tasks
 
     size = "quick" if quick else "full"
-    if suite == "offline":
-        return make_tasks(size, wordnet_dir, limit)
+    if suite in ("offline", "offline-validation"):
+        return make_tasks(size, wordnet_dir, limit, split="validation" if suite == "offline-validation" else "test")
     names = MTEB_SUBSET if suite == "mteb-subset" else [n.strip() for n in suite.split(",") if n.strip()]
     offline = {t.metadata.name.removesuffix("Quick"): t for t in make_tasks(size, wordnet_dir, limit)} \
         if any(n in offline_task_names() for n in names) else {}
@@ -106,7 +107,7 @@ def resolve_tasks(suite: str, quick: bool = False, wordnet_dir: str | None = Non
         except (KeyError, ValueError):
             unknown.append(n)
     if unknown:
-        raise EvalError(f"Unknown task(s) {', '.join(unknown)}: use offline, mteb-subset, "
+        raise EvalError(f"Unknown task(s) {', '.join(unknown)}: use offline, offline-validation, mteb-subset, "
                         f"{', '.join(offline_task_names())} or MTEB task names such as {', '.join(MTEB_SUBSET[:4])}.")
     return tasks
 

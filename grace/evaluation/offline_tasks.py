@@ -2,7 +2,8 @@
 
 Real text nobody on the project wrote: glosses (definitions), example sentences, the 45
 lexicographer classes and hypernym relations. Synsets are split once, deterministically, into
-an evaluation pool and a training pool; no synset is in both (see ``training_split``).
+an evaluation (test) pool, a validation pool (for tuning: prompts, settings, training sweeps) and
+a training pool; no synset is in two of them (see ``split_of`` and ``training_split``).
 
 - Retrieval: query = a synset's definition; corpus = example sentences of many synsets;
   relevant = that synset's examples (nDCG@10).
@@ -41,12 +42,20 @@ SIZES = {
 # a few classes with many synsets that have examples: clusters and labels stay balanced
 CLASSES = ["noun.animal", "noun.food", "noun.artifact", "noun.person", "noun.location", "noun.feeling",
            "verb.motion", "verb.communication", "verb.consumption", "verb.weather"]
-EVAL_SHARE = 20  # percent of synsets in the evaluation pool
+EVAL_SHARE = 20  # percent of synsets in the evaluation (test) pool
+VALIDATION_SHARE = 20  # percent in the validation pool; the rest is for training
+SPLITS = ("test", "validation")
+
+
+def split_of(synset_id: str) -> str:
+    """Stable split by hash: 'test', 'validation' or 'train'; a synset is in exactly one."""
+    h = zlib.crc32(synset_id.encode()) % 100
+    return "test" if h < EVAL_SHARE else "validation" if h < EVAL_SHARE + VALIDATION_SHARE else "train"
 
 
 def in_eval_pool(synset_id: str) -> bool:
-    """Stable split by hash: a synset is either evaluation or training, never both."""
-    return zlib.crc32(synset_id.encode()) % 100 < EVAL_SHARE
+    """In the evaluation (test) pool."""
+    return split_of(synset_id) == "test"
 
 
 @lru_cache(maxsize=2)
@@ -58,8 +67,8 @@ def _usable(s: Synset) -> bool:
     return 20 <= len(s.definition) <= 200 and len(s.words) >= 1
 
 
-def _pool(wn: dict[str, Synset], evaluation: bool) -> list[Synset]:
-    return [s for k, s in sorted(wn.items()) if in_eval_pool(k) == evaluation and _usable(s)]
+def _pool(wn: dict[str, Synset], split: str) -> list[Synset]:
+    return [s for k, s in sorted(wn.items()) if split_of(k) == split and _usable(s)]
 
 
 def _by_class(pool: list[Synset], per_class: int, rng: random.Random, need_examples: bool = False) -> list[Synset]:
@@ -85,11 +94,14 @@ def limited(size: str, limit: int | None) -> SuiteSize:
                      pairs=min(sz.pairs, max(limit, 10)))
 
 
-def build_task_data(size: str | SuiteSize = "quick", wordnet_dir: str | None = None) -> dict:
-    """The four tasks' data as plain Python (lists and dicts), deterministic for a size."""
+def build_task_data(size: str | SuiteSize = "quick", wordnet_dir: str | None = None, split: str = "test") -> dict:
+    """The four tasks' data as plain Python (lists and dicts), deterministic for a size and a split
+    ('test': the evaluation pool; 'validation': the pool for tuning)."""
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}: use test or validation.")
     sz = SIZES[size] if isinstance(size, str) else size
     wn = _wordnet(wordnet_dir)
-    pool = _pool(wn, evaluation=True)
+    pool = _pool(wn, split)
     rng = random.Random(1234)
     # retrieval: each query's synset contributes its examples; the rest of the corpus is distractors
     with_ex = [s for s in pool if s.examples and s.lexname in CLASSES]
@@ -149,9 +161,12 @@ def build_task_data(size: str | SuiteSize = "quick", wordnet_dir: str | None = N
 
 def training_split(wordnet_dir: str | None = None, limit: int | None = None, seed: int = 0):
     """Triplets (query = definition, positive = example sentence, hard negatives = examples of
-    hypernym siblings) and raw passages, from synsets outside the evaluation pool only."""
+    hypernym siblings) and raw passages, from the training pool only (never test or validation)."""
     wn = _wordnet(wordnet_dir)
-    pool = [s for s in _pool(wn, evaluation=False) if s.examples]
+    pool = [s for s in _pool(wn, "train") if s.examples]
+    # some glosses and examples are shared word for word by synsets in different pools: a text
+    # that any test or validation synset uses never appears in training data
+    held_out = {t for k, s in wn.items() if split_of(k) != "train" for t in [s.definition, *s.examples]}
     children: dict[str, list[Synset]] = {}
     for s in pool:
         for h in s.hypernyms:
@@ -159,10 +174,11 @@ def training_split(wordnet_dir: str | None = None, limit: int | None = None, see
     triplets, passages = [], []
     for s in pool:
         siblings = [c for h in s.hypernyms for c in children.get(h, []) if c.id != s.id]
-        if siblings:
+        if siblings and not {s.definition, s.examples[0], siblings[0].examples[0]} & held_out:
             triplets.append({"query": s.definition, "positive": s.examples[0],
                              "negatives": [siblings[0].examples[0]], "synset": s.id})
-        passages.append(s.examples[0])
+        if s.examples[0] not in held_out:
+            passages.append(s.examples[0])
     rng = random.Random(seed)
     rng.shuffle(triplets)
     rng.shuffle(passages)
@@ -185,8 +201,10 @@ def _metadata(name: str, type_: str, main_score: str, description: str):
     )
 
 
-def make_tasks(size: str = "quick", wordnet_dir: str | None = None, limit: int | None = None) -> list:
-    """MTEB task objects (retrieval, clustering, classification, pair classification)."""
+def make_tasks(size: str = "quick", wordnet_dir: str | None = None, limit: int | None = None,
+               split: str = "test") -> list:
+    """MTEB task objects (retrieval, clustering, classification, pair classification); the
+    validation split's tasks carry 'Validation' in their names."""
     from datasets import Dataset, DatasetDict
     from mteb.abstasks.classification import AbsTaskClassification
     from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
@@ -194,8 +212,8 @@ def make_tasks(size: str = "quick", wordnet_dir: str | None = None, limit: int |
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 
-    data = build_task_data(limited(size, limit), wordnet_dir)
-    tag = "" if size == "full" else size.capitalize()
+    data = build_task_data(limited(size, limit), wordnet_dir, split)
+    tag = ("" if size == "full" else size.capitalize()) + ("Validation" if split == "validation" else "")
 
     class WordNetRetrieval(AbsTaskRetrieval):
         metadata = _metadata(f"WordNetRetrieval{tag}", "Retrieval", "ndcg_at_10",

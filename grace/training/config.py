@@ -44,7 +44,7 @@ class GraceConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient clipping")
     seed: int = _f(0, "random seed (data order, sampling)")
-    updates_per_batch: int = _f(2, "optimizer steps on each batch of rollouts (PPO-style clipped ratio; 1 = plain "
+    updates_per_batch: int = _f(4, "optimizer steps on each batch of rollouts (PPO-style clipped ratio; 1 = plain "
                                 "on-policy policy gradient)")
     clip_eps: float = _f(0.2, "PPO clip range of the probability ratio (the reference code's 0.2)")
     dtype: Optional[str] = _f(None, "precision: float32 (CPU default), bfloat16 (CUDA default), or auto: bfloat16 "

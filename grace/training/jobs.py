@@ -176,9 +176,9 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 # Measured on 2 CPU cores with the default model (benchmarks/RESULTS.md, train_speed): seconds per
-# GRACE step at B=2, K=4, 48 new tokens (23.6 s since rollouts come with their embeddings).
-# Generation dominates and grows with B x (K + 2) x tokens.
-_MEASURED_STEP_S, _MEASURED_WORK = 23.6, 2 * (4 + 2) * 48
+# GRACE step at B=2, K=4, 48 new tokens, float32, 2 updates per batch: 10.9 s. The cost grows with
+# B x (K + 1) x tokens (K rollouts and one anchor per example).
+_MEASURED_STEP_S, _MEASURED_WORK = 10.9, 2 * (4 + 1) * 48
 
 
 def estimate_seconds(cfg: GraceConfig) -> float | None:
@@ -186,7 +186,7 @@ def estimate_seconds(cfg: GraceConfig) -> float | None:
     if cfg.model != "default":
         return None
     if cfg.method == "grace":
-        per_step = _MEASURED_STEP_S * cfg.batch_size * (cfg.rollouts + 2) * cfg.max_new_tokens / _MEASURED_WORK
+        per_step = _MEASURED_STEP_S * cfg.batch_size * (cfg.rollouts + 1) * cfg.max_new_tokens / _MEASURED_WORK
     else:  # no generation: one or two forward/backward passes over the batch
         per_step = 3.0 * cfg.batch_size / 2
     return 20.0 + cfg.steps * per_step  # + model load

@@ -1,0 +1,175 @@
+"""The paper's Table 1 at this scale: does GRACE training make the embeddings better?
+
+Trains and evaluates every row from scratch on the offline WordNet suite (the test pool; training
+uses WordNet's training pool only), with a time budget per trained method:
+
+  Base (direct forward) · Base w/ reasoning · CL (supervised) · GRACE supervised ·
+  SimCSE (unsupervised) · GRACE unsupervised · MiniLM
+
+CL and SimCSE are shown twice: with the same wall-clock minutes as GRACE, and with the same number
+of training examples as GRACE saw (CL sees many more examples per minute than a method that
+generates). Each finished row is written to ``results/reproduce/ROW.json`` at once; a row whose
+file exists is not recomputed, so an interrupted run resumes where it stopped. The table goes to
+``benchmarks/RESULTS.md`` and ``results/reproduce/TABLE.md``.
+
+    python benchmarks/reproduce.py [--minutes 5] [--model default] [--dtype auto] [--limit N]
+
+A GPU user runs the same command with a larger ``--minutes`` and another ``--model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import machine, write_section  # noqa: E402
+
+from grace.evaluation.cache import RationaleCache  # noqa: E402
+from grace.evaluation.mteb_adapter import CATEGORY_ORDER, evaluate, resolve_tasks  # noqa: E402
+from grace.evaluation.offline_tasks import training_split  # noqa: E402
+from grace.model.settings import EncodeSettings  # noqa: E402
+from grace.training.config import GraceConfig  # noqa: E402
+from grace.training.trainer import train  # noqa: E402
+
+
+@dataclass
+class Row:
+    slug: str
+    label: str
+    method: str | None = None  # None: untrained
+    mode: str = "supervised"
+    rationale: bool = True
+    model: str | None = None  # "minilm"
+    equal_examples_of: str | None = None  # train for as many examples as this row saw
+    train: dict = field(default_factory=dict)
+
+
+ROWS = [
+    Row("base", "Base (direct forward)", rationale=False),
+    Row("base-reasoning", "Base w/ reasoning"),
+    Row("grace-sup", "GRACE supervised", method="grace"),
+    Row("cl-time", "CL (supervised), equal minutes", method="cl", rationale=False),
+    Row("cl-examples", "CL (supervised), equal examples", method="cl", rationale=False,
+        equal_examples_of="grace-sup"),
+    Row("grace-unsup", "GRACE unsupervised", method="grace", mode="unsupervised"),
+    Row("simcse-time", "SimCSE (unsupervised), equal minutes", method="simcse", mode="unsupervised",
+        rationale=False),
+    Row("simcse-examples", "SimCSE (unsupervised), equal examples", method="simcse", mode="unsupervised",
+        rationale=False, equal_examples_of="grace-unsup"),
+    Row("minilm", "MiniLM (all-MiniLM-L6-v2)", rationale=False, model="minilm"),
+]
+
+
+def training_data(out: Path) -> tuple[Path, Path]:
+    """WordNet's training pool as triplets and passages (never the test or validation pools)."""
+    triplets, passages = training_split()
+    passages = list(dict.fromkeys(x.replace("\n", " ").strip() for x in passages))  # a passage once
+    t, p = out / "data" / "triplets.jsonl", out / "data" / "passages.txt"
+    t.parent.mkdir(parents=True, exist_ok=True)
+    t.write_text("".join(json.dumps(x) + "\n" for x in triplets), encoding="utf-8")
+    p.write_text("".join(x + "\n" for x in passages), encoding="utf-8")
+    return t, p
+
+
+def train_row(row: Row, args, out: Path, data: tuple[Path, Path], done: dict) -> tuple[str, dict]:
+    cfg = GraceConfig(method=row.method, mode=row.mode, data=str(data[0] if row.mode == "supervised" else data[1]),
+                      output=str(out / "runs" / row.slug), model=args.model, dtype=args.dtype, device="cpu",
+                      sample_every=0, save_every=25, seed=0,
+                      batch_size=2 if row.method == "grace" else args.cl_batch_size)
+    if row.equal_examples_of:
+        seen = done[row.equal_examples_of]["training"]["examples_seen"]
+        cfg.steps = max(1, round(seen / cfg.batch_size))
+    else:
+        cfg.steps, cfg.max_minutes = 100_000, args.minutes
+    t0 = time.perf_counter()
+    res = train(cfg)
+    wall = time.perf_counter() - t0
+    return str(res.adapter), {"method": row.method, "mode": row.mode, "steps": res.steps_done,
+                              "batch_size": cfg.batch_size, "examples_seen": res.steps_done * cfg.batch_size,
+                              "train_minutes": wall / 60, "config": cfg.to_dict()}
+
+
+def run_row(row: Row, args, out: Path, data, done: dict) -> dict:
+    training, adapter = None, None
+    if row.method:
+        adapter, training = train_row(row, args, out, data, done)
+    settings = EncodeSettings(model=row.model or args.model, adapter=adapter, rationale=row.rationale,
+                              dtype=args.dtype, device="cpu")
+    tasks = resolve_tasks("offline", limit=args.limit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = evaluate(settings, tasks, cache=RationaleCache(out / "rationales.sqlite"),
+                     on_task=lambda n, s, t: print(f"  {row.slug} {n}: {100 * s:.1f} ({t:.0f} s)", flush=True))
+    r["label"], r["training"] = row.label, training
+    return r
+
+
+def table(results: dict, args) -> str:
+    base = results.get("base", {}).get("average")
+    cats_all = [c for c in CATEGORY_ORDER if any(c in r["categories"] for r in results.values())]
+    lines = ["| row | " + " | ".join(cats_all) + " | Avg. | vs Base | train min | steps | examples | "
+             "eval min |", "|" + "---|" * (len(cats_all) + 7)]
+    for row in ROWS:
+        r = results.get(row.slug)
+        if r is None:
+            lines.append(f"| {row.label} | " + " | ".join(["…"] * (len(cats_all) + 6)) + " |")
+            continue
+        cats = [f"{100 * r['categories'][c]:.1f}" if c in r["categories"] else "–" for c in cats_all]
+        t = r.get("training") or {}
+        gain = f"{100 * (r['average'] / base - 1):+.1f} %" if base else "–"
+        lines.append(f"| {row.label} | " + " | ".join(cats) + f" | {100 * r['average']:.1f} | {gain} | "
+                     f"{t.get('train_minutes', 0):.1f} | {t.get('steps', '–')} | {t.get('examples_seen', '–')} | "
+                     f"{r['wall_seconds'] / 60:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=5.0, help="training budget of each method (wall clock)")
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--dtype", default=None, help="float32 (default on CPU), bfloat16 or auto")
+    ap.add_argument("--limit", type=int, default=None, help="cap every offline task (a rougher, faster table)")
+    ap.add_argument("--cl-batch-size", type=int, default=8, help="batch of the CL and SimCSE baselines")
+    ap.add_argument("--out", default="results/reproduce")
+    ap.add_argument("--rows", nargs="*", default=None, help="only these rows (slugs)")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = training_data(out)
+    results = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    for row in ROWS:
+        if args.rows and row.slug not in args.rows:
+            continue
+        if row.slug in results:
+            print(f"{row.slug}: done before ({100 * results[row.slug]['average']:.1f})", flush=True)
+            continue
+        if row.equal_examples_of and row.equal_examples_of not in results:
+            print(f"{row.slug}: waits for {row.equal_examples_of}", flush=True)
+            continue
+        print(f"{row.slug}: running", flush=True)
+        r = run_row(row, args, out, data, results)
+        (out / f"{row.slug}.json").write_text(json.dumps(r, indent=1))
+        results[row.slug] = r
+        print(f"{row.slug}: average {100 * r['average']:.1f}", flush=True)
+    body = (f"Offline WordNet suite (test pool{f', capped at {args.limit} per task' if args.limit else ', full size'}), "
+            f"training on WordNet's training pool, {args.minutes:g} training minutes per method, model "
+            f"{args.model}, dtype {args.dtype or 'float32'}. Machine: {machine()}.\n\n" + table(results, args) +
+            "\n\nRows marked … have not run yet (the command resumes). CL and SimCSE are evaluated on the "
+            "direct-forward embedding they train; GRACE rows with their rationales.")
+    print(body)
+    (out / "TABLE.md").write_text(body + "\n")
+    if not args.no_write:
+        write_section("reproduce", "## GRACE vs the baselines (`benchmarks/reproduce.py`)\n\n" + body)
+
+
+if __name__ == "__main__":
+    main()
