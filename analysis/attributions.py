@@ -75,12 +75,13 @@ def contributions(a: EncodeResult, b: EncodeResult) -> Contributions:
 
 
 def rank_documents(query: EncodeResult, docs: list[EncodeResult]) -> dict:
-    """Documents ranked by cosine to the query, each with both sides' token contributions
-    and the document side's totals by segment (``segments``; the query's in ``query_segments``)."""
+    """Documents ranked by cosine to the query, each with its 1-based input number (``input``), both
+    sides' token contributions and the document side's totals by segment (``segments``; the
+    query's in ``query_segments``)."""
     rows = []
-    for d in docs:
+    for i, d in enumerate(docs, 1):
         c = contributions(query, d)
-        rows.append({"text": d.text, "rationale": d.rationale, "cosine": c.cosine,
+        rows.append({"input": i, "text": d.text, "rationale": d.rationale, "cosine": c.cosine,
                      "contributions": {"query": c.pairs("a"), "doc": c.pairs("b")},
                      "segments": c.totals("b"), "query_segments": c.totals("a")})
     rows.sort(key=lambda r: -r["cosine"])

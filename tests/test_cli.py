@@ -92,3 +92,29 @@ def test_vllm_backend_is_refused_on_cpu_in_one_line(tmp_path, capsys, tiny_model
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == "error: vLLM generation runs on a CUDA GPU only; on CPU the encoder uses transformers."
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_similarity_explains_a_pair_centres_and_ablates(tiny_model_dir, capsys):
+    docs = ["Machu Picchu is in Peru.", "Stocks fell.", "A dog runs in the park."]
+    argv = ["similarity", "--query", "Where is Machu Picchu?", "--json", "--model", str(tiny_model_dir),
+            "--max-new-tokens", "6", "--explain-pair", "3", "1", "--centred", "--ablate-rationale"]
+    for d in docs:
+        argv += ["--doc", d]
+    code, out, _ = _run(argv, capsys)
+    assert code == 0
+    report = json.loads(out)
+    by_input = {d["input"]: d for d in report["docs"]}
+    assert [by_input[i]["text"] for i in (1, 2, 3)] == docs
+    pair = report["pair"]
+    assert (pair["a"], pair["b"]) == (3, 1)
+    assert abs(pair["difference"] - (by_input[3]["cosine"] - by_input[1]["cosine"])) < 1e-5
+    assert abs(sum(v for _, v in pair["contributions"]["query"]) - pair["difference"]) < 1e-5
+    for d in report["docs"]:
+        c = d["centred"]
+        assert abs(sum(v for _, v in c["contributions"]["doc"]) - c["cosine"]) < 1e-5
+        if d["rationale"]:
+            assert "text_only" in d["ablation"] and "pieces" in d["ablation"]
+    bad = ["similarity", "--query", "q", "--model", str(tiny_model_dir), "--max-new-tokens", "2",
+           "--explain-pair", "1", "9"] + [x for d in docs for x in ("--doc", d)]
+    code, _, err = _run(bad, capsys)
+    assert code == 2 and "two different document numbers between 1 and 3" in err

@@ -127,8 +127,9 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
             pad_col = logits[:, tokenizer.pad_token_id].clone()
             for proc in processors:
                 logits = proc(hist, logits)
-            # the padding of shorter rows' history is not a token they generated: undo what the
-            # processors did to the pad id (it is the EOS id for some models, e.g. Qwen)
+            # alive rows share one history length, so ``hist`` holds no padding today; should that
+            # change, padding is not a token a row generated: undo what the processors did to the
+            # pad id (it is the EOS id for some models, e.g. Qwen)
             logits[:, tokenizer.pad_token_id] = pad_col
         if fixed_length and stop_ids:
             logits[:, sorted(stop_ids)] = float("-inf")
