@@ -106,3 +106,26 @@ def test_streaming_callback_sees_tokens_as_generated(tiny_encoder):
                               on_token=lambda row, toks: seen.__setitem__(row, toks))
     for i, r in enumerate(res):
         assert seen[i][:len(r.rationale_ids)] == r.rationale_ids
+
+
+def test_a_layer_outside_the_model_is_refused_with_the_range(tiny_encoder):
+    with pytest.raises(ValueError, match=r"Layer 99 does not exist: this model has layers -3 to 2"):
+        tiny_encoder.encode("a text", layer=99, rationale=False)
+    assert tiny_encoder.encode("a text", layer=-3, rationale=False).shape == (32,)
+
+
+def test_the_direct_forward_pass_shares_the_prompt_prefix(tiny_encoder, monkeypatch):
+    """The no-rationale path runs the few-shot prefix once per batch and gives the plain layout's
+    embeddings."""
+    import grace.model.embedding as emb
+
+    texts = ["Where is Machu Picchu?", "Stocks fell.", "A dog runs in the park on a sunny day."]
+    shared = tiny_encoder.encode(texts, rationale=False)
+    prompts = tiny_encoder.build_prompts(texts)
+    plain = emb.embed_ids(tiny_encoder.model, prompts, [[] for _ in texts], pad_id=tiny_encoder.pad_id).embeddings
+    assert np.abs(shared - plain.detach().numpy()).max() < 1e-5
+    seen = []
+    original = emb.forward_states
+    monkeypatch.setattr(emb, "forward_states", lambda *a, **k: seen.append(k["share_prefix"]) or original(*a, **k))
+    tiny_encoder.encode(texts, rationale=False)
+    assert seen == [True]

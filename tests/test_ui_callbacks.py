@@ -143,3 +143,21 @@ def test_annotate_callbacks(tmp_path, monkeypatch):
     save(ids[0], "other", 3, 3, 3, False, "", False)
     text, dist, steps, a, b = summary_view("ann", "other")
     assert "ratings of 2 items by 2 annotator(s)" in text and "weighted κ" in text
+
+
+def test_cached_encoder_follows_a_retrained_adapter(tiny_model_dir, tmp_path):
+    from grace.training.config import GraceConfig
+    from grace.training.data import SAMPLE_TRIPLETS
+    from grace.training.trainer import train
+    from grace.ui.common import get_encoder
+
+    cfg = dict(data=str(SAMPLE_TRIPLETS), output=str(tmp_path / "run"), model=str(tiny_model_dir), steps=1,
+               rollouts=2, max_new_tokens=4, sample_every=0, device="cpu", lr=1e-2, penalize_truncated=False)
+    adapter = str(train(GraceConfig(**cfg)).adapter)
+    first = get_encoder(str(tiny_model_dir), adapter)
+    assert get_encoder(str(tiny_model_dir), adapter) is first  # loaded once
+    train(GraceConfig(**{**cfg, "seed": 5}), overwrite=True)  # the same name, new weights
+    second = get_encoder(str(tiny_model_dir), adapter)
+    assert second is not first
+    x = "Machu Picchu is in Peru."
+    assert not (first.encode(x, rationale=False) == second.encode(x, rationale=False)).all()

@@ -74,6 +74,13 @@ class GraceEncoder:
     def pad_id(self) -> int:
         return int(self.tokenizer.pad_token_id)
 
+    def check_layer(self, layer: int) -> None:
+        """Refuse a layer the model does not have, naming the valid range."""
+        n = int(self.model.config.get_text_config().num_hidden_layers)
+        if not -(n + 1) <= layer <= n:
+            raise ValueError(f"Layer {layer} does not exist: this model has layers -{n + 1} to {n} "
+                             f"(-1 is the last, 0 the embeddings).")
+
     # -- building blocks -------------------------------------------------------------------
     def build_prompts(self, texts: Sequence[str]) -> list[PromptIds]:
         validate_texts(texts)
@@ -95,13 +102,15 @@ class GraceEncoder:
     def embed(self, prompts: Sequence[PromptIds], rationales: Sequence[Sequence[int]], *,
               pooling: str = "mean", layer: int = -1, keep_states: bool = False,
               batch_size: int = 16) -> EmbedBatch:
-        """``embed_ids`` in batches sorted by length, results in input order."""
+        """``embed_ids`` in batches sorted by length, results in input order; each batch runs the
+        prompt prefix its texts share once (the few-shot template is ~120 tokens per text)."""
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids) + len(rationales[i]))
         embs, pooled, details = [None] * len(prompts), [None] * len(prompts), [None] * len(prompts)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             out = embed_ids(self.model, [prompts[i] for i in idx], [rationales[i] for i in idx],
-                            pad_id=self.pad_id, pooling=pooling, layer=layer, keep_states=keep_states)
+                            pad_id=self.pad_id, pooling=pooling, layer=layer, keep_states=keep_states,
+                            share_prefix=True)
             for j, i in enumerate(idx):
                 embs[i], pooled[i] = out.embeddings[j], out.pooled[j]
                 if keep_states:
@@ -167,6 +176,7 @@ class GraceEncoder:
         settings.
         """
         s = (settings or EncodeSettings()).with_(**overrides).validate()
+        self.check_layer(s.layer)
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         prompts = self.build_prompts(texts)

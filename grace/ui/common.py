@@ -81,12 +81,15 @@ _LOCK = threading.Lock()
 
 
 def get_encoder(model: str, adapter: str | None = None, prompt: str | None = None, dtype: str | None = None):
-    """Encoders are loaded once per (model, adapter, dtype) and shared; the prompt is per call."""
+    """Encoders are loaded once per (model, adapter weights, dtype) and shared; the prompt is per
+    call. The key holds the adapter's content hash, so a run retrained under the same name loads
+    its new weights instead of the cached old ones."""
     from grace.model.encoder import GraceEncoder
     from grace.model.loading import load_encoder
     from grace.model.prompts import PromptBuilder
+    from grace.model.settings import file_fingerprint
 
-    key = (model, adapter, dtype)
+    key = (model, adapter, file_fingerprint(adapter), dtype)
     with _LOCK:
         if key not in _ENCODERS:
             _ENCODERS[key] = load_encoder(model, adapter=adapter, dtype=dtype)
