@@ -161,3 +161,40 @@ def test_cached_encoder_follows_a_retrained_adapter(tiny_model_dir, tmp_path):
     assert second is not first
     x = "Machu Picchu is in Peru."
     assert not (first.encode(x, rationale=False) == second.encode(x, rationale=False)).all()
+
+
+def test_a_public_app_serves_only_the_embedded_models(monkeypatch, tmp_path, tiny_model_dir):
+    from grace.ui.common import check_model_choice, get_encoder, settings_from, panel_values, APP_DEFAULTS
+    from grace.ui.train_tab import start
+
+    monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("GRACE_PUBLIC", "1")
+    monkeypatch.delenv("GRACE_ALLOW_ANY_MODEL", raising=False)
+    assert check_model_choice(" default ") == "default"
+    for bad in (str(tiny_model_dir), "some-org/some-model", "/etc"):
+        with pytest.raises(ValueError, match="serves only the embedded models"):
+            settings_from(*panel_values(APP_DEFAULTS.with_(model=bad)))
+        with pytest.raises(ValueError, match="GRACE_ALLOW_ANY_MODEL=1"):
+            get_encoder(bad)
+    msg, _ = start("r1", "grace / supervised", None, 2, 2, 4, 0.2, 0.2, 0.1, 8, 8, str(tiny_model_dir))
+    assert "serves only the embedded models" in msg and not (tmp_path / "runs" / "r1").exists()
+    monkeypatch.setenv("GRACE_ALLOW_ANY_MODEL", "1")
+    assert check_model_choice(str(tiny_model_dir)) == str(tiny_model_dir)
+
+
+def test_the_encoder_cache_keeps_two_backbones(monkeypatch, tmp_path):
+    from grace.ui import common
+
+    monkeypatch.delenv("GRACE_PUBLIC", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setattr(common, "_ENCODERS", common.OrderedDict())
+    loaded = []
+    import grace.model.loading as loading
+
+    monkeypatch.setattr(loading, "load_encoder", lambda model, **kw: loaded.append(model) or object())
+    for m in ("a", "b", "a", "c", "minilm", "a"):
+        common.get_encoder(m)
+    assert loaded == ["a", "b", "c", "minilm"]  # "a" stayed (used last), "b" went out first
+    assert [k[0] for k in common._ENCODERS] == ["c", "minilm", "a"]
+    common.get_encoder("b")
+    assert loaded[-1] == "b" and [k[0] for k in common._ENCODERS] == ["minilm", "a", "b"]

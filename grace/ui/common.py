@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from collections import OrderedDict
+
 import gradio as gr
 
 from grace.model.backbone import DEFAULT_MODEL
@@ -43,6 +46,7 @@ def settings_from(*values) -> EncodeSettings:
 
     The adapter is chosen by run name from the app's own runs folder, never by a free path."""
     v = dict(zip(_panel_fields(), values))
+    v["model"] = check_model_choice(v.get("model", "default"))
     name = v.get("adapter")
     adapter = None
     if name and name != "(none)":
@@ -76,8 +80,26 @@ def adapter_name(settings: EncodeSettings) -> str | None:
     return Path(settings.adapter).parent.name if settings.adapter else None
 
 
-_ENCODERS: dict = {}
+_ENCODERS: "OrderedDict" = OrderedDict()  # least recently used first
 _LOCK = threading.Lock()
+MAX_BACKBONES = 2  # loaded causal LMs kept at once (MiniLM, small, is not counted)
+PUBLIC_MODELS = ("default", "minilm")
+
+
+def is_public() -> bool:
+    """On a Hugging Face Space, or with GRACE_PUBLIC=1: visitors are strangers."""
+    return bool(os.environ.get("SPACE_ID")) or os.environ.get("GRACE_PUBLIC", "") == "1"
+
+
+def check_model_choice(model: str) -> str:
+    """On a public app only the embedded models load (with the app's own runs' adapters): a free
+    hub id or server folder would let a visitor fill the disk, the network and the memory.
+    GRACE_ALLOW_ANY_MODEL=1, set by whoever runs the app, opens it up."""
+    model = (model or "default").strip()
+    if is_public() and model not in PUBLIC_MODELS and os.environ.get("GRACE_ALLOW_ANY_MODEL", "") != "1":
+        raise ValueError(f"This public app serves only the embedded models ({', '.join(PUBLIC_MODELS)}); "
+                         "whoever runs it can allow other models with GRACE_ALLOW_ANY_MODEL=1.")
+    return model
 
 
 def get_encoder(model: str, adapter: str | None = None, prompt: str | None = None, dtype: str | None = None):
@@ -90,9 +112,14 @@ def get_encoder(model: str, adapter: str | None = None, prompt: str | None = Non
     from grace.model.settings import file_fingerprint
 
     key = (model, adapter, file_fingerprint(adapter), dtype)
+    check_model_choice(model)
     with _LOCK:
         if key not in _ENCODERS:
             _ENCODERS[key] = load_encoder(model, adapter=adapter, dtype=dtype)
+            lms = [k for k in _ENCODERS if k[0] != "minilm"]
+            for old in lms[:-MAX_BACKBONES]:  # least recently used out
+                del _ENCODERS[old]
+        _ENCODERS.move_to_end(key)
         enc = _ENCODERS[key]
     if isinstance(enc, GraceEncoder) and prompt and enc.prompts.template.name != prompt:
         view = GraceEncoder.__new__(GraceEncoder)

@@ -12,7 +12,7 @@ from grace.training.config import GraceConfig
 from grace.training.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
 from grace.training.jobs import estimate_seconds
 
-from .common import data_dir, jobs, one_line
+from .common import check_model_choice, data_dir, jobs, one_line
 
 METHODS = ["grace / supervised", "grace / unsupervised", "cl / supervised", "simcse / unsupervised"]
 
@@ -26,7 +26,7 @@ def _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_to
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
         data = str(dst)
-    return GraceConfig(method=method, mode=mode, data=data, model=model or "default", steps=int(steps),
+    return GraceConfig(method=method, mode=mode, data=data, model=check_model_choice(model), steps=int(steps),
                        batch_size=int(batch), rollouts=int(rollouts), lambda_consistency=float(lam1),
                        lambda_hard=float(lam2), reward_temperature=float(tau), max_new_tokens=int(new_tokens),
                        lora_rank=int(rank), sample_every=1, save_every=max(1, int(steps) // 4 or 1))
