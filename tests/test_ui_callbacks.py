@@ -94,6 +94,15 @@ def test_train_callbacks_one_job_at_a_time(ui_env, tiny_model_dir):
         time.sleep(1)
     assert "cancelled" in line and table[0][0] == "first"
     assert "first" in adapters["choices"]
+    # the cancelled run's name with the same settings resumes it, and says so
+    msg, _ = start("first", *args)
+    assert msg.startswith("Resuming **first** from step")
+    cancel("first")
+    while "cancelled" not in refresh("first")[0] and time.time() < deadline:
+        time.sleep(1)
+    other = ("grace / supervised", None, 200, 2, 3, 0.2, 0.2, 0.1, 4, 4, str(tiny_model_dir))
+    refused, _ = start("first", *other)
+    assert "other settings; choose a new name, e.g. 'first-2'" in refused
     bad, _ = start("bad name!", *args)
     assert bad.startswith("⚠️")
     assert "min" in estimate("grace / supervised", 20, 2, 4, 48, "default")
@@ -198,3 +207,22 @@ def test_the_encoder_cache_keeps_two_backbones(monkeypatch, tmp_path):
     assert [k[0] for k in common._ENCODERS] == ["c", "minilm", "a"]
     common.get_encoder("b")
     assert loaded[-1] == "b" and [k[0] for k in common._ENCODERS] == ["minilm", "a", "b"]
+
+
+def test_uploads_are_limited_and_named_safely(ui_env, tmp_path, monkeypatch):
+    from grace.ui import common
+    from grace.ui.train_tab import _config
+
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(b"x" * 2_100_000)
+    monkeypatch.setattr(common, "MAX_UPLOAD_MB", 2)
+    with pytest.raises(ValueError, match="The file is 2.1 MB; uploads are limited to 2 MB"):
+        common.upload_path(str(big))
+    from grace.ui.map_tab import make_map
+
+    note = make_map("uploaded file", str(big), "with rationale", *ui_env)[0]
+    assert "limited to 2 MB" in note
+    nodot = tmp_path / "tripletsjsonl"
+    nodot.write_text('{"query": "q", "positive": "p", "negatives": ["n"]}\n')
+    cfg = _config("grace / supervised", str(nodot), 2, 2, 2, 0.2, 0.2, 0.1, 4, 4, ui_env[0])
+    assert cfg.data.endswith(".txt") and "tripletsjsonl"[-1] not in cfg.data.rsplit(".", 1)[1]

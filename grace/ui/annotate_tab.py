@@ -10,7 +10,7 @@ from analysis.annotation_io import import_file
 from analysis.annotations import AnnotationStore, check_name, default_store
 from analysis.plots import rating_distribution, ratings_by_step
 
-from .common import one_line
+from .common import one_line, upload_path
 
 # 1-5 set the next dimension, h toggles hallucination, Enter saves and moves on (not while typing)
 KEYBOARD_JS = """
@@ -110,7 +110,7 @@ def import_items(upload, name):
     if upload is None:
         return "Choose a .jsonl or .csv file first.", _progress(name)
     try:
-        res = import_file(_store(), upload if isinstance(upload, str) else upload.name, skip_bad=False)
+        res = import_file(_store(), upload_path(upload), skip_bad=False)
     except Exception as exc:
         return f"⚠️ {one_line(exc)}", _progress(name)
     return f"Imported {res['items_added']} new item(s) and {res['ratings']} rating(s).", _progress(name)

@@ -7,7 +7,7 @@ import os
 import gradio as gr
 
 from . import annotate_tab, evaluate_tab, explore, map_tab, train_tab
-from .common import model_bar
+from .common import MAX_UPLOAD_MB, model_bar
 
 INTRO = """# GRACE Studio
 Embeddings whose reasoning you can read ([GRACE, arXiv 2510.04506](https://arxiv.org/abs/2510.04506)):
@@ -34,4 +34,5 @@ def main() -> None:
     demo.queue(default_concurrency_limit=1, max_size=32).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), show_error=False,
+        max_file_size=f"{MAX_UPLOAD_MB}mb",
         head=annotate_tab.KEYBOARD_JS)

@@ -161,6 +161,20 @@ def model_bar(default_model: str):
     return [controls[name] for name in _panel_fields()]
 
 
+MAX_UPLOAD_MB = 20  # every upload (training data, map corpus, annotation import); also the server's limit
+
+
+def upload_path(upload) -> str:
+    """The local path of an uploaded file, refused above ``MAX_UPLOAD_MB`` with its size."""
+    from pathlib import Path
+
+    path = upload if isinstance(upload, str) else upload.name
+    size = Path(path).stat().st_size
+    if size > MAX_UPLOAD_MB * 1_000_000:
+        raise ValueError(f"The file is {size / 1e6:.1f} MB; uploads are limited to {MAX_UPLOAD_MB} MB.")
+    return path
+
+
 def one_line(exc: BaseException) -> str:
     """A readable one-line message for the UI (never a traceback)."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

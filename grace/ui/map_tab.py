@@ -12,7 +12,7 @@ from analysis.projection import project
 from grace.training.data import SAMPLE_PASSAGES
 from grace.files.textio import read_corpus, read_texts
 
-from .common import adapter_name, data_dir, encoder_for, one_line, settings_from
+from .common import adapter_name, data_dir, encoder_for, one_line, settings_from, upload_path
 
 MAX_MAP_TEXTS = 300
 SOURCES = ["sample: WordNet definitions (labelled)", "sample: 100 passages", "uploaded file"]
@@ -32,7 +32,7 @@ def load_corpus(source: str, upload) -> tuple[list[str], list[str] | None]:
         return read_texts(SAMPLE_PASSAGES), None
     if upload is None:
         raise ValueError("Upload a .txt, .jsonl or .csv file first.")
-    path = upload if isinstance(upload, str) else upload.name
+    path = upload_path(upload)
     return read_corpus(path, max_texts=MAX_MAP_TEXTS)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from pathlib import Path
 
 import gradio as gr
 
@@ -12,7 +14,7 @@ from grace.training.config import GraceConfig
 from grace.training.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
 from grace.training.jobs import estimate_seconds
 
-from .common import check_model_choice, data_dir, jobs, one_line
+from .common import check_model_choice, data_dir, jobs, one_line, upload_path
 
 METHODS = ["grace / supervised", "grace / unsupervised", "cl / supervised", "simcse / unsupervised"]
 
@@ -21,15 +23,30 @@ def _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_to
     method, mode = [x.strip() for x in method_mode.split("/")]
     data = str(SAMPLE_TRIPLETS if mode == "supervised" else SAMPLE_PASSAGES)
     if upload is not None:
-        src = upload if isinstance(upload, str) else upload.name
-        dst = data_dir() / "uploads" / f"{int(time.time())}-{abs(hash(src)) % 10**6}{src[src.rfind('.'):]}"
+        src = Path(upload_path(upload))
+        suffix = src.suffix.lower() if src.suffix.lower() in (".jsonl", ".txt", ".json") else ".txt"
+        dst = data_dir() / "uploads" / f"{int(time.time())}-{abs(hash(str(src))) % 10**6}{suffix}"
         dst.parent.mkdir(parents=True, exist_ok=True)
+        _prune_uploads(dst.parent)
         shutil.copyfile(src, dst)
         data = str(dst)
     return GraceConfig(method=method, mode=mode, data=data, model=check_model_choice(model), steps=int(steps),
                        batch_size=int(batch), rollouts=int(rollouts), lambda_consistency=float(lam1),
                        lambda_hard=float(lam2), reward_temperature=float(tau), max_new_tokens=int(new_tokens),
                        lora_rank=int(rank), sample_every=1, save_every=max(1, int(steps) // 4 or 1))
+
+
+def _prune_uploads(folder: Path) -> None:
+    """Remove uploaded data files that no run on disk trains on."""
+    used = set()
+    for cfg in jobs().runs_dir.glob("*/grace_config.json"):
+        try:
+            used.add(str(Path(json.loads(cfg.read_text())["data"]).resolve()))
+        except (OSError, ValueError, KeyError):
+            continue
+    for f in folder.glob("*"):
+        if f.is_file() and str(f.resolve()) not in used:
+            f.unlink(missing_ok=True)
 
 
 def estimate(method_mode, steps, batch, rollouts, new_tokens, model) -> str:
@@ -44,12 +61,45 @@ def estimate(method_mode, steps, batch, rollouts, new_tokens, model) -> str:
 
 
 def start(name, method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model):
+    name = (name or "").strip()
     try:
+        jm = jobs()
+        run = jm.run_dir(name)  # validates the name
         cfg = _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model)
-        jobs().start(cfg, (name or "").strip())
+        resumed = _check_reuse(jm, run, name, cfg)
+        jm.start(cfg, name)
     except Exception as exc:
         return f"⚠️ {one_line(exc)}", gr.update()
-    return f"Started **{name}**.", name.strip()
+    return (f"Resuming **{name}** from step {resumed} (same settings)." if resumed is not None
+            else f"Started **{name}**."), name
+
+
+def _free_name(jm, name: str) -> str:
+    n = 2
+    while (jm.runs_dir / f"{name}-{n}").exists():
+        n += 1
+    return f"{name}-{n}"
+
+
+def _check_reuse(jm, run: Path, name: str, cfg: GraceConfig) -> int | None:
+    """A finished run's name is refused (its adapter would be overwritten); a stopped run with the
+    same settings resumes (returns its step); other settings under that name are refused; a new
+    name gives None."""
+    saved = run / "grace_config.json"
+    if not saved.exists():
+        return None
+    state = jm.status(name).get("state")
+    cfg.output = str(run)
+    if not GraceConfig.load(saved).same_run_as(cfg):
+        raise ValueError(f"Run '{name}' holds a run with other settings; choose a new name, e.g. "
+                         f"'{_free_name(jm, name)}'.")
+    if state == "finished":
+        raise ValueError(f"Run '{name}' has finished; choose a new name, e.g. '{_free_name(jm, name)}' "
+                         "(its adapter is kept).")
+    from grace.training.trainer import latest_checkpoint
+
+    ckpt = latest_checkpoint(run)
+    return json.loads((ckpt / "state.json").read_text())["step"] if ckpt else 0
 
 
 def cancel(name):
