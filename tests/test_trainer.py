@@ -128,3 +128,36 @@ def test_kl_term_is_logged_when_used(tiny_model_dir, tmp_path):
     res = train(_cfg(tiny_model_dir, tmp_path, steps=1, kl_beta=0.1))
     row = json.loads((res.output / "metrics.jsonl").read_text().splitlines()[0])
     assert "kl" in row and row["kl"] > 0.0  # the second update of the step already differs from the base
+
+
+def test_job_runner_claims_atomically_and_sees_through_reused_pids(tmp_path):
+    import os
+    import subprocess
+
+    from grace.training.jobs import ACTIVE, JobError, JobManager, _start_time
+
+    jm = JobManager(tmp_path / "runs")
+    jm._claim("one")
+    with pytest.raises(JobError, match="'one' is still running"):
+        jm._claim("two")  # the exclusive create loses: one start at a time
+    (jm.runs_dir / ACTIVE).unlink()
+    # a live PID that belongs to another process (its start time differs): not our job
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        (jm.runs_dir / ACTIVE).write_text(json.dumps({"name": "old", "pid": other.pid, "started": "1"}))
+        jm.run_dir("old").mkdir()
+        (jm.run_dir("old") / "status.json").write_text(json.dumps({"state": "running", "step": 3}))
+        assert _start_time(other.pid) not in (None, "1")
+        assert jm.active() is None
+        assert jm.status("old")["state"] == "failed" and not (jm.runs_dir / ACTIVE).exists()
+        # the same PID with its real start time is a live job, whatever its status file says
+        (jm.runs_dir / ACTIVE).write_text(json.dumps({"name": "old", "pid": other.pid,
+                                                       "started": _start_time(other.pid)}))
+        (jm.run_dir("old") / "status.json").unlink()
+        assert jm.active()["name"] == "old"
+    finally:
+        other.kill()
+        other.wait()
+    assert jm.active() is None
+    jm._claim("three")  # a dead job's file is replaced
+    assert json.loads((jm.runs_dir / ACTIVE).read_text())["pid"] == os.getpid()

@@ -38,11 +38,23 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused PID apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(pid: int, started: str | None = None) -> bool:
+    """Whether the job's process still runs: the PID exists and, when known, started when ours did."""
     try:
         os.kill(pid, 0)
     except (OSError, ProcessLookupError):
         return False
+    if started is not None and _start_time(pid) not in (None, started):
+        return False  # the PID was reused by another process
     try:  # a finished child of ours is a zombie until reaped
         waited, _ = os.waitpid(pid, os.WNOHANG)
         return waited == 0
@@ -97,18 +109,42 @@ class JobManager:
         return self.runs_dir / name
 
     def active(self) -> dict | None:
-        """The running job, if any (a job whose process died is marked failed)."""
+        """The running job, if any. Whether it runs is decided by its process (PID and start
+        time), not by its status file; a job whose process died is marked failed."""
         info = _read_json(self.runs_dir / ACTIVE)
         if not info:
             return None
         status = self.status(info["name"])
-        if status.get("state") in ("starting", "running") and not _alive(info["pid"]):
+        # a job's final status ends it even while its process exits; during a start's claim the
+        # run folder may still hold an older run's status, so only the claiming process counts
+        finished = (not info.get("claimed") and status.get("state") in ("finished", "cancelled", "failed")
+                    and status.get("ended"))
+        if not finished and _alive(info["pid"], info.get("started")):
+            return {"name": info["name"], **status, "state": status.get("state") if status.get("state") in
+                    ("starting", "running") else "running"}
+        if not finished:
             status.update(state="failed", error=status.get("error") or "the training process stopped unexpectedly")
             _write_json(self.run_dir(info["name"]) / "status.json", status)
-        if status.get("state") not in ("starting", "running"):
-            (self.runs_dir / ACTIVE).unlink(missing_ok=True)
-            return None
-        return {"name": info["name"], **status}
+        (self.runs_dir / ACTIVE).unlink(missing_ok=True)
+        return None
+
+    def _claim(self, name: str) -> None:
+        """Create the active-job file exclusively (O_EXCL): of two simultaneous starts one wins."""
+        path = self.runs_dir / ACTIVE
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if self.active() is None:  # a stale file of a dead job was just removed
+                    continue
+                running = self.active() or {"name": "?"}
+                raise JobError(f"Job '{running['name']}' is still running (step {running.get('step', 0)} of "
+                               f"{running.get('steps')}); cancel it or wait for it to finish.") from None
+            with os.fdopen(fd, "w") as f:
+                json.dump({"name": name, "pid": os.getpid(), "started": _start_time(os.getpid()),
+                           "claimed": True}, f)
+            return
+        raise JobError("Could not start the job: another start is in progress; try again.")
 
     def start(self, cfg: GraceConfig, name: str, *, overwrite: bool = False) -> str:
         """Validate everything, then start the job's process; refuse a second job."""
@@ -121,14 +157,21 @@ class JobManager:
         cfg.validate()
         from .trainer import Trainer
 
-        Trainer(cfg, overwrite=overwrite)  # data and output checks, in this process, before spawning
-        ctx = mp.get_context("spawn")
-        proc = ctx.Process(target=_child, args=(asdict(cfg), overwrite), daemon=False)
-        (out / "cancel").unlink(missing_ok=True)
-        _write_json(out / "status.json", {"state": "starting", "step": 0, "steps": cfg.steps, "error": None,
-                                           "started": time.time()})
-        proc.start()
-        _write_json(self.runs_dir / ACTIVE, {"name": name, "pid": proc.pid})
+        self._claim(name)
+        try:
+            # data and output checks (and an overwrite) happen here, before spawning; the child
+            # then finds the prepared folder and never deletes it (nor the status written below)
+            Trainer(cfg, overwrite=overwrite)
+            ctx = mp.get_context("spawn")
+            proc = ctx.Process(target=_child, args=(asdict(cfg), False), daemon=False)
+            (out / "cancel").unlink(missing_ok=True)
+            _write_json(out / "status.json", {"state": "starting", "step": 0, "steps": cfg.steps, "error": None,
+                                               "started": time.time()})
+            proc.start()
+        except BaseException:
+            (self.runs_dir / ACTIVE).unlink(missing_ok=True)
+            raise
+        _write_json(self.runs_dir / ACTIVE, {"name": name, "pid": proc.pid, "started": _start_time(proc.pid)})
         return name
 
     def cancel(self, name: str) -> None:
