@@ -226,3 +226,13 @@ def test_uploads_are_limited_and_named_safely(ui_env, tmp_path, monkeypatch):
     nodot.write_text('{"query": "q", "positive": "p", "negatives": ["n"]}\n')
     cfg = _config("grace / supervised", str(nodot), 2, 2, 2, 0.2, 0.2, 0.1, 4, 4, ui_env[0])
     assert cfg.data.endswith(".txt") and "tripletsjsonl"[-1] not in cfg.data.rsplit(".", 1)[1]
+
+
+def test_explore_says_what_the_model_reads_of_a_long_document(ui_env):
+    from grace.ui.explore import parse_inputs, run_compare
+
+    long_doc = " ".join(["Machu Picchu is an Inca citadel."] * 200)  # far over 512 tokens
+    out = _last(run_compare("Where is Machu Picchu?", f"A short one.\n{long_doc}", *ui_env))
+    assert "Document 2 is longer than the model reads: it sees the first 512 tokens of that text." in out[0]
+    _, docs, _ = parse_inputs("q", "one\u2028still one\ntwo")
+    assert docs == ["one\u2028still one", "two"]

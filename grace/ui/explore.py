@@ -33,7 +33,7 @@ def parse_inputs(query: str, docs_text: str) -> tuple[str, list[str], list[str]]
     query = (query or "").strip()
     if not query:
         raise ValueError("Type a query.")
-    docs = [d.strip() for d in (docs_text or "").splitlines() if d.strip()]
+    docs = [d.strip() for d in (docs_text or "").replace("\r\n", "\n").split("\n") if d.strip()]
     if not docs:
         raise ValueError("Add at least one document (one per line).")
     if len(docs) > MAX_DOCS:
@@ -106,12 +106,25 @@ def run_compare(query, docs_text, *settings_values):
         return
     comp = box["comp"]
     q_spans, d_spans, summary, doc_rat = _contrib_view(comp, 0)
+    notes = notes + seen_notes(comp, getattr(enc, "max_text_tokens", None))
     status = "Ranked by GRACE cosine." + (" " + " ".join(notes) if notes else "")
     stream = "\n".join(f"[{'query' if i == 0 else f'doc {i}'}] {r.rationale}" for i, r in
                        enumerate([comp.query] + comp.docs))
     choices = _doc_choices(comp)
     yield (status, comp.rows(), stream, q_spans, d_spans, summary, gr.update(choices=choices, value=choices[0]),
            comp.query.rationale, doc_rat, comp)
+
+
+def seen_notes(comp, max_tokens: int | None) -> list[str]:
+    """What the model actually read of texts longer than its limit (in tokens, not characters)."""
+    if not max_tokens:
+        return []
+    long = [("The query" if i == 0 else f"Document {i}") for i, r in enumerate([comp.query] + comp.docs)
+            if getattr(r, "truncated", False)]
+    if not long:
+        return []
+    return [f"{', '.join(long)} {'is' if len(long) == 1 else 'are'} longer than the model reads: it sees "
+            f"the first {max_tokens} tokens of {'that text' if len(long) == 1 else 'each'}."]
 
 
 def select_doc(choice, comp):
