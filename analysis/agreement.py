@@ -86,6 +86,7 @@ def summarise(ratings: list[dict]) -> dict:
             "alpha": krippendorff_alpha_ordinal([[r[d] for r in rs] for rs in by_item.values()]),
             "spearman_similarity": spearman([a for a, _ in sims], [b for _, b in sims]),
             "spearman_reward": spearman([a for a, _ in rews], [b for _, b in rews]),
+            "n": len(vals), "n_items": len(per_item_mean), "n_similarity": len(sims), "n_reward": len(rews),
             "by_step": {s: float(np.mean(v)) for s, v in sorted(steps.items())},
         }
     out["hallucination_rate"] = float(np.mean([bool(r["hallucination"]) for r in ratings]))

@@ -22,7 +22,7 @@ from typing import Iterable
 APP_ID = "grace-studio-annotations"
 SCHEMA_VERSION = 2
 DIMENSIONS = ("faithfulness", "informativeness", "fluency")
-SOURCES = ("explore", "training", "import")
+SOURCES = ("explore", "training", "import")  # the app's own; an imported item may carry any short label
 MAX_NAME = 100
 ITEM_FIELDS = ["text", "rationale", "settings", "source", "paired_text", "similarity", "reward", "run", "step",
                "created"]
@@ -209,8 +209,8 @@ class AnnotationStore:
             raise AnnotationError("An item needs a rationale (a string).")
         settings = it.get("settings") or {}
         source = it.get("source") or "import"
-        if source not in SOURCES:
-            raise AnnotationError(f"Unknown item source {source!r}: use one of {', '.join(SOURCES)}.")
+        if not isinstance(source, str) or not source.strip() or len(source) > 64:
+            raise AnnotationError("'source' is a short label: 1 to 64 characters (e.g. explore, training, import).")
         h = content_hash(text, rationale, settings)
         row = c.execute("SELECT id FROM items WHERE content_hash=?", (h,)).fetchone()
         if row:

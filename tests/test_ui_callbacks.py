@@ -152,6 +152,16 @@ def test_annotate_callbacks(tmp_path, monkeypatch):
     save(ids[0], "other", 3, 3, 3, False, "", False)
     text, dist, steps, a, b = summary_view("ann", "other")
     assert "ratings of 2 items by 2 annotator(s)" in text and "weighted κ" in text
+    assert "(n = 3)" in text and "Spearman vs similarity" in text and "(n = 2 items)" in text
+    from grace.ui.annotate_tab import import_items
+
+    bad = tmp_path / "my ratings.jsonl"
+    bad.write_text('{"text": "", "rationale": "r"}\n{"text": "t", "rationale": "r", "source": "my-own-label"}\n')
+    msg, _ = import_items(str(bad), "ann")
+    assert msg.startswith("⚠️ my ratings.jsonl: 1 bad line(s)") and str(tmp_path) not in msg
+    assert "--skip-bad" not in msg and "Fix those lines" in msg
+    bad.write_text('{"text": "t", "rationale": "r", "source": "my-own-label"}\n')
+    assert import_items(str(bad), "ann")[0].startswith("Imported 1 new item")
 
 
 def test_cached_encoder_follows_a_retrained_adapter(tiny_model_dir, tmp_path):

@@ -3,6 +3,8 @@ keyboard, and see the summary: distributions, agreement, ratings vs training ste
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from analysis.agreement import pair_kappa, summarise
@@ -109,10 +111,17 @@ def back(item_id, name):
 def import_items(upload, name):
     if upload is None:
         return "Choose a .jsonl or .csv file first.", _progress(name)
+    path = None
     try:
-        res = import_file(_store(), upload_path(upload), skip_bad=False)
+        path = upload_path(upload)
+        res = import_file(_store(), path, skip_bad=False)
     except Exception as exc:
-        return f"⚠️ {one_line(exc)}", _progress(name)
+        # name the file as the visitor knows it (not the server's temp path); no CLI advice here
+        msg = one_line(exc)
+        if path:
+            msg = msg.replace(path, Path(path).name)
+        msg = msg.replace(" Use --skip-bad to import the good lines.", " Fix those lines and import again.")
+        return f"⚠️ {msg}", _progress(name)
     return f"Imported {res['items_added']} new item(s) and {res['ratings']} rating(s).", _progress(name)
 
 
@@ -127,8 +136,9 @@ def summary_view(a, b):
         alpha = "–" if d["alpha"] is None else f"{d['alpha']:.2f}"
         rho_s = "–" if d["spearman_similarity"] is None else f"{d['spearman_similarity']:+.2f}"
         rho_r = "–" if d["spearman_reward"] is None else f"{d['spearman_reward']:+.2f}"
-        lines.append(f"- **{dim}**: mean {d['mean']:.2f}, Krippendorff's α (ordinal) {alpha}, "
-                     f"Spearman vs similarity {rho_s}, vs reward {rho_r}")
+        lines.append(f"- **{dim}**: mean {d['mean']:.2f} (n = {d['n']}), Krippendorff's α (ordinal) {alpha}, "
+                     f"Spearman vs similarity {rho_s} (n = {d['n_similarity']} items), "
+                     f"vs reward {rho_r} (n = {d['n_reward']} items)")
     if ratings:
         lines.append(f"- hallucination flagged in {100 * s['hallucination_rate']:.0f} % of ratings")
     if a and b and a != b:
