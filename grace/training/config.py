@@ -53,7 +53,8 @@ class GraceConfig:
     # -- GRACE rollouts and rewards (eq. 12-18) ---------------------------------------------
     rollouts: int = _f(4, "K sampled rationales per positive (the group of the advantage)")
     lambda_consistency: float = _f(0.2, "lambda1: weight of the consistency reward (eq. 14)")
-    lambda_hard: float = _f(0.2, "lambda2: weight of the in-batch hard-negative reward (eq. 15)")
+    lambda_hard: float = _f(1.0, "lambda2: weight of the in-batch hard-negative reward (eq. 15); 1.0 by the "
+                            "validation sweep (the released script uses 0.2, which the policy hacks here)")
     reward_temperature: float = _f(0.1, "tau: the total reward is divided by it (eq. 17)")
     length_penalty: float = _f(-1.0, "reward of a rollout that hit the length limit without ending")
     penalize_truncated: bool = _f(True, "give truncated rollouts the length penalty (the reference code does)")

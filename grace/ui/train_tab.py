@@ -16,6 +16,7 @@ from grace.training.jobs import estimate_seconds
 
 from .common import check_model_choice, data_dir, jobs, one_line, upload_path
 
+D = GraceConfig(data="-")  # the form's defaults are GraceConfig's
 METHODS = ["grace / supervised", "grace / unsupervised", "cl / supervised", "simcse / unsupervised"]
 
 
@@ -166,14 +167,14 @@ def build(adapter_dropdown, model_box) -> None:
             upload = gr.File(label="Data (optional; default: the sample set)", file_types=[".jsonl", ".txt"])
         with gr.Row():
             steps = gr.Number(value=20, precision=0, label="Steps", elem_id="train-steps")
-            batch = gr.Number(value=2, precision=0, label="Batch size B")
-            rollouts = gr.Number(value=4, precision=0, label="Rollouts K")
-            new_tokens = gr.Number(value=48, precision=0, label="Max new tokens", elem_id="train-tokens")
-            rank = gr.Number(value=8, precision=0, label="LoRA rank")
+            batch = gr.Number(value=D.batch_size, precision=0, label="Batch size B")
+            rollouts = gr.Number(value=D.rollouts, precision=0, label="Rollouts K")
+            new_tokens = gr.Number(value=D.max_new_tokens, precision=0, label="Max new tokens", elem_id="train-tokens")
+            rank = gr.Number(value=D.lora_rank, precision=0, label="LoRA rank")
         with gr.Row():
-            lam1 = gr.Number(value=0.2, label="λ1 consistency")
-            lam2 = gr.Number(value=0.2, label="λ2 hard negative")
-            tau = gr.Number(value=0.1, label="reward temperature τ")
+            lam1 = gr.Number(value=D.lambda_consistency, label="λ1 consistency")
+            lam2 = gr.Number(value=D.lambda_hard, label="λ2 hard negative")
+            tau = gr.Number(value=D.reward_temperature, label="reward temperature τ")
         est = gr.Markdown()
         with gr.Row():
             go = gr.Button("Start", variant="primary", elem_id="train-start")
