@@ -32,8 +32,8 @@ from grace.training.trainer import train  # noqa: E402
 # name -> GraceConfig overrides (None: the untrained reference)
 SETTINGS = {
     "untrained": None,
-    "defaults": {},
-    "lambda_hard=1": {"lambda_hard": 1.0},
+    "lambda_hard=0.2": {"lambda_hard": 0.2},  # the released script's value (the default before this sweep)
+    "lambda_hard=1": {"lambda_hard": 1.0},  # the default since
     "lambda_hard=1,lambda_cons=0": {"lambda_hard": 1.0, "lambda_consistency": 0.0},
     "lambda_hard=1,lr=3e-5": {"lambda_hard": 1.0, "lr": 3e-5},
 }
