@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Sequence
 
 from ..model.backbone import cache_dir
-from ..model.settings import file_fingerprint, settings_key  # noqa: F401  (re-exported)
 
 
 class RationaleCache:

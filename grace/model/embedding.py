@@ -54,10 +54,23 @@ class EmbedBatch:
     details: list[dict] | None = None
 
 
+def base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The causal LM under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def decoder_body(model: torch.nn.Module) -> torch.nn.Module:
     """The transformer body without the LM head (hidden states, no 262k-way logits)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_decoder()
+    return base_model(model).get_decoder()
+
+
+def lm_logits(model: torch.nn.Module, states: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of the output layer for the given last-layer states, with the model's final
+    soft-capping (Gemma) applied: only ever called on the positions that need them."""
+    base = base_model(model)
+    logits = base.get_output_embeddings()(states).float()
+    cap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 def segment_codes(prompts: Sequence[PromptIds], rationales: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -82,8 +95,7 @@ def common_prefix(prompts: Sequence[PromptIds]) -> int:
 def fits_window(model: torch.nn.Module, longest: int) -> bool:
     """Whether sequences of ``longest`` tokens stay inside the model's sliding window (the shared
     prefix layout puts padding in the middle of a row, which a window would count)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    window = getattr(base.config.get_text_config(), "sliding_window", None)
+    window = getattr(base_model(model).config.get_text_config(), "sliding_window", None)
     return window is None or longest <= window
 
 
@@ -94,19 +106,33 @@ def cache_keyword(body: torch.nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(type(body).forward).parameters else "past_key_values"
 
 
+def shared_prefix_cache(model: torch.nn.Module, prompts: Sequence[PromptIds], n_pre: int):
+    """A KV cache holding the first ``n_pre`` prompt tokens (shared by every prompt), computed once
+    and repeated for the batch; gradients flow through it when enabled."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    body = decoder_body(model)
+    cache = DynamicCache(config=base_model(model).config)
+    pre = torch.tensor([list(prompts[0].ids[:n_pre])], device=device)
+    body(input_ids=pre, position_ids=torch.arange(n_pre, device=device).unsqueeze(0), use_cache=True,
+         **{cache_keyword(body): cache})
+    cache.batch_repeat_interleave(len(prompts))
+    return cache
+
+
 @dataclass
 class SequenceStates:
     """Hidden states over P(x_i) + c_i, left-padded to one width.
 
-    With a shared prefix the first ``prefix`` tokens of every prompt are not among the positions
-    (they are instruction tokens, never pooled or scored); ``states`` is layer ``layer``,
-    ``last`` the last layer (what the output layer reads)."""
+    With a shared prefix, that prefix's tokens are not among the positions (they are instruction
+    tokens, never pooled or scored); ``states`` is layer ``layer``, ``last`` the last layer (what
+    the output layer reads)."""
 
     states: torch.Tensor
     last: torch.Tensor
     segments: torch.Tensor
     ids: torch.Tensor
-    prefix: int
 
 
 def forward_states(model: torch.nn.Module, prompts: Sequence[PromptIds], continuations: Sequence[Sequence[int]],
@@ -126,15 +152,7 @@ def forward_states(model: torch.nn.Module, prompts: Sequence[PromptIds], continu
         n_pre = 0
     kw: dict = {}
     if n_pre:
-        from transformers import DynamicCache
-
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        cache = DynamicCache(config=base.config)
-        pre = torch.tensor([list(prompts[0].ids[:n_pre])], device=device)
-        body(input_ids=pre, position_ids=torch.arange(n_pre, device=device).unsqueeze(0), use_cache=True,
-             **{cache_keyword(body): cache})
-        cache.batch_repeat_interleave(len(prompts))
-        kw = {cache_keyword(body): cache, "use_cache": True}
+        kw = {cache_keyword(body): shared_prefix_cache(model, prompts, n_pre), "use_cache": True}
     seqs = [list(p.ids[n_pre:]) + list(c) for p, c in zip(prompts, continuations)]
     ids, attn = left_pad(seqs, pad_id, device)
     segments = torch.zeros_like(ids)
@@ -149,7 +167,7 @@ def forward_states(model: torch.nn.Module, prompts: Sequence[PromptIds], continu
     out = body(input_ids=ids, attention_mask=attn, position_ids=position_ids, output_hidden_states=want_all, **kw)
     last = out.last_hidden_state
     return SequenceStates(states=out.hidden_states[layer] if want_all else last, last=last, segments=segments,
-                          ids=ids, prefix=n_pre)
+                          ids=ids)
 
 
 def embed_ids(

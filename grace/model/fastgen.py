@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .embedding import EmbedBatch, cache_keyword, common_prefix, decoder_body, pool_states
+from .embedding import (EmbedBatch, cache_keyword, common_prefix, decoder_body, fits_window, lm_logits, pool_states,
+                        shared_prefix_cache)
 from .generation import RationaleNoRepeatNgram, RationaleRepetitionPenalty, _eos_ids, cut_rationale, left_pad
 from .pooling import PAD, RATIONALE, TEXT
 from .prompts import PromptIds
@@ -39,10 +40,8 @@ class FastResult:
 
 def supports(model, prompts: Sequence[PromptIds], settings: EncodeSettings) -> bool:
     """The fast path needs a KV cache with batch selection and rows inside any sliding window."""
-    cfg = model.config.get_text_config()
-    window = getattr(cfg, "sliding_window", None)
     longest = max(len(p.ids) for p in prompts) + settings.max_new_tokens + 1
-    return common_prefix(prompts) > 0 and (window is None or longest <= window)
+    return common_prefix(prompts) > 0 and fits_window(model, longest)
 
 
 def _sample(logits: torch.Tensor, settings: EncodeSettings, gen: torch.Generator | None) -> torch.Tensor:
@@ -62,13 +61,8 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
                        on_token: Callable[[int, list[int]], None] | None = None) -> FastResult:
     """Rationales and embeddings (pooled as ``settings.pooling`` / ``settings.layer``) for one batch
     of prompts. ``fixed_length`` (benchmarks) always generates ``max_new_tokens``."""
-    from transformers import DynamicCache
-
     device = next(model.parameters()).device
     body = decoder_body(model)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = base.get_output_embeddings()
-    cap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
     pooling, layer = settings.pooling, settings.layer
     want_all = layer != -1
     cache_kw = cache_keyword(body)
@@ -82,19 +76,11 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
         out = body(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
                    output_hidden_states=want_all, **{cache_kw: cache})
         states = out.hidden_states[layer] if want_all else out.last_hidden_state
-        last = out.last_hidden_state[:, -1]
-        logits = head(last).float()
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return states, logits
+        return states, lm_logits(model, out.last_hidden_state[:, -1])
 
     # 1) the shared prefix, once
     n_pre = common_prefix(prompts)
-    cache = DynamicCache(config=base.config)
-    pre = torch.tensor([prompts[0].ids[:n_pre]], device=device)
-    body(input_ids=pre, position_ids=torch.arange(n_pre, device=device).unsqueeze(0), use_cache=True,
-         **{cache_kw: cache})
-    cache.batch_repeat_interleave(b)
+    cache = shared_prefix_cache(model, prompts, n_pre)
     # 2) each row's text + cue, right-aligned after the prefix
     suffixes = [p.ids[n_pre:] for p in prompts]
     ids, smask = left_pad(suffixes, tokenizer.pad_token_id, device)

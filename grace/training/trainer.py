@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 
 from ..model.backbone import cpu_has_native_bf16, load_backbone, publish_dir
-from ..model.embedding import embed_ids, forward_states
+from ..model.embedding import embed_ids, forward_states, lm_logits
 from ..model.generation import generate_rationales
 from ..model.prompts import PromptBuilder, PromptIds
 from ..model.settings import EncodeSettings
@@ -93,12 +93,7 @@ def rollout_logprobs(model, prompts: list[PromptIds], responses: list[list[int]]
         lengths.append(n)
     if not targets:
         return [fs.last.sum() * 0.0 for _ in responses]
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    logits = base.get_output_embeddings()(fs.last[rows, cols]).float()
-    cap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    logp = torch.log_softmax(logits / temperature, dim=-1)
+    logp = torch.log_softmax(lm_logits(model, fs.last[rows, cols]) / temperature, dim=-1)
     tok = logp.gather(1, torch.tensor(targets, device=device).unsqueeze(1)).squeeze(1)
     return list(torch.split(tok, lengths))
 

@@ -8,12 +8,11 @@ from collections import OrderedDict
 
 import gradio as gr
 
-from grace.model.backbone import DEFAULT_MODEL
 from grace.training.jobs import JobManager
 from grace.files.paths import data_dir
 from grace.model.pooling import POOLINGS
 from grace.model.settings import DTYPES, EncodeSettings
-from grace.model.prompts import DEFAULT_TEMPLATE, TEMPLATES
+from grace.model.prompts import TEMPLATES
 
 MAX_DOCS = 50
 MAX_CHARS = 20_000  # per text; longer pastes are cut with a visible note
