@@ -17,20 +17,44 @@ def _short(s: str, n: int = 90) -> str:
 
 
 def corpus_map(coords, texts: Sequence[str], labels: Sequence[str] | None = None,
-               rationales: Sequence[str] | None = None, title: str = "") -> go.Figure:
-    """A scatter coloured by label; hover shows the text and the start of its rationale."""
+               rationales: Sequence[str] | None = None, title: str = "", *, colour_name: str = "label",
+               selected: int | None = None, matches: Sequence[int] = (), moved_from=None) -> go.Figure:
+    """A scatter coloured by ``labels``; hover shows the text and the start of its rationale.
+
+    Every point carries its item index as ``customdata`` (the app's click handler reads it).
+    ``selected`` is drawn as a large star, ``matches`` (search hits) with a black ring, and
+    ``moved_from`` (the selected item's position in the other map, aligned onto this one) is joined
+    to the star by a dashed line: how far the item moved between the two embeddings."""
     labels = list(labels) if labels is not None else ["(no label)"] * len(texts)
     rationales = list(rationales) if rationales is not None else [""] * len(texts)
     fig = go.Figure()
     for lab in sorted(set(labels), key=str):
         idx = [i for i, l in enumerate(labels) if l == lab]
-        hover = [f"{_short(texts[i])}" + (f"<br><i>rationale:</i> {_short(rationales[i], 70)}" if rationales[i] else "")
-                 for i in idx]
+        hover = [f"#{i + 1} {_short(texts[i])}" +
+                 (f"<br><i>rationale:</i> {_short(rationales[i], 70)}" if rationales[i] else "") for i in idx]
         fig.add_trace(go.Scatter(x=[float(coords[i][0]) for i in idx], y=[float(coords[i][1]) for i in idx],
-                                 mode="markers", name=escape(str(lab)), text=hover, hoverinfo="text",
-                                 marker={"size": 9, "opacity": 0.8}))
-    fig.update_layout(title=title, height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      xaxis={"showticklabels": False}, yaxis={"showticklabels": False})
+                                 mode="markers", name=escape(str(lab) or "(empty)"), text=hover,
+                                 hoverinfo="text", customdata=idx, marker={"size": 8, "opacity": 0.8}))
+    if matches:
+        m = list(matches)
+        fig.add_trace(go.Scatter(x=[float(coords[i][0]) for i in m], y=[float(coords[i][1]) for i in m],
+                                 mode="markers", name=f"search ({len(m)})", customdata=m, hoverinfo="skip",
+                                 marker={"size": 14, "color": "rgba(0,0,0,0)",
+                                         "line": {"color": "black", "width": 2}}))
+    if selected is not None:
+        x, y = float(coords[selected][0]), float(coords[selected][1])
+        if moved_from is not None:
+            fig.add_trace(go.Scatter(x=[float(moved_from[0]), x], y=[float(moved_from[1]), y], mode="lines+markers",
+                                     name="moved from (other map)", hoverinfo="skip",
+                                     line={"color": "black", "dash": "dash"},
+                                     marker={"size": [8, 0], "color": "black", "symbol": "x"}))
+        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=f"#{selected + 1}", customdata=[selected],
+                                 text=[_short(texts[selected])], hoverinfo="text",
+                                 marker={"size": 18, "symbol": "star", "color": "gold",
+                                         "line": {"color": "black", "width": 1.5}}))
+    fig.update_layout(title=title, height=440, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      xaxis={"showticklabels": False}, yaxis={"showticklabels": False},
+                      legend={"title": {"text": escape(colour_name)}}, clickmode="event")
     return fig
 
 

@@ -1,11 +1,12 @@
-"""Short GRACE sweeps on the validation split: train a few minutes per setting, score on WordNet's
+"""Sweeps on the validation split: score untrained encoder settings and short GRACE runs on WordNet's
 validation pool (never the test pool the table reports).
 
-Each setting is a name and GraceConfig overrides; each finished setting is written to
-``results/sweep/NAME.json`` at once and skipped on the next run (resumable). The untrained
-reference (Base w/ reasoning) is scored on the same validation tasks.
+Each setting is a name, GraceConfig overrides (None: untrained) and EncodeSettings overrides. The
+untrained rows search for the strongest "Base w/ reasoning" (prompt, length, decoding, pooling
+split, layer); the trained rows tune the trainer. Each finished setting is written to
+``results/sweep/NAME.json`` at once and skipped on the next run (resumable).
 
-    python benchmarks/sweep.py [--minutes 5] [--limit 40] [--only NAME ...]
+    python benchmarks/sweep.py [--minutes 4] [--limit 40] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -29,19 +30,58 @@ from grace.model.settings import EncodeSettings  # noqa: E402
 from grace.training.config import GraceConfig  # noqa: E402
 from grace.training.trainer import train  # noqa: E402
 
-# name -> GraceConfig overrides (None: the untrained reference)
-SETTINGS = {
-    "untrained": None,
-    "lambda_hard=0.2": {"lambda_hard": 0.2},  # the released script's value (the default before this sweep)
-    "lambda_hard=1": {"lambda_hard": 1.0},  # the default since
-    "lambda_hard=1,lambda_cons=0": {"lambda_hard": 1.0, "lambda_consistency": 0.0},
-    "lambda_hard=1,lr=3e-5": {"lambda_hard": 1.0, "lr": 3e-5},
+# name -> (GraceConfig overrides or None for an untrained row, EncodeSettings overrides).
+# Encode overrides apply to the training run as well (its rollouts use the same prompt, length,
+# pooling and layer), so a trained row is scored the way it was trained.
+TRAIN_OF_ENCODE = ("prompt", "max_new_tokens", "pooling", "layer")
+SETTINGS: dict[str, tuple[dict | None, dict]] = {
+    # -- untrained: the search for the strongest "Base w/ reasoning" (issue #12, item 3)
+    "untrained": (None, {}),
+    "untrained,prompt=think,len=96": (None, {"prompt": "think", "max_new_tokens": 96}),
+    "untrained,prompt=paper": (None, {"prompt": "paper"}),
+    "untrained,prompt=keywords": (None, {"prompt": "keywords"}),
+    "untrained,len=24": (None, {"max_new_tokens": 24}),
+    "untrained,len=96": (None, {"max_new_tokens": 96}),
+    "untrained,sampled": (None, {"sample": True, "seed": 0}),
+    "untrained,repetition=1.0": (None, {"repetition_penalty": 1.0}),
+    "untrained,no-repeat-3gram": (None, {"no_repeat_ngram": 3}),
+    "untrained,pooling=text-mean": (None, {"pooling": "text-mean"}),
+    "untrained,pooling=rationale-mean": (None, {"pooling": "rationale-mean"}),
+    "untrained,layer=-2": (None, {"layer": -2}),
+    # -- GRACE supervised (items 4 and 6)
+    "lambda_hard=0.2": ({"lambda_hard": 0.2}, {}),  # the released script's value (the default before)
+    "lambda_hard=1": ({"lambda_hard": 1.0}, {}),  # the default since
+    "lambda_hard=1,lambda_cons=0": ({"lambda_hard": 1.0, "lambda_consistency": 0.0}, {}),
+    "lambda_hard=1,lr=3e-4": ({"lambda_hard": 1.0, "lr": 3e-4}, {}),
+    "lambda_hard=1,rollout_temp=0.7": ({"lambda_hard": 1.0, "sampling_temperature": 0.7}, {}),
+    "lambda_hard=1,K=8": ({"lambda_hard": 1.0, "rollouts": 8}, {}),
+    "lambda_hard=1,reward_temp=0.05": ({"lambda_hard": 1.0, "reward_temperature": 0.05}, {}),
 }
+
+
+def run_setting(name: str, train_over: dict | None, encode_over: dict, args, out: Path, triplets: Path) -> dict:
+    adapter, training = None, None
+    if train_over is not None:
+        shared = {k: v for k, v in encode_over.items() if k in TRAIN_OF_ENCODE}
+        cfg = GraceConfig(data=str(triplets), output=str(out / "runs" / name), steps=100_000,
+                          max_minutes=args.minutes, sample_every=0, save_every=25, device="cpu",
+                          **{**shared, **train_over})
+        t0 = time.perf_counter()
+        res = train(cfg)
+        adapter = str(res.adapter)
+        training = {"steps": res.steps_done, "minutes": (time.perf_counter() - t0) / 60, "overrides": train_over}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = evaluate(EncodeSettings(adapter=adapter, device="cpu").with_(**encode_over),
+                     resolve_tasks("offline-validation", limit=args.limit),
+                     cache=RationaleCache(out / "rationales.sqlite"))
+    r["training"], r["label"], r["encode_overrides"] = training, name, encode_over
+    return r
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--minutes", type=float, default=4.0, help="training budget of each trained setting")
     ap.add_argument("--limit", type=int, default=40, help="cap on each validation task")
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--out", default="results/sweep")
@@ -51,40 +91,29 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     triplets, _ = training_data(out)
     results = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
-    for name, over in SETTINGS.items():
+    for name, (train_over, encode_over) in SETTINGS.items():
         if (args.only and name not in args.only) or name in results:
             continue
-        adapter, training = None, None
-        if over is not None:
-            cfg = GraceConfig(data=str(triplets), output=str(out / "runs" / name), steps=100_000,
-                              max_minutes=args.minutes, sample_every=0, save_every=25, device="cpu", **over)
-            t0 = time.perf_counter()
-            res = train(cfg)
-            adapter = str(res.adapter)
-            training = {"steps": res.steps_done, "minutes": (time.perf_counter() - t0) / 60, "overrides": over}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            r = evaluate(EncodeSettings(adapter=adapter, device="cpu"),
-                         resolve_tasks("offline-validation", limit=args.limit),
-                         cache=RationaleCache(out / "rationales.sqlite"))
-        r["training"], r["label"] = training, name
+        print(f"{name}: running", flush=True)
+        r = run_setting(name, train_over, encode_over, args, out, triplets)
         (out / f"{name}.json").write_text(json.dumps(r, indent=1))
         results[name] = r
         print(f"{name}: validation average {100 * r['average']:.1f}", flush=True)
     cats = [c for c in CATEGORY_ORDER if any(c in r["categories"] for r in results.values())]
-    lines = [f"GRACE supervised, {args.minutes:g} training minutes per setting on WordNet's training pool, scored "
-             f"on the validation pool (capped at {args.limit} per task). Machine: {machine()}.", "",
-             "| setting | " + " | ".join(cats) + " | Avg. | steps |", "|" + "---|" * (len(cats) + 3)]
+    lines = [f"Untrained settings, and GRACE supervised with {args.minutes:g} training minutes per setting on "
+             f"WordNet's training pool; all scored on the validation pool (capped at {args.limit} per task). "
+             f"Machine: {machine()}.", "",
+             "| setting | " + " | ".join(cats) + " | Avg. | steps | eval min |", "|" + "---|" * (len(cats) + 4)]
     for name in SETTINGS:
         r = results.get(name)
         if r:
             t = r.get("training") or {}
             lines.append(f"| {name} | " + " | ".join(f"{100 * r['categories'][c]:.1f}" for c in cats) +
-                         f" | {100 * r['average']:.1f} | {t.get('steps', '–')} |")
+                         f" | {100 * r['average']:.1f} | {t.get('steps', '–')} | {r['wall_seconds'] / 60:.1f} |")
     body = "\n".join(lines)
     print(body)
     if not args.no_write:
-        write_section("sweep", "## GRACE settings on the validation split (`benchmarks/sweep.py`)\n\n" + body)
+        write_section("sweep", "## Settings on the validation split (`benchmarks/sweep.py`)\n\n" + body)
 
 
 if __name__ == "__main__":

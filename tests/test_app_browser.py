@@ -66,16 +66,38 @@ def test_train_job_shows_curves(app_url):
         shot(page, "train")
 
 
-def test_map_upload_shows_a_plot(app_url, tmp_path):
+def test_map_click_shows_neighbours_in_both_maps(app_url, tmp_path):
     corpus = tmp_path / "corpus.csv"
-    rows = ["text,label"] + [f"a sentence about {w} number {i},{w}" for i in range(6) for w in ("cats", "stocks")]
+    rows = ["text,label,source"] + [f"a sentence about {w} number {i},{w},s{i % 3}" for i in range(6)
+                                    for w in ("cats", "stocks")]
     corpus.write_text("\n".join(rows) + "\n")
     with browser_page() as page:
         page.goto(app_url)
         page.click("button[role=tab]:has-text('Map')")
         page.set_input_files("#map-upload input[type=file]", str(corpus))
         page.wait_for_timeout(1500)
+        page.click("text=direct forward vs with rationale")
         page.click("#map-go")
         _wait_text(page, "#map-note", "12 texts mapped", timeout=180_000)
-        page.wait_for_selector("#map-left .js-plotly-plot", timeout=30_000)
-        shot(page, "map")
+        page.wait_for_selector("#map-right .js-plotly-plot .scatterlayer .point", timeout=30_000)
+        page.wait_for_timeout(1000)  # the click handler attaches within half a second
+        point = page.locator("#map-left .scatterlayer .point").first
+        point.scroll_into_view_if_needed()
+        box = point.bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        _wait_text(page, "#map-detail", "nearest neighbours are the same", timeout=60_000)
+        table = page.inner_text("#map-neighbours")
+        assert "direct forward" in table and "with rationale" in table and "a sentence about" in table
+        # the clicked item is starred in both maps, with the dashed line in each
+        for side in ("left", "right"):
+            page.wait_for_function(
+                f"() => [...document.querySelectorAll('#map-{side} .legendtext')].some(e => e.textContent.startsWith('#'))",
+                timeout=30_000)
+        assert "moved from" in page.inner_text("#map-right")
+        shot(page, "map-click")
+        # colour by another column and switch to PCA: no model call, the maps follow
+        page.click("#map-projection >> text=PCA")
+        page.wait_for_function("() => document.querySelector('#map-left .gtitle')?.textContent.includes('PCA')",
+                               timeout=30_000)
+
+

@@ -58,23 +58,68 @@ def test_explore_unloadable_model_is_a_message(ui_env):
     assert status.startswith("⚠️") and "no-such-org/no-such-model" in status
 
 
+def _quiet(*a, **k):
+    return None
+
+
 def test_map_callbacks(ui_env, tmp_path):
-    from grace.ui.map_tab import SOURCES, make_map
+    from grace.ui.map_tab import SOURCES, make_map, on_click, render
 
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("title,label\nx,y\n")
-    assert "no 'text' column" in make_map(SOURCES[2], str(bad_csv), "with rationale", *ui_env)[0]
+    assert "no 'text' column" in make_map(SOURCES[2], str(bad_csv), "with rationale", "UMAP", "", *ui_env)[0]
     binary = tmp_path / "blob.txt"
     binary.write_bytes(b"\x00\x01\x02binary")
-    assert "binary" in make_map(SOURCES[2], str(binary), "with rationale", *ui_env)[0]
-    good = tmp_path / "c.txt"
-    good.write_text("\n".join(f"sentence number {i}" for i in range(6)) + "\n")
-    note, left, right, csv_path = make_map(SOURCES[2], str(good), "direct forward vs with rationale", *ui_env,
-                                           progress=lambda *a, **k: None)
-    assert note.startswith("6 texts mapped") and "PCA" in note
+    assert "binary" in make_map(SOURCES[2], str(binary), "with rationale", "UMAP", "", *ui_env)[0]
+    good = tmp_path / "c.csv"
+    good.write_text("text,topic,source\n" + "".join(f"sentence number {i},{'ab'[i % 2]},s{i}\n" for i in range(6)))
+    note, left, right, csv_path, state, colour, _, _ = make_map(
+        SOURCES[2], str(good), "direct forward vs with rationale", "UMAP", "number 3", *ui_env, progress=_quiet)
+    assert note.startswith("6 texts mapped") and "PCA" in note and "1 of 6 texts contain 'number 3'" in note
     assert left is not None and right is not None
+    assert colour["choices"] == ["topic", "source"] and colour["value"] == "topic"  # colour by any column
+    assert {t.name for t in left.data} >= {"a", "b", "search (1)"}
     lines = open(csv_path).read().splitlines()
-    assert len(lines) == 1 + 12 and lines[0].startswith("panel,text,label,rationale,x,y,e0")
+    assert len(lines) == 1 + 12 and lines[0].startswith("panel,text,topic,source,rationale,x,y,e0")
+    # a click (item 3, with the page's nonce) marks it in both maps and lists its neighbours in each
+    left2, right2, detail, near = on_click("2:1700000000", state, "UMAP", "topic", "")
+    assert detail.startswith("**#3** sentence number 2") and "nearest neighbours are the same" in detail
+    assert [r[0] for r in near] == ["direct forward"] * 5 + ["with rationale"] * 5
+    assert all(r[2] != 3 for r in near) and [r[4] for r in near[:5]] == sorted((r[4] for r in near[:5]), reverse=True)
+    assert any(t.name == "#3" for t in right2.data) and any(t.name == "moved from (other map)" for t in right2.data)
+    # re-projecting and re-colouring use the kept embeddings: no model is needed
+    pca_left, _, _ = render(state, "PCA", "source", "")
+    assert "(PCA)" in pca_left.layout.title.text and len(pca_left.data) == 6 + 2  # 6 sources, the moved line, the star
+
+
+def test_map_cancel_stops_within_a_batch_and_writes_nothing(ui_env, tmp_path, monkeypatch):
+    import analysis.corpus_map as cm
+    from grace.files.paths import data_dir
+    from grace.ui import map_tab
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"text number {i}\n" for i in range(40)))
+    calls = []
+    real = cm.embed_corpus
+
+    def counting(enc, settings, texts, **kw):
+        class Spy:
+            def encode(self, batch, *a, **k):
+                calls.append(len(batch))
+                map_tab.cancel_map(None)  # the visitor presses Cancel during the first batch
+                return enc.encode(batch, *a, **k)
+        return real(Spy(), settings, texts, **kw)
+
+    monkeypatch.setattr(map_tab, "embed_corpus", counting)
+    note = map_tab.make_map(map_tab.SOURCES[2], str(corpus), "with rationale", "UMAP", "", *ui_env,
+                            progress=_quiet)[0]
+    assert note.startswith("Cancelled after 8 of 40 texts") and "nothing was written" in note
+    assert calls == [cm.BATCH]
+    assert not (data_dir() / "exports").exists() or not list((data_dir() / "exports").glob("map-*.csv"))
+    # the next map starts with a fresh flag and runs to the end
+    monkeypatch.setattr(map_tab, "embed_corpus", real)
+    assert map_tab.make_map(map_tab.SOURCES[2], str(corpus), "with rationale", "PCA", "", *ui_env,
+                            progress=_quiet)[0].startswith("40 texts mapped")
 
 
 def test_train_callbacks_one_job_at_a_time(ui_env, tiny_model_dir):

@@ -110,9 +110,9 @@ def atomic_output(path: str | Path, mode: str = "w") -> Iterator:
         raise
 
 
-def read_corpus(path: str | Path, max_texts: int = 2000) -> tuple[list[str], list[str] | None]:
-    """Texts (and labels, if any) from .txt, .jsonl (``text``, optional ``label``) or .csv
-    (a ``text`` column, optional ``label``)."""
+def read_corpus(path: str | Path, max_texts: int = 2000) -> tuple[list[str], dict[str, list[str]]]:
+    """Texts and every other column (as strings, for colouring a map) from .txt, .jsonl (objects
+    with a ``text`` field) or .csv (a ``text`` column). Columns that are empty throughout are dropped."""
     import csv
     import io
 
@@ -124,29 +124,26 @@ def read_corpus(path: str | Path, max_texts: int = 2000) -> tuple[list[str], lis
         cols = [c.strip().lower() for c in header]
         if "text" not in cols:
             raise InputError(f"{p.name}: the CSV has no 'text' column (columns: {', '.join(cols) or 'none'}).")
-        texts, labels = [], []
+        records = []
         for n, row in csv_records(content):
-            row = {k.strip().lower(): v for k, v in row.items() if k}
-            t = (row.get("text") or "").strip()
-            if not t:
+            row = {k.strip().lower(): csv_unsafe(v or "") for k, v in row.items() if k}
+            if not (row.get("text") or "").strip():
                 raise InputError(f"{p.name}, line {n}: empty text.")
-            texts.append(t)
-            labels.append(str(row.get("label") or ""))
-        if not texts:
-            raise InputError(f"{p.name}: the file is empty.")
-        has_labels = any(labels)
+            records.append(row)
     elif suffix in (".jsonl", ".json"):
         texts = read_texts(p)
-        labels = []
-        for line in read_lines(p):
-            if line.strip():
-                obj = json.loads(line)
-                labels.append(str(obj.get("label", "")))
-        has_labels = any(labels)
+        records = [json.loads(line) for line in read_lines(p) if line.strip()]
+        for r, t in zip(records, texts):
+            r["text"] = t
     elif suffix == ".txt":
-        texts, labels, has_labels = read_texts(p), [], False
+        records = [{"text": t} for t in read_texts(p)]
     else:
         raise InputError(f"{p.name}: use a .txt, .jsonl or .csv file.")
-    if len(texts) > max_texts:
-        raise InputError(f"{p.name}: {len(texts)} texts; the limit is {max_texts}.")
-    return texts, (labels if has_labels else None)
+    if not records:
+        raise InputError(f"{p.name}: the file is empty.")
+    if len(records) > max_texts:
+        raise InputError(f"{p.name}: {len(records)} texts; the limit is {max_texts}.")
+    texts = [r["text"].strip() for r in records]
+    names = list(dict.fromkeys(k for r in records for k in r if k != "text"))
+    columns = {k: ["" if r.get(k) is None else str(r.get(k)) for r in records] for k in names}
+    return texts, {k: v for k, v in columns.items() if any(v)}

@@ -67,6 +67,17 @@ TEMPLATES: dict[str, PromptTemplate] = {
             "state a comprehensive understanding.",
         ),
         PromptTemplate(
+            name="think",
+            instruction="Study the text that follows. Put your step-by-step reasoning about it between "
+            "<think> and </think>; after the closing tag, state in one or two sentences what the "
+            "whole text means.",
+            cue="<think>",
+            stop=("\nText:",),
+            description="Shaped like the reference code's prompt (our own words): reasoning inside think "
+            "tags, then a final understanding; no stop string inside the reasoning, so several "
+            "paragraphs survive (only the length limit or a new 'Text:' ends it).",
+        ),
+        PromptTemplate(
             name="keywords",
             instruction="List the key concepts of the text, including related terms a search "
             "engine would need to find it.",

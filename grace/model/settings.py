@@ -31,7 +31,7 @@ class EncodeSettings:
     model: str = _opt("default", "'default' (embedded Gemma 3 270M), 'minilm' (all-MiniLM-L6-v2 baseline), "
                       "a Hugging Face id or a local folder")
     adapter: Optional[str] = _opt(None, "folder of a PEFT adapter (a training run's output)")
-    prompt: str = _opt(DEFAULT_TEMPLATE, "prompt template: fewshot, paper, keywords, or a .json/.txt template file")
+    prompt: str = _opt(DEFAULT_TEMPLATE, "prompt template: fewshot, paper, think, keywords, or a .json/.txt template file")
     dtype: Optional[str] = _opt(None, "float32 (CPU default, exact), bfloat16 (CUDA default), or auto: bfloat16 "
                                 "where the CPU has native bf16 matmuls (see benchmarks/RESULTS.md)", choices=DTYPES)
     device: str = _opt("auto", "auto (CUDA when present), cpu or cuda")

@@ -35,4 +35,4 @@ def main() -> None:
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), show_error=False,
         max_file_size=f"{MAX_UPLOAD_MB}mb",
-        head=annotate_tab.KEYBOARD_JS)
+        head=annotate_tab.KEYBOARD_JS + map_tab.CLICK_JS, css=map_tab.CSS)

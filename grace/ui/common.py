@@ -178,3 +178,25 @@ def one_line(exc: BaseException) -> str:
     """A readable one-line message for the UI (never a traceback)."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return msg[:400]
+
+
+class CancelFlags:
+    """One cancel flag per visitor session and tab: the Cancel button sets it, the running job asks
+    it between batches and stops there (so its model slot is freed only when the work has stopped)."""
+
+    def __init__(self) -> None:
+        self._flags: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, request: "gr.Request | None") -> threading.Event:
+        key = getattr(request, "session_hash", None) or "local"
+        with self._lock:
+            return self._flags.setdefault(key, threading.Event())
+
+    def start(self, request: "gr.Request | None") -> threading.Event:
+        flag = self._get(request)
+        flag.clear()
+        return flag
+
+    def cancel(self, request: "gr.Request | None") -> None:
+        self._get(request).set()

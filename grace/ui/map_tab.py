@@ -1,4 +1,6 @@
-"""Map: a corpus embedded with the current settings and projected with UMAP (cosine)."""
+"""Map: a corpus embedded with the current settings, projected (UMAP or PCA), searchable, coloured
+by any column, and clickable: a click shows the item, its nearest neighbours, and where the same
+item lies in the other map. Computation lives in analysis/corpus_map.py."""
 
 from __future__ import annotations
 
@@ -7,98 +9,221 @@ import time
 
 import gradio as gr
 
+from analysis.corpus_map import Cancelled, Panel, align, embed_corpus, neighbours, search
 from analysis.plots import corpus_map
-from analysis.projection import project
-from grace.training.data import SAMPLE_PASSAGES
 from grace.files.textio import read_corpus, read_texts
+from grace.training.data import SAMPLE_PASSAGES
 
-from .common import adapter_name, data_dir, encoder_for, one_line, settings_from, upload_path
+from .common import CancelFlags, adapter_name, data_dir, encoder_for, one_line, settings_from, upload_path
 
-MAX_MAP_TEXTS = 300
+MAX_MAP_TEXTS = 2000
 SOURCES = ["sample: WordNet definitions (labelled)", "sample: 100 passages", "uploaded file"]
 MODES = ["with rationale", "direct forward vs with rationale", "base vs adapter"]
+PROJECTIONS = ["UMAP", "PCA"]
+NEIGHBOUR_HEADERS = ["map", "rank", "#", "text", "cosine"]
+K = 5
+CANCELS = CancelFlags()
+
+# Plotly's click event, handed to the server: the clicked point's item number goes into a hidden
+# textbox (with a nonce, so clicking the same point twice still fires), whose input event runs
+# ``on_click``. Attached to every map figure as it is (re)drawn.
+CLICK_JS = """
+<script>
+(() => {
+  const attach = () => {
+    document.querySelectorAll("#map-left .js-plotly-plot, #map-right .js-plotly-plot").forEach((plot) => {
+      if (plot.dataset.graceClick === "1" || !plot.on) return;
+      plot.dataset.graceClick = "1";
+      plot.on("plotly_click", (ev) => {
+        const p = ev && ev.points && ev.points[0];
+        if (!p || p.customdata === undefined || p.customdata === null) return;
+        const box = document.querySelector("#map-click textarea, #map-click input");
+        if (!box) return;
+        box.value = p.customdata + ":" + Date.now();
+        box.dispatchEvent(new Event("input", {bubbles: true}));
+      });
+    });
+  };
+  setInterval(attach, 500);
+})();
+</script>
+"""
+CSS = ".grace-hidden {display: none !important;}"
 
 
-def load_corpus(source: str, upload) -> tuple[list[str], list[str] | None]:
+def load_corpus(source: str, upload) -> tuple[list[str], dict[str, list[str]]]:
+    """Texts and their columns (for colouring) from a sample or an uploaded file."""
     if source == SOURCES[0]:
-        from grace.evaluation.offline_tasks import build_task_data
+        from grace.evaluation.offline_tasks import CLASSES, build_task_data
 
         d = build_task_data("quick")["classification"]
-        from grace.evaluation.offline_tasks import CLASSES
-
         rows = d["train"] + d["test"]
-        return [t for t, _ in rows], [CLASSES[y] for _, y in rows]
+        return [t for t, _ in rows], {"label": [CLASSES[y] for _, y in rows]}
     if source == SOURCES[1]:
-        return read_texts(SAMPLE_PASSAGES), None
+        return read_texts(SAMPLE_PASSAGES), {}
     if upload is None:
         raise ValueError("Upload a .txt, .jsonl or .csv file first.")
-    path = upload_path(upload)
-    return read_corpus(path, max_texts=MAX_MAP_TEXTS)
+    return read_corpus(upload_path(upload), max_texts=MAX_MAP_TEXTS)
 
 
-def make_map(source, upload, mode, *settings_values, progress=gr.Progress()):
+def _panels_for(mode: str, s):
+    if mode == MODES[2]:
+        if not s.adapter:
+            raise ValueError("Choose an adapter in the model settings to compare base vs adapter.")
+        return [("base", encoder_for(s.with_(adapter=None)), s.with_(adapter=None)),
+                (f"adapter {adapter_name(s)}", encoder_for(s), s)]
+    enc = encoder_for(s)
+    panels = []
+    if mode == MODES[1]:
+        panels.append(("direct forward", enc, s.with_(rationale=False, pooling="mean")))
+    panels.append(("with rationale" if s.rationale else "direct forward", enc, s))
+    return panels
+
+
+def render(state: dict | None, projection: str, colour: str | None, query: str):
+    """Both maps from the cached embeddings (no model call), with the search hits and the
+    selected item (and how far it moved between the two maps) drawn in."""
+    if not state:
+        return None, None, ""
+    method = (projection or "UMAP").lower()
+    panels: list[Panel] = state["panels"]
+    texts = state["texts"]
+    labels = state["columns"].get(colour) if colour else None
+    hits = search(texts, query)
+    sel = state.get("selected")
+    coords = [p.coords(method) for p in panels]
+    figs = []
+    for i, p in enumerate(panels):
+        moved = None
+        if sel is not None and len(panels) == 2:
+            moved = align(coords[i], coords[1 - i])[sel]
+        figs.append(corpus_map(coords[i], texts, labels, p.data.rationales,
+                               title=f"{p.title} ({p.projections[method].method.upper()})",
+                               colour_name=colour or "", selected=sel, matches=hits, moved_from=moved))
+    found = f"Search: {len(hits)} of {len(texts)} texts contain {query.strip()!r}." if (query or "").strip() else ""
+    return figs[0], figs[1] if len(figs) > 1 else None, found
+
+
+def make_map(source, upload, mode, projection, query, *settings_values, request: gr.Request = None,
+             progress=gr.Progress()):
+    """Embed (cancellable within one batch), project, write the CSV export, draw."""
+    flag = CANCELS.start(request)
+    nothing = (None, None, None, None, gr.update(), "", [])
     try:
         s = settings_from(*settings_values)
-        texts, labels = load_corpus(source, upload)
+        texts, columns = load_corpus(source, upload)
         if len(texts) > MAX_MAP_TEXTS:
-            texts, labels = texts[:MAX_MAP_TEXTS], labels[:MAX_MAP_TEXTS] if labels else None
-        panels = []  # (title, encoder, kwargs)
-        if mode == MODES[2]:
-            if not s.adapter:
-                raise ValueError("Choose an adapter in the model settings to compare base vs adapter.")
-            panels = [("base", encoder_for(s.with_(adapter=None)), s),
-                      (f"adapter {adapter_name(s)}", encoder_for(s), s)]
-        else:
-            enc = encoder_for(s)
-            if mode == MODES[1]:
-                panels.append(("direct forward", enc, s.with_(rationale=False, pooling="mean")))
-            panels.append(("with rationale" if s.rationale else "direct forward", enc, s))
+            texts, columns = texts[:MAX_MAP_TEXTS], {k: v[:MAX_MAP_TEXTS] for k, v in columns.items()}
+        specs = _panels_for(mode, s)
     except Exception as exc:
-        return f"⚠️ {one_line(exc)}", None, None, None
-    figs, notes, rows = [], [], []
-    total = len(panels) * len(texts)
-    done = 0
-    try:
-        for title, enc, kw in panels:
-            results = []
-            for start in range(0, len(texts), 8):  # small chunks: progress moves and Cancel takes effect
-                chunk = texts[start:start + 8]
-                results += enc.encode(chunk, kw, return_details=True)
-                done += len(chunk)
-                progress(done / total, desc=f"{title}: {done}/{total} texts")
-            import numpy as np
+        return (f"⚠️ {one_line(exc)}",) + nothing
+    total, panels, done = len(specs) * len(texts), [], [0]
 
-            emb = np.stack([r.embedding for r in results])
-            proj = project(emb)
-            if proj.note:
-                notes.append(proj.note)
-            figs.append(corpus_map(proj.coords, texts, labels, [r.rationale for r in results],
-                                   title=f"{title} ({proj.method.upper()})"))
-            for i, r in enumerate(results):
-                rows.append([title, r.text, labels[i] if labels else "", r.rationale, float(proj.coords[i][0]),
-                             float(proj.coords[i][1])] + [float(x) for x in r.embedding])
+    def step(k: int, before: int, title: str) -> None:
+        done[0] = before + k
+        progress(done[0] / total, desc=f"{title}: {done[0]}/{total} texts")
+
+    try:
+        for n, (title, enc, kw) in enumerate(specs):
+            data = embed_corpus(enc, kw, texts, should_stop=flag.is_set,
+                                on_batch=lambda k, b=n * len(texts), t=title: step(k, b, t))
+            panels.append(Panel(title, data))
+        method = (projection or "UMAP").lower()
+        for p in panels:
+            progress(None, desc=f"Projecting {p.title} ({projection})…")
+            p.coords(method)
+    except Cancelled:
+        return (f"Cancelled after {done[0]} of {total} texts; nothing was written.",) + nothing
     except Exception as exc:
-        return f"⚠️ {one_line(exc)}", None, None, None
-    out = data_dir() / "exports" / f"map-{int(time.time())}.csv"
+        return (f"⚠️ {one_line(exc)}",) + nothing
+    out = _export(panels, columns)
+    state = {"panels": panels, "texts": texts, "columns": columns, "selected": None}
+    colour = "label" if "label" in columns else (next(iter(columns), None))
+    left, right, found = render(state, projection, colour, query)
+    notes = sorted({p.projections[method].note for p in panels if p.projections[method].note})
+    msg = " ".join([f"{len(texts)} texts mapped. Click a point for its neighbours."] + notes + ([found] if found else []))
+    return (msg, left, right, str(out), state,
+            gr.update(choices=list(columns), value=colour), "", [])
+
+
+def _export(panels: list[Panel], columns: dict) -> str:
+    out = data_dir() / "exports" / f"map-{int(time.time() * 1000)}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
+    method = next(iter(panels[0].projections))
     with open(out, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        dim = len(rows[0]) - 6
-        w.writerow(["panel", "text", "label", "rationale", "x", "y"] + [f"e{i}" for i in range(dim)])
-        w.writerows(rows)
-    msg = f"{len(texts)} texts mapped." + (" " + " ".join(sorted(set(notes))) if notes else "")
-    return msg, figs[0], figs[1] if len(figs) > 1 else None, str(out)
+        dim = panels[0].data.embeddings.shape[1]
+        w.writerow(["panel", "text"] + list(columns) + ["rationale", "x", "y"] + [f"e{i}" for i in range(dim)])
+        for p in panels:
+            xy = p.coords(method)
+            for i, t in enumerate(p.data.texts):
+                w.writerow([p.title, t] + [columns[c][i] for c in columns] + [p.data.rationales[i],
+                           float(xy[i][0]), float(xy[i][1])] + [float(x) for x in p.data.embeddings[i]])
+    return str(out)
+
+
+def cancel_map(request: gr.Request = None) -> str:
+    CANCELS.cancel(request)
+    return "Cancelling: the map stops after the current batch and writes nothing."
+
+
+def on_click(value: str, state, projection, colour, query):
+    """A clicked point: its text and rationale(s), its nearest neighbours in each map, and the
+    maps redrawn with it marked in both."""
+    if not state or not value:
+        return gr.update(), gr.update(), "", []
+    try:
+        index = int(str(value).split(":")[0])
+        if not 0 <= index < len(state["texts"]):
+            raise ValueError
+    except ValueError:
+        return gr.update(), gr.update(), "", []
+    state["selected"] = index
+    left, right, _ = render(state, projection, colour, query)
+    return left, right, describe(state, index), neighbour_rows(state, index)
+
+
+def describe(state: dict, index: int) -> str:
+    panels: list[Panel] = state["panels"]
+    lines = [f"**#{index + 1}** {state['texts'][index]}"]
+    for c, values in state["columns"].items():
+        lines.append(f"- {c}: {values[index]}")
+    for p in panels:
+        if p.data.rationales[index]:
+            lines.append(f"- rationale ({p.title}): *{p.data.rationales[index]}*")
+    if len(panels) == 2:
+        a, b = panels
+        shared = len({j for j, _ in neighbours(a.data.embeddings, index, K)} &
+                     {j for j, _ in neighbours(b.data.embeddings, index, K)})
+        lines.append(f"- between the maps: {shared} of its {K} nearest neighbours are the same "
+                     "(the dashed line joins its place in the other map, aligned onto this one).")
+    return "\n".join(lines)
+
+
+def neighbour_rows(state: dict, index: int) -> list[list]:
+    rows = []
+    for p in state["panels"]:
+        for rank, (j, cos) in enumerate(neighbours(p.data.embeddings, index, K), 1):
+            rows.append([p.title, rank, j + 1, state["texts"][j][:200], round(cos, 4)])
+    return rows
 
 
 def build(settings_components) -> None:
     with gr.Tab("Map"):
-        gr.Markdown(f"Embed a corpus (up to {MAX_MAP_TEXTS} texts) with the current settings and look at it in 2-d "
-                    "(UMAP, cosine). Hover a point for its text and rationale.")
+        gr.Markdown(f"Embed a corpus (up to {MAX_MAP_TEXTS:,} texts) with the current settings and look at it in "
+                    "2-d. **Click a point** for its text, rationale and nearest neighbours (by cosine in the full "
+                    "embedding, not on the picture); in a two-map comparison the same item is starred in both, "
+                    "with a dashed line from where it lies in the other map. Switching projection, colour or "
+                    "search reuses the embeddings (no model call).")
         with gr.Row():
             source = gr.Radio(SOURCES, value=SOURCES[0], label="Corpus")
-            upload = gr.File(label=".txt / .jsonl / .csv (a 'text' column, optional 'label')",
+            upload = gr.File(label=".txt / .jsonl / .csv (a 'text' column; other columns can colour the map)",
                              file_types=[".txt", ".jsonl", ".csv"], elem_id="map-upload")
             mode = gr.Radio(MODES, value=MODES[0], label="Compare")
+        with gr.Row():
+            projection = gr.Radio(PROJECTIONS, value=PROJECTIONS[0], label="Projection", elem_id="map-projection")
+            colour = gr.Dropdown(choices=[], value=None, label="Colour by", elem_id="map-colour")
+            query = gr.Textbox(label="Search the texts", placeholder="a word or phrase", elem_id="map-search")
         with gr.Row():
             go = gr.Button("Map it", variant="primary", elem_id="map-go")
             stop = gr.Button("Cancel", elem_id="map-cancel")
@@ -106,8 +231,19 @@ def build(settings_components) -> None:
         with gr.Row():
             left = gr.Plot(label="map", elem_id="map-left")
             right = gr.Plot(label="second map", elem_id="map-right")
+        clicked = gr.Textbox(elem_id="map-click", elem_classes=["grace-hidden"], show_label=False, container=False)
+        detail = gr.Markdown(elem_id="map-detail")
+        near = gr.Dataframe(headers=NEIGHBOUR_HEADERS, interactive=False, wrap=True, elem_id="map-neighbours",
+                            label=f"{K} nearest neighbours (cosine) in each map")
         download = gr.File(label="Embeddings and coordinates (CSV)", elem_id="map-download")
+        state = gr.State(None)
         upload.upload(lambda f: SOURCES[2], [upload], [source])
-        event = go.click(make_map, [source, upload, mode] + settings_components, [note, left, right, download],
-                         concurrency_limit=1, concurrency_id="model")
-        stop.click(lambda: "Cancelled.", None, [note], cancels=[event])
+        go.click(make_map, [source, upload, mode, projection, query] + settings_components,
+                 [note, left, right, download, state, colour, detail, near],
+                 concurrency_limit=1, concurrency_id="model", show_progress_on=[note])
+        stop.click(cancel_map, None, [note], queue=False)
+        for control in (projection, colour):
+            control.change(lambda st, pr, co, q: render(st, pr, co, q)[:2], [state, projection, colour, query],
+                           [left, right], show_progress_on=[note])
+        query.submit(render, [state, projection, colour, query], [left, right, note])
+        clicked.change(on_click, [clicked, state, projection, colour, query], [left, right, detail, near])
