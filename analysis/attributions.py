@@ -86,16 +86,3 @@ def rank_documents(query: EncodeResult, docs: list[EncodeResult]) -> dict:
                      "segments": c.totals("b"), "query_segments": c.totals("a")})
     rows.sort(key=lambda r: -r["cosine"])
     return {"query": {"text": query.text, "rationale": query.rationale}, "docs": rows}
-
-
-def highlight_spans(tokens: list[str], segments: list[str], values) -> list[tuple[str, float | None]]:
-    """(token, score in [-1, 1]) pairs for a highlighted-text view, scaled by the largest |value|,
-    with a marker where the rationale starts."""
-    vals = np.asarray(values, dtype=np.float64)
-    scale = float(np.abs(vals).max()) or 1.0
-    out: list[tuple[str, float | None]] = []
-    for i, (tok, seg, v) in enumerate(zip(tokens, segments, vals)):
-        if seg == "rationale" and (i == 0 or segments[i - 1] != "rationale"):
-            out.append(("  ⟦rationale⟧ ", None))
-        out.append((tok, round(float(v) / scale, 4)))
-    return out

@@ -26,12 +26,16 @@ class Comparison:
         """Document indices ranked by the GRACE cosine."""
         return sorted(range(len(self.docs)), key=lambda i: -self.grace[i])
 
-    def rows(self) -> list[list]:
+    def rows(self, max_chars: int = 300) -> list[list]:
+        """Ranked rows: rank, input number, document (cut to ``max_chars`` for display), the three
+        cosines, the rationale's exact share of the GRACE cosine, the rationale."""
         out = []
         for rank, i in enumerate(self.order(), 1):
             c = contributions(self.query, self.docs[i])
             seg = c.totals("b")
-            out.append([rank, self.docs[i].text, round(self.grace[i], 4), round(self.direct[i], 4),
+            text = self.docs[i].text
+            out.append([rank, i + 1, text if len(text) <= max_chars else text[:max_chars - 1] + "…",
+                        round(self.grace[i], 4), round(self.direct[i], 4),
                         None if self.minilm is None else round(self.minilm[i], 4),
                         round(seg["rationale"], 4), self.docs[i].rationale])
         return out

@@ -107,3 +107,39 @@ def ratings_by_step(summary: dict) -> go.Figure:
     fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis={"title": "training step"},
                       yaxis={"title": "mean rating", "range": [1, 5]}, title="ratings vs training step")
     return fig
+
+
+_VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+def _visible(token: str) -> str:
+    """A token as the reader should see it: newlines and tabs drawn as symbols, a token made of
+    spaces only as open boxes (so a contribution of white space is not an empty cell)."""
+    if token and not token.strip(" "):
+        return "␣" * len(token)
+    return "".join(_VISIBLE.get(ch, ch) for ch in token)
+
+
+def token_heat_html(tokens: Sequence[str], segments: Sequence[str], values, *, caption: str = "") -> str:
+    """Tokens on a diverging scale: red raises the similarity, blue lowers it, the shade grows with
+    |value| relative to the largest one shown (small values stay visibly tinted); the exact value
+    and the segment show on hover. Token text is escaped: it is shown, never run."""
+    import numpy as np
+
+    vals = np.asarray(values, dtype=np.float64)
+    scale = float(np.abs(vals).max()) if len(vals) else 0.0
+    scale = scale or 1.0
+    parts = [f'<div class="grace-tokens" style="white-space: pre-wrap; line-height: 1.9; font-size: 0.95em">'
+             + (f'<div style="font-size: 0.85em; opacity: 0.8">{escape(caption)}</div>' if caption else "")]
+    for i, (tok, seg, v) in enumerate(zip(tokens, segments, vals)):
+        if seg == "rationale" and (i == 0 or segments[i - 1] != "rationale"):
+            parts.append('<span style="font-size: 0.8em; font-weight: 600; opacity: 0.7"> ⟦rationale⟧ </span>')
+        alpha = 0.15 + 0.8 * abs(v) / scale if v else 0.0
+        rgb = "214, 39, 40" if v > 0 else "31, 119, 180"
+        parts.append(f'<span class="tok" data-value="{v:.6g}" title="{v:+.5f} ({escape(seg)})" '
+                     f'style="background: rgba({rgb}, {alpha:.2f}); border-radius: 3px; padding: 1px 0">'
+                     f'{escape(_visible(tok))}</span>')
+        if "\n" in tok:
+            parts.append("<br>")
+    parts.append("</div>")
+    return "".join(parts)

@@ -30,7 +30,9 @@ def test_explore_ranks_shows_rationales_and_tokens(app_url):
         assert "Machu Picchu is in Peru." in table and "GRACE cosine" in table and "MiniLM" in table
         assert "[query]" in page.input_value("#explore-rationales textarea")
         _wait_text(page, "#explore-summary", "rationale")
-        page.wait_for_function("() => document.querySelectorAll('#explore-dhl .token').length > 3", timeout=30_000)
+        page.wait_for_function("() => document.querySelectorAll('#explore-dhl .tok').length > 3", timeout=30_000)
+        # every token carries its value on hover
+        assert page.get_attribute("#explore-dhl .tok >> nth=0", "title").startswith(("+", "-"))
         # user text is shown as text, never run as HTML
         assert page.evaluate("window.__pwned") is None
         assert "<b>bold</b>" in table  # the second document, as literal text
@@ -42,6 +44,33 @@ def test_explore_ranks_shows_rationales_and_tokens(app_url):
         _wait_text(page, "#whatif-msg", "after")
         assert "before" in page.inner_text("#whatif-msg")
         shot(page, "explore-whatif")
+
+
+def test_explore_pair_centred_and_ablation(app_url):
+    with browser_page() as page:
+        page.goto(app_url)
+        page.fill("#explore-query textarea", "Where is Machu Picchu?")
+        page.fill("#explore-docs textarea", "Machu Picchu is in Peru.\nThe stock market fell.\nThe Andes are high.")
+        page.click("#explore-go")
+        _wait_text(page, "#explore-status", "Ranked by GRACE cosine")
+        # why A over B: the top two are preselected
+        page.click("text=Why does A rank above B?")
+        page.click("#explore-pair-go")
+        _wait_text(page, "#explore-pair-msg", "The query's tokens below split this difference exactly")
+        assert page.locator("#explore-pair-q .tok").count() > 3
+        shot(page, "explore-pair")
+        # centred attributions: the summary says so and the values change
+        before = page.get_attribute("#explore-dhl .tok >> nth=0", "title")
+        page.click("#explore-centre >> text=centred on the compared documents")
+        _wait_text(page, "#explore-summary", "centred cosine")
+        assert page.get_attribute("#explore-dhl .tok >> nth=0", "title") != before
+        shot(page, "explore-centred")
+        # ablation of the inspected document's rationale
+        page.click("text=Which part of the rationale mattered?")
+        page.click("#explore-ablate")
+        _wait_text(page, "#explore-ablate-msg", "text only", timeout=60_000)
+        assert "cosine without it" in page.inner_text("#explore-ablate-table")
+        shot(page, "explore-ablation")
 
 
 def test_explore_bad_input_shows_a_message(app_url):

@@ -34,27 +34,64 @@ def test_explore_input_checks():
 
 
 def test_explore_compare_and_what_if(ui_env):
-    from grace.ui.explore import run_compare, select_doc, what_if
+    from grace.ui.explore import ATTRIBUTIONS, run_compare, select_doc, what_if
 
-    out = _last(run_compare("Where is Machu Picchu?", "Machu Picchu is in Peru.\nStocks fell.", *ui_env))
-    status, rows, stream, q_hl, d_hl, summary, pick, q_rat, d_rat, comp = out
+    out = _last(run_compare("Where is Machu Picchu?", "Machu Picchu is in Peru.\nStocks fell.", ATTRIBUTIONS[0],
+                            *ui_env))
+    status, rows, stream, q_hl, d_hl, summary, pick, q_rat, d_rat, comp, pair_a, pair_b = out
     assert status.startswith("Ranked by GRACE cosine")
-    assert [r[0] for r in rows] == [1, 2] and rows[0][2] >= rows[1][2]
-    assert all(len(r) == 7 and r[4] is not None for r in rows)  # MiniLM column filled
-    assert "[query]" in stream and "[doc 2]" in stream
-    assert any(score is None for _, score in d_hl) and "cosine" in summary
+    assert [r[0] for r in rows] == [1, 2] and rows[0][3] >= rows[1][3]
+    assert sorted(r[1] for r in rows) == [1, 2]  # the input number beside the rank
+    assert all(len(r) == 8 and r[5] is not None for r in rows)  # MiniLM column filled
+    assert "[query]" in stream and "[#2]" in stream
+    assert 'class="tok"' in d_hl and "⟦rationale⟧" in d_hl and "cosine" in summary
+    assert pair_a["value"] != pair_b["value"]  # the pair view starts on the top two
     choice = pick["choices"][1] if isinstance(pick, dict) else pick.choices[1]
     q2, d2, summary2, rat2 = select_doc(choice, comp)
     assert rat2 == comp.docs[comp.order()[1]].rationale
     msg, wq, wd = what_if(choice, "history of Peru", "Peru, Andes", comp, *ui_env)
-    assert "before" in msg and "after" in msg and wd
+    assert "before" in msg and "after" in msg and 'class="tok"' in wd
+
+
+def test_explore_pair_centred_and_ablation_views(ui_env):
+    import re
+
+    from analysis.contrast import ablate_rationale, explain_pair
+    from grace.ui.common import encoder_for, settings_from
+    from grace.ui.explore import ATTRIBUTIONS, ablate, explain_choice, run_compare, select_doc
+
+    docs = "Machu Picchu is in Peru.\nStocks fell.\nThe Andes are high."
+    *_, comp, pair_a, pair_b = _last(run_compare("Where is Machu Picchu?", docs, ATTRIBUTIONS[1], *ui_env))
+    choices = pair_a["choices"]
+    # why A over B: the shown difference and the query tokens' values are those of explain_pair
+    msg, hq, ha, hb = explain_choice(choices[0], choices[2], comp)
+    a, b = comp.order()[0], comp.order()[2]
+    ref = explain_pair(comp.query, comp.docs[a], comp.docs[b])
+    assert f"= {ref['difference']:+.4f}" in msg and f"#{a + 1}" in msg
+    shown = [float(v) for v in re.findall(r'data-value="([^"]+)"', hq)]
+    assert abs(sum(shown) - ref["difference"]) < 1e-4
+    assert explain_choice(choices[0], choices[0], comp)[0] == "Pick two different documents."
+    # raw vs centred: a different decomposition of a different cosine
+    raw = select_doc(choices[0], comp, ATTRIBUTIONS[0])
+    centred = select_doc(choices[0], comp, ATTRIBUTIONS[1])
+    assert "centred cosine" in centred[2] and "centred" not in raw[2] and raw[1] != centred[1]
+    # ablation: the rows are ablate_rationale's, most harmful first
+    msg, rows = ablate(choices[0], comp, *ui_env)
+    s = settings_from(*ui_env)
+    ref = ablate_rationale(encoder_for(s), s, comp.query, comp.docs[a])
+    assert "text only" in msg and "rationale only" in msg
+    assert [r[0] for r in rows] == [p["removed"] for p in ref["pieces"]]
+    assert [r[2] for r in rows] == sorted(r[2] for r in rows)
+    # one document cannot be centred: a message, and the raw view instead
+    status = _last(run_compare("q", "just one", ATTRIBUTIONS[1], *ui_env))[0]
+    assert "Centring needs at least 2 documents" in status
 
 
 def test_explore_unloadable_model_is_a_message(ui_env):
     from grace.ui.explore import run_compare
 
     bad = ["no-such-org/no-such-model"] + ui_env[1:]
-    status = _last(run_compare("q", "d", *bad))[0]
+    status = _last(run_compare("q", "d", "raw cosine", *bad))[0]
     assert status.startswith("⚠️") and "no-such-org/no-such-model" in status
 
 
@@ -287,7 +324,7 @@ def test_explore_says_what_the_model_reads_of_a_long_document(ui_env):
     from grace.ui.explore import parse_inputs, run_compare
 
     long_doc = " ".join(["Machu Picchu is an Inca citadel."] * 200)  # far over 512 tokens
-    out = _last(run_compare("Where is Machu Picchu?", f"A short one.\n{long_doc}", *ui_env))
+    out = _last(run_compare("Where is Machu Picchu?", f"A short one.\n{long_doc}", "raw cosine", *ui_env))
     assert "Document 2 is longer than the model reads: it sees the first 512 tokens of that text." in out[0]
     _, docs, _ = parse_inputs("q", "one\u2028still one\ntwo")
     assert docs == ["one\u2028still one", "two"]

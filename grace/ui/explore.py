@@ -8,8 +8,10 @@ import threading
 
 import gradio as gr
 
-from analysis.attributions import contributions, highlight_spans
+from analysis.attributions import contributions
+from analysis.contrast import ablate_rationale, centred_contributions, explain_pair, reference_embedding
 from analysis.explore import compare_documents, rescore
+from analysis.plots import token_heat_html
 
 from .common import MAX_CHARS, MAX_DOCS, adapter_name, encoder_for, get_encoder, one_line, settings_from
 
@@ -24,7 +26,18 @@ EXAMPLES = [
      "Air molecules scatter blue sunlight more than red light.\nSunsets look red near the horizon.\n"
      "Bread rises because yeast releases carbon dioxide."],
 ]
-HEADERS = ["rank", "document", "GRACE cosine", "direct forward", "MiniLM", "from rationale", "rationale"]
+HEADERS = ["rank", "#", "document", "GRACE cosine", "direct forward", "MiniLM", "from rationale", "rationale"]
+WIDTHS = ["5%", "4%", "30%", "9%", "9%", "7%", "9%", "27%"]
+ATTRIBUTIONS = ["raw cosine", "centred on the compared documents"]
+ATTRIBUTION_HELP = (
+    "**Raw cosine**: each token's exact share of the cosine shown (the shares sum to it). With mean-pooled "
+    "LLM states every cosine is high, so most tokens look helpful. **Centred**: the mean embedding of the "
+    "compared documents is subtracted from both sides first, so what every document shares cancels and the "
+    "colours show what sets *this* document apart; the shares sum exactly to the centred cosine. "
+    "Red raises the similarity, blue lowers it; hover a token for its value.")
+TABLE_HELP = ("**#** is the document's input line. **from rationale**: the part of the GRACE cosine that the "
+              "document's rationale tokens contribute (exact; its text tokens contribute the rest).")
+ABLATION_HEADERS = ["removed from the rationale", "cosine without it", "change"]
 
 
 def parse_inputs(query: str, docs_text: str) -> tuple[str, list[str], list[str]]:
@@ -49,22 +62,39 @@ def parse_inputs(query: str, docs_text: str) -> tuple[str, list[str], list[str]]
 
 
 def _doc_choices(comp) -> list[str]:
-    return [f"{rank}. {comp.docs[i].text[:60]}" for rank, i in enumerate(comp.order(), 1)]
+    """Dropdown labels in rank order: rank, input number, the start of the text."""
+    return [f"{rank}. #{i + 1} {comp.docs[i].text[:60]}" for rank, i in enumerate(comp.order(), 1)]
 
 
-def _contrib_view(comp, choice_index: int):
+def _index(comp, choice: str) -> int:
+    """The input index of a dropdown label."""
+    return comp.order()[_doc_choices(comp).index(choice)]
+
+
+def _view(comp, i: int, mode: str):
+    """Both sides' token contributions for document ``i`` (input order), raw or centred."""
+    if mode == ATTRIBUTIONS[1]:
+        if len(comp.docs) < 2:
+            raise ValueError("Centring needs at least 2 documents: with one, the document is the reference.")
+        return centred_contributions(comp.query, comp.docs[i], reference_embedding(comp.docs)), "centred cosine"
+    return contributions(comp.query, comp.docs[i]), "cosine"
+
+
+def _contrib_view(comp, choice_index: int, mode: str = ATTRIBUTIONS[0]):
     i = comp.order()[choice_index]
-    c = contributions(comp.query, comp.docs[i])
+    c, what = _view(comp, i, mode)
     q_tot, d_tot = c.totals("a"), c.totals("b")
-    summary = (f"**cosine {c.cosine:+.4f}** — query side: text {q_tot['text']:+.4f}, rationale "
+    summary = (f"**#{i + 1}: {what} {c.cosine:+.4f}** — query side: text {q_tot['text']:+.4f}, rationale "
                f"{q_tot['rationale']:+.4f} · document side: text {d_tot['text']:+.4f}, rationale {d_tot['rationale']:+.4f}")
-    return (highlight_spans(c.a_tokens, c.a_segments, c.a_values),
-            highlight_spans(c.b_tokens, c.b_segments, c.b_values), summary, comp.docs[i].rationale)
+    return (token_heat_html(c.a_tokens, c.a_segments, c.a_values, caption=f"query tokens: share of the {what}"),
+            token_heat_html(c.b_tokens, c.b_segments, c.b_values, caption=f"#{i + 1} tokens: share of the {what}"),
+            summary, comp.docs[i].rationale)
 
 
-def run_compare(query, docs_text, *settings_values):
+def run_compare(query, docs_text, mode, *settings_values):
     """Generator: streams rationales while they are generated, then the full comparison."""
-    empty = ([], "", [], [], "", gr.update(choices=[], value=None), "", "", None)
+    none = gr.update(choices=[], value=None)
+    empty = ([], "", "", "", "", none, "", "", None, none, none)
     try:
         query, docs, notes = parse_inputs(query, docs_text)
         s = settings_from(*settings_values)
@@ -99,20 +129,26 @@ def run_compare(query, docs_text, *settings_values):
             live[row] = tok.decode(ids, skip_special_tokens=True)
             changed = True
         if changed:
-            stream = "\n".join(f"[{'query' if i == 0 else f'doc {i}'}] {live[i]}" for i in live)
+            stream = "\n".join(f"[{'query' if i == 0 else f'#{i}'}] {live[i]}" for i in live)
             yield ("Generating rationales…",) + ([], stream) + empty[2:]
     if "error" in box:
         yield (f"⚠️ {one_line(box['error'])}",) + empty
         return
     comp = box["comp"]
-    q_spans, d_spans, summary, doc_rat = _contrib_view(comp, 0)
+    try:
+        q_spans, d_spans, summary, doc_rat = _contrib_view(comp, 0, mode)
+    except ValueError as exc:  # centring a single document
+        notes.append(one_line(exc) + " Showing the raw cosine.")
+        q_spans, d_spans, summary, doc_rat = _contrib_view(comp, 0)
     notes = notes + seen_notes(comp, getattr(enc, "max_text_tokens", None))
     status = "Ranked by GRACE cosine." + (" " + " ".join(notes) if notes else "")
-    stream = "\n".join(f"[{'query' if i == 0 else f'doc {i}'}] {r.rationale}" for i, r in
+    stream = "\n".join(f"[{'query' if i == 0 else f'#{i}'}] {r.rationale}" for i, r in
                        enumerate([comp.query] + comp.docs))
     choices = _doc_choices(comp)
+    second = choices[1] if len(choices) > 1 else choices[0]
     yield (status, comp.rows(), stream, q_spans, d_spans, summary, gr.update(choices=choices, value=choices[0]),
-           comp.query.rationale, doc_rat, comp)
+           comp.query.rationale, doc_rat, comp, gr.update(choices=choices, value=choices[0]),
+           gr.update(choices=choices, value=second))
 
 
 def seen_notes(comp, max_tokens: int | None) -> list[str]:
@@ -127,30 +163,75 @@ def seen_notes(comp, max_tokens: int | None) -> list[str]:
             f"the first {max_tokens} tokens of {'that text' if len(long) == 1 else 'each'}."]
 
 
-def select_doc(choice, comp):
+def select_doc(choice, comp, mode=ATTRIBUTIONS[0]):
     if comp is None or not choice:
-        return [], [], "", ""
-    idx = _doc_choices(comp).index(choice)
-    return _contrib_view(comp, idx)
+        return "", "", "", ""
+    try:
+        return _contrib_view(comp, _doc_choices(comp).index(choice), mode)
+    except ValueError as exc:
+        return "", "", f"⚠️ {one_line(exc)}", gr.update()
+
+
+def explain_choice(choice_a, choice_b, comp):
+    """Why A ranks above (or below) B: the query's tokens split cos(q, A) - cos(q, B) exactly."""
+    if comp is None:
+        return "Run a comparison first.", "", "", ""
+    if not choice_a or not choice_b or choice_a == choice_b:
+        return "Pick two different documents.", "", "", ""
+    a, b = _index(comp, choice_a), _index(comp, choice_b)
+    e = explain_pair(comp.query, comp.docs[a], comp.docs[b])
+    q = e["query_segments"]
+    msg = (f"**cos(q, #{a + 1}) − cos(q, #{b + 1}) = {e['cosine_a']:+.4f} − {e['cosine_b']:+.4f} = "
+           f"{e['difference']:+.4f}.** The query's tokens below split this difference exactly (text "
+           f"{q['text']:+.4f}, rationale {q['rationale']:+.4f}): red tokens pull #{a + 1} above #{b + 1}, blue ones "
+           f"pull #{b + 1} up. Each document's own tokens carry its cosine with the query.")
+    con = e["contributions"]
+
+    def html(pairs, result, caption):
+        return token_heat_html([t for t, _ in pairs], result.segments, [v for _, v in pairs], caption=caption)
+
+    return (msg, html(con["query"], comp.query, "query: share of the difference"),
+            html(con["a"], comp.docs[a], f"#{a + 1}: share of cos(q, #{a + 1})"),
+            html(con["b"], comp.docs[b], f"#{b + 1}: share of cos(q, #{b + 1})"))
+
+
+def ablate(choice, comp, *settings_values):
+    """Re-score the chosen document with each piece of its rationale removed (no generation)."""
+    if comp is None or not choice:
+        return "Run a comparison first.", []
+    try:
+        s = settings_from(*settings_values)
+        if not s.rationale:
+            raise ValueError("Rationales are off in the model settings: there is nothing to ablate.")
+        i = _index(comp, choice)
+        if not comp.docs[i].rationale.strip():
+            raise ValueError(f"Document #{i + 1} has an empty rationale.")
+        r = ablate_rationale(encoder_for(s), s, comp.query, comp.docs[i])
+    except Exception as exc:
+        return f"⚠️ {one_line(exc)}", []
+    msg = (f"**#{i + 1}: cosine {r['cosine']:+.4f}** with text and rationale · text only {r['text_only']:+.4f} · "
+           f"rationale only {r.get('rationale_only', float('nan')):+.4f}. Each row removes one piece of the rationale "
+           "and re-embeds the text with what is left (no generation); most harmful removal first.")
+    return msg, [[p["removed"], round(p["cosine"], 4), round(p["change"], 4)] for p in r["pieces"]]
 
 
 def what_if(choice, query_rat, doc_rat, comp, *settings_values):
     """Re-score the selected pair from the edited rationales (no generation)."""
     if comp is None or not choice:
-        return "Run a comparison first.", [], []
+        return "Run a comparison first.", "", ""
     try:
         s = settings_from(*settings_values)
         enc = encoder_for(s)
-        i = comp.order()[_doc_choices(comp).index(choice)]
+        i = _index(comp, choice)
         w = rescore(enc, comp.query, comp.docs[i], query_rat or "", doc_rat or "", pooling=s.pooling,
                     layer=int(s.layer))
     except Exception as exc:
-        return f"⚠️ {one_line(exc)}", [], []
+        return f"⚠️ {one_line(exc)}", "", ""
     c = w.contributions
     d = c.totals("b")
     msg = (f"**before {w.before:+.4f} → after {w.after:+.4f}** (change {w.after - w.before:+.4f}); with the edited "
            f"rationales the document's rationale tokens contribute {d['rationale']:+.4f}.")
-    return msg, highlight_spans(c.a_tokens, c.a_segments, c.a_values), highlight_spans(c.b_tokens, c.b_segments,
+    return msg, token_heat_html(c.a_tokens, c.a_segments, c.a_values), token_heat_html(c.b_tokens, c.b_segments,
                                                                                          c.b_values)
 
 
@@ -171,6 +252,10 @@ def send_to_annotation(comp, *settings_values):
     return f"Sent {new} rationale(s) to the annotation queue ({len(added) - new} were already there)."
 
 
+def _tokens(label: str, elem_id: str) -> gr.HTML:
+    return gr.HTML(label=label, elem_id=elem_id, show_label=True)
+
+
 def build(settings_components) -> dict:
     with gr.Tab("Explore"):
         gr.Markdown("Type a query and documents (one per line). Each text gets a rationale; the embedding pools "
@@ -183,15 +268,38 @@ def build(settings_components) -> dict:
         gr.Examples(EXAMPLES, [query, docs], label="Examples")
         go = gr.Button("Compare", variant="primary", elem_id="explore-go")
         status = gr.Markdown(elem_id="explore-status")
-        table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, elem_id="explore-table")
-        stream = gr.Textbox(label="Rationales (streamed as they are generated)", lines=4, interactive=False,
-                            elem_id="explore-rationales")
+        table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, elem_id="explore-table",
+                             column_widths=WIDTHS, max_height=520)
+        gr.Markdown(TABLE_HELP)
+        stream = gr.Textbox(label="Rationales (streamed as they are generated; [#n] is the input line)", lines=4,
+                            interactive=False, elem_id="explore-rationales")
         with gr.Row():
-            pick = gr.Dropdown(label="Document to inspect", choices=[], elem_id="explore-pick")
+            pick = gr.Dropdown(label="Document to inspect", choices=[], elem_id="explore-pick", scale=2)
+            mode = gr.Radio(ATTRIBUTIONS, value=ATTRIBUTIONS[0], label="Token contributions to", scale=2,
+                            elem_id="explore-centre")
+        gr.Markdown(ATTRIBUTION_HELP)
         summary = gr.Markdown(elem_id="explore-summary")
         with gr.Row():
-            q_hl = gr.HighlightedText(label="Query tokens (red helps, blue hurts the match)", elem_id="explore-qhl")
-            d_hl = gr.HighlightedText(label="Document tokens", elem_id="explore-dhl")
+            q_hl = _tokens("Query tokens", "explore-qhl")
+            d_hl = _tokens("Document tokens", "explore-dhl")
+        with gr.Accordion("Why does A rank above B?", open=False, elem_id="explore-pair"):
+            with gr.Row():
+                pair_a = gr.Dropdown(label="A", choices=[], elem_id="explore-pair-a")
+                pair_b = gr.Dropdown(label="B", choices=[], elem_id="explore-pair-b")
+                pair_go = gr.Button("Explain A vs B", elem_id="explore-pair-go")
+            pair_msg = gr.Markdown(elem_id="explore-pair-msg")
+            pair_q = _tokens("Query tokens: share of cos(q, A) − cos(q, B)", "explore-pair-q")
+            with gr.Row():
+                pair_ha = _tokens("A's tokens", "explore-pair-ha")
+                pair_hb = _tokens("B's tokens", "explore-pair-hb")
+        with gr.Accordion("Which part of the rationale mattered? (ablation)", open=False, elem_id="explore-ablation"):
+            gr.Markdown("For the document chosen above: remove each sentence or keyword of its rationale in turn and "
+                        "re-score (the what-if path: no generation). Also the score of the text alone and of the "
+                        "rationale alone.")
+            ablate_go = gr.Button("Ablate its rationale", elem_id="explore-ablate")
+            ablate_msg = gr.Markdown(elem_id="explore-ablate-msg")
+            ablate_table = gr.Dataframe(headers=ABLATION_HEADERS, interactive=False, wrap=True,
+                                        elem_id="explore-ablate-table")
         with gr.Accordion("What if the rationale said something else?", open=False):
             gr.Markdown("Edit either rationale (or delete a sentence) and re-score: the embedding is recomputed "
                         "from the text and your rationale, with no generation.")
@@ -201,17 +309,21 @@ def build(settings_components) -> dict:
             rescore_btn = gr.Button("Re-score with these rationales", elem_id="whatif-go")
             whatif_msg = gr.Markdown(elem_id="whatif-msg")
             with gr.Row():
-                wq = gr.HighlightedText(label="Query tokens after the edit")
-                wd = gr.HighlightedText(label="Document tokens after the edit")
+                wq = _tokens("Query tokens after the edit", "whatif-qhl")
+                wd = _tokens("Document tokens after the edit", "whatif-dhl")
         with gr.Row():
             send = gr.Button("Send these rationales to annotation", elem_id="explore-send")
             sent = gr.Markdown(elem_id="explore-sent")
         comp_state = gr.State(None)
         send.click(send_to_annotation, [comp_state] + settings_components, [sent])
-        go.click(run_compare, [query, docs] + settings_components,
-                 [status, table, stream, q_hl, d_hl, summary, pick, q_rat, d_rat, comp_state],
+        go.click(run_compare, [query, docs, mode] + settings_components,
+                 [status, table, stream, q_hl, d_hl, summary, pick, q_rat, d_rat, comp_state, pair_a, pair_b],
                  concurrency_limit=1, concurrency_id="model")
-        pick.change(select_doc, [pick, comp_state], [q_hl, d_hl, summary, d_rat])
+        for trigger in (pick.change, mode.change):
+            trigger(select_doc, [pick, comp_state, mode], [q_hl, d_hl, summary, d_rat])
+        pair_go.click(explain_choice, [pair_a, pair_b, comp_state], [pair_msg, pair_q, pair_ha, pair_hb])
+        ablate_go.click(ablate, [pick, comp_state] + settings_components, [ablate_msg, ablate_table],
+                        concurrency_limit=1, concurrency_id="model")
         rescore_btn.click(what_if, [pick, q_rat, d_rat, comp_state] + settings_components, [whatif_msg, wq, wd],
                           concurrency_limit=1, concurrency_id="model")
     return {"comp_state": comp_state, "pick": pick, "q_rat": q_rat, "d_rat": d_rat}
