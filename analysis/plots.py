@@ -58,17 +58,40 @@ def corpus_map(coords, texts: Sequence[str], labels: Sequence[str] | None = None
     return fig
 
 
-def training_curves(metrics: list[dict]) -> go.Figure:
-    """Every reward component and the loss against the step."""
-    fig = go.Figure()
-    steps = [m["step"] for m in metrics]
-    for key in REWARD_KEYS + ["loss"]:
+def training_curves(metrics: list[dict], validation: list[dict] | None = None) -> go.Figure:
+    """A run against its training time (minutes, summed step times): the reward components, the
+    loss, the rationale length and, where the run was scored on the validation split
+    (``validation``: rows with ``minutes`` or ``step``, and ``average``), that score."""
+    from plotly.subplots import make_subplots
+
+    validation = validation or []
+    rows = ["reward", "loss", "rationale tokens"] + (["validation avg."] if validation else [])
+    fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.06)
+    minutes, acc = [], 0.0
+    for m in metrics:
+        acc += float(m.get("step_time", 0.0))
+        minutes.append(acc / 60)
+    by_step = dict(zip((m["step"] for m in metrics), minutes))
+
+    def line(ys, name, row, xs=minutes):
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, marker={"size": 4}), row=row, col=1)
+
+    for key in REWARD_KEYS:
         if metrics and key in metrics[0]:
-            fig.add_trace(go.Scatter(x=steps, y=[m.get(key) for m in metrics], mode="lines+markers", name=key,
-                                     yaxis="y2" if key == "loss" else "y"))
-    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis={"title": "step"},
-                      yaxis={"title": "reward"}, yaxis2={"title": "loss", "overlaying": "y", "side": "right"},
-                      legend={"orientation": "h"}, title="training curves" if metrics else "no steps yet")
+            line([m.get(key) for m in metrics], key.split("/", 1)[1], 1)
+    if metrics and "loss" in metrics[0]:
+        line([m.get("loss") for m in metrics], "loss", 2)
+    if metrics and "rationale_length" in metrics[0]:
+        line([m.get("rationale_length") for m in metrics], "rationale length", 3)
+    if validation:
+        xs = [v["minutes"] if "minutes" in v else by_step.get(v.get("step"), 0.0) for v in validation]
+        line([100 * v["average"] for v in validation], "validation avg.", 4, xs)
+    for i, title in enumerate(rows, 1):
+        fig.update_yaxes(title_text=title, row=i, col=1)
+    fig.update_xaxes(title_text="training minutes", row=len(rows), col=1)
+    fig.update_layout(height=170 * len(rows) + 90, margin={"l": 10, "r": 10, "t": 70, "b": 10},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0},
+                      title={"text": "training curves" if metrics else "no steps yet", "y": 0.99, "yanchor": "top"})
     return fig
 
 

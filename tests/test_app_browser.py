@@ -93,6 +93,29 @@ def test_train_job_shows_curves(app_url):
         page.wait_for_selector("#train-curves .js-plotly-plot", timeout=30_000)
         assert "step 2 of 2" in page.inner_text("#train-status")
         shot(page, "train")
+        # a refusal stays on the page through several 2-second refreshes
+        page.click("#train-start")
+        _wait_text(page, "#train-msg", "has finished; choose a new name")
+        page.wait_for_timeout(6000)
+        assert "has finished; choose a new name" in page.inner_text("#train-msg")
+        page.fill("#train-steps input", "0")
+        page.click("#train-start")
+        _wait_text(page, "#train-msg", "Steps must be at least 1.")
+        page.wait_for_timeout(5000)
+        assert "Steps must be at least 1." in page.inner_text("#train-msg")
+    # after a reload, a finished run opens from the runs table: curves, probe rationales, settings
+    with browser_page() as page:
+        page.goto(app_url)
+        page.click("button[role=tab]:has-text('Train')")
+        page.locator("#train-runs .cell-wrap:has-text('browser-run') >> visible=true").first.click()
+        _wait_text(page, "#train-status", "browser-run**: finished".replace("**", ""), timeout=30_000)
+        _wait_text(page, "#train-settings", "Settings of browser-run")
+        assert "max_new_tokens" in page.inner_text("#train-settings")
+        page.wait_for_selector("#train-curves .js-plotly-plot", timeout=30_000)
+        page.wait_for_function("() => document.querySelectorAll('#train-samples tbody tr').length > 0", timeout=30_000)
+        page.click("#train-send")
+        _wait_text(page, "#train-msg", "probe rationale(s) of 'browser-run'")
+        shot(page, "train-reopened")
 
 
 def test_map_click_shows_neighbours_in_both_maps(app_url, tmp_path):

@@ -170,7 +170,7 @@ def test_train_callbacks_one_job_at_a_time(ui_env, tiny_model_dir):
     assert "Cancelling" in cancel("first")
     deadline = time.time() + 120
     while time.time() < deadline:
-        line, fig, samples, table, adapters, current = refresh("first")
+        line, fig, samples, settings, table, adapters, current = refresh("first")
         if "cancelled" in line:
             break
         time.sleep(1)
@@ -187,7 +187,11 @@ def test_train_callbacks_one_job_at_a_time(ui_env, tiny_model_dir):
     assert "other settings; choose a new name, e.g. 'first-2'" in refused
     bad, _ = start("bad name!", *args)
     assert bad.startswith("⚠️")
-    assert "min" in estimate("grace / supervised", 20, 2, 4, 48, "default")
+    zero = ("grace / supervised", None, 0) + args[3:]
+    assert start("third", *zero)[0] == "⚠️ Steps must be at least 1."  # the form's words, not the CLI's
+    assert "**rollouts**: 2" in settings and "**steps**: 200" in settings  # what differs from the defaults
+    # 1 step of the default model: about a minute to start plus the measured step (a 1-step job took 69 s)
+    assert "about **1.1 min**" in estimate("grace / supervised", 1, 2, 4, 48, "default")
 
 
 def test_failed_job_leaves_the_app_running(ui_env):

@@ -186,6 +186,11 @@ class JobManager:
     def samples(self, name: str) -> list[dict]:
         return _read_jsonl(self.run_dir(name) / "samples.jsonl")
 
+    def validation(self, name: str) -> list[dict]:
+        """Validation scores of the run's checkpoints (``validation.jsonl``: step, minutes, average),
+        written by ``benchmarks/checkpoint_curve.py``; empty when the run was not scored."""
+        return _read_jsonl(self.run_dir(name) / "validation.jsonl")
+
     def runs(self) -> list[dict]:
         """Every run on disk, newest first: name, method, mode, state, steps, adapter folder."""
         out = []
@@ -219,9 +224,11 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 # Measured on 2 CPU cores with the default model (benchmarks/RESULTS.md, train_speed): seconds per
-# GRACE step at B=2, K=4, 48 new tokens, float32, 2 updates per batch: 10.9 s. The cost grows with
-# B x (K + 1) x tokens (K rollouts and one anchor per example).
-_MEASURED_STEP_S, _MEASURED_WORK = 10.9, 2 * (4 + 1) * 48
+# GRACE step at B=2, K=4, 48 new tokens, float32, 4 updates per batch: 11.3 s. The cost grows with
+# B x (K + 1) x tokens (K rollouts and one anchor per example). Starting a job (a new process that
+# imports torch and loads the model) took 45-60 s in the app (a 1-step job took 69 s).
+_MEASURED_STEP_S, _MEASURED_WORK = 11.3, 2 * (4 + 1) * 48
+_START_S = 55.0
 
 
 def estimate_seconds(cfg: GraceConfig) -> float | None:
@@ -232,4 +239,4 @@ def estimate_seconds(cfg: GraceConfig) -> float | None:
         per_step = _MEASURED_STEP_S * cfg.batch_size * (cfg.rollouts + 1) * cfg.max_new_tokens / _MEASURED_WORK
     else:  # no generation: one or two forward/backward passes over the batch
         per_step = 3.0 * cfg.batch_size / 2
-    return 20.0 + cfg.steps * per_step  # + model load
+    return _START_S + cfg.steps * per_step

@@ -18,6 +18,18 @@ from .common import check_model_choice, data_dir, jobs, one_line, upload_path
 
 D = GraceConfig(data="-")  # the form's defaults are GraceConfig's
 METHODS = ["grace / supervised", "grace / unsupervised", "cl / supervised", "simcse / unsupervised"]
+# the CLI flags GraceConfig's checks name, as this form labels them
+FORM_WORDS = {"--steps": "Steps", "--batch-size": "Batch size B", "--rollouts": "Rollouts K",
+              "--max-new-tokens": "Max new tokens", "--lora-rank": "LoRA rank", "--lambda-hard": "λ2 hard negative",
+              "--reward-temperature": "Reward temperature τ", "--method": "Method", "--mode": "mode"}
+RUN_HEADERS = ["run", "method", "state", "steps", "error"]
+
+
+def form_words(message: str) -> str:
+    """A config error in the words of this form rather than the CLI's flags."""
+    for flag in sorted(FORM_WORDS, key=len, reverse=True):
+        message = message.replace(flag, FORM_WORDS[flag])
+    return message
 
 
 def _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model) -> GraceConfig:
@@ -31,10 +43,17 @@ def _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_to
         _prune_uploads(dst.parent)
         shutil.copyfile(src, dst)
         data = str(dst)
-    return GraceConfig(method=method, mode=mode, data=data, model=check_model_choice(model), steps=int(steps),
-                       batch_size=int(batch), rollouts=int(rollouts), lambda_consistency=float(lam1),
-                       lambda_hard=float(lam2), reward_temperature=float(tau), max_new_tokens=int(new_tokens),
-                       lora_rank=int(rank), sample_every=1, save_every=max(1, int(steps) // 4 or 1))
+    if any(v is None for v in (steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank)):
+        raise ValueError("Fill in every number of the form.")
+    cfg = GraceConfig(method=method, mode=mode, data=data, model=check_model_choice(model), steps=int(steps),
+                      batch_size=int(batch), rollouts=int(rollouts), lambda_consistency=float(lam1),
+                      lambda_hard=float(lam2), reward_temperature=float(tau), max_new_tokens=int(new_tokens),
+                      lora_rank=int(rank), sample_every=1, save_every=max(1, int(steps) // 4 or 1))
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise ValueError(form_words(str(exc))) from None
+    return cfg
 
 
 def _prune_uploads(folder: Path) -> None:
@@ -58,7 +77,8 @@ def estimate(method_mode, steps, batch, rollouts, new_tokens, model) -> str:
     sec = estimate_seconds(cfg)
     if sec is None:
         return "No time estimate for this backbone (measured only for the default model)."
-    return f"Estimated time on a 2-core CPU: about **{sec / 60:.1f} min** (from the measured step time)."
+    return (f"Estimated time on a 2-core CPU: about **{sec / 60:.1f} min** (about a minute to start the job, then "
+            "the measured step time).")
 
 
 def start(name, method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model):
@@ -72,7 +92,7 @@ def start(name, method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, ne
     except Exception as exc:
         return f"⚠️ {one_line(exc)}", gr.update()
     return (f"Resuming **{name}** from step {resumed} (same settings)." if resumed is not None
-            else f"Started **{name}**."), name
+            else f"Started **{name}**. The job loads the model first (about a minute)."), name
 
 
 def _free_name(jm, name: str) -> str:
@@ -114,7 +134,7 @@ def cancel(name):
 
 
 def refresh(name):
-    """Status line, curves, probe rationales, the runs table and the adapter choices."""
+    """Status line, curves, probe rationales, the run's settings, the runs table and the adapter choices."""
     jm = jobs()
     active = jm.active()
     if not name and active:
@@ -124,7 +144,8 @@ def refresh(name):
               r["error"] or ""] for r in runs]
     adapters = gr.update(choices=["(none)"] + jm.adapters())
     if not name:
-        return "No job yet.", training_curves([]), [], table, adapters, name
+        return "No job yet. Start one, or pick a run in the table below.", training_curves([]), [], "", table, \
+            adapters, name
     st = jm.status(name)
     metrics = jm.metrics(name)
     line = f"**{name}**: {st.get('state')} — step {st.get('step', 0)} of {st.get('steps')}"
@@ -133,7 +154,32 @@ def refresh(name):
     if metrics:
         line += f" — last step {metrics[-1]['step_time']:.1f} s"
     samples = [[s["step"], s["text"][:80], s["rationale"]] for s in jm.samples(name)][-30:]
-    return line, training_curves(metrics), samples, table, adapters, name
+    return line, training_curves(metrics, jm.validation(name)), samples, run_settings(name), table, adapters, name
+
+
+def run_settings(name: str) -> str:
+    """The run's settings as a readable list (what differs from GraceConfig's defaults first)."""
+    path = jobs().run_dir(name) / "grace_config.json"
+    if not path.exists():
+        return ""
+    c = json.loads(path.read_text())
+    d = GraceConfig(data="-").to_dict()
+    changed = {k: v for k, v in c.items() if k in d and v != d[k] and k not in ("output", "data")}
+    same = ", ".join(f"{k}={c[k]}" for k in c if k in d and k not in changed and k not in ("output", "data"))
+    lines = [f"**Settings of {name}** (data: `{Path(c.get('data', '')).name}`)"]
+    lines += [f"- **{k}**: {v}" for k, v in changed.items()]
+    lines.append(f"<details><summary>defaults</summary>{same}</details>")
+    return "\n".join(lines)
+
+
+def select_run(evt: gr.SelectData, table):
+    """Clicking a row of the runs table opens that run (curves, probes, settings)."""
+    try:
+        row = evt.index[0]
+        name = table.iloc[row, 0] if hasattr(table, "iloc") else table[row][0]
+    except (IndexError, KeyError, TypeError, ValueError):
+        return gr.update(), "Pick a row of the runs table."
+    return name, f"Showing **{name}**."
 
 
 def send_probes(name):
@@ -160,7 +206,7 @@ def build(adapter_dropdown, model_box) -> None:
     with gr.Tab("Train"):
         gr.Markdown("Fine-tune a LoRA adapter. GRACE rewards sampled rationales by contrastive similarity; CL and "
                     "SimCSE are the paper's baselines. The job runs in its own process (one at a time); this page "
-                    "re-attaches to it after a refresh.")
+                    "re-attaches to it after a refresh, and any run on disk opens from the table below.")
         with gr.Row():
             name = gr.Textbox(value="demo", label="Run name", elem_id="train-name")
             method = gr.Dropdown(METHODS, value=METHODS[0], label="Method / mode")
@@ -175,25 +221,30 @@ def build(adapter_dropdown, model_box) -> None:
             lam1 = gr.Number(value=D.lambda_consistency, label="λ1 consistency")
             lam2 = gr.Number(value=D.lambda_hard, label="λ2 hard negative")
             tau = gr.Number(value=D.reward_temperature, label="reward temperature τ")
-        est = gr.Markdown()
+        est = gr.Markdown(estimate(METHODS[0], 20, D.batch_size, D.rollouts, D.max_new_tokens, model_box.value),
+                          elem_id="train-estimate")
         with gr.Row():
             go = gr.Button("Start", variant="primary", elem_id="train-start")
             stop = gr.Button("Cancel", elem_id="train-cancel")
-        status = gr.Markdown(elem_id="train-status")
-        curves = gr.Plot(label="Rewards and loss", elem_id="train-curves")
+        msg = gr.Markdown(elem_id="train-msg")  # the answer to the visitor's last action; stays until the next
+        status = gr.Markdown(elem_id="train-status")  # the job's live line, refreshed every 2 s
+        curves = gr.Plot(label="Rewards, loss and rationale length", elem_id="train-curves")
         samples = gr.Dataframe(headers=["step", "probe text", "rationale"], label="How the probe rationales evolve",
-                               interactive=False, wrap=True)
+                               interactive=False, wrap=True, elem_id="train-samples")
         send = gr.Button("Send the probe rationales to annotation", elem_id="train-send")
-        runs = gr.Dataframe(headers=["run", "method", "state", "steps", "error"], label="Runs on disk",
-                            interactive=False)
+        settings = gr.Markdown(elem_id="train-settings")
+        runs = gr.Dataframe(headers=RUN_HEADERS, label="Runs on disk (click a row to open it)", interactive=False,
+                            elem_id="train-runs")
         current = gr.State("")
         for c in (method, steps, batch, rollouts, new_tokens, model_box):
             c.change(estimate, [method, steps, batch, rollouts, new_tokens, model_box], [est])
         go.click(start, [name, method, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model_box],
-                 [status, current])
-        stop.click(cancel, [current], [status])
-        send.click(send_probes, [current], [status])
+                 [msg, current])
+        stop.click(cancel, [current], [msg])
+        send.click(send_probes, [current], [msg])
+        runs.select(select_run, [runs], [current, msg])
         timer = gr.Timer(2.0)
-        outs = [status, curves, samples, runs, adapter_dropdown, current]
-        timer.tick(refresh, [current], outs)
+        outs = [status, curves, samples, settings, runs, adapter_dropdown, current]
+        timer.tick(refresh, [current], outs, show_progress="hidden")
+        current.change(refresh, [current], outs)
         return refresh, current, outs
