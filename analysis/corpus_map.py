@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from grace.files.cancel import Cancelled
 from grace.model.settings import EncodeSettings, file_fingerprint
 
 from .projection import Projection, project
@@ -24,10 +25,6 @@ BATCH = 8  # texts per model call: progress moves and a Cancel takes effect with
 _CACHE: OrderedDict[str, "Embedded"] = OrderedDict()
 _CACHE_SIZE = 6
 _LOCK = threading.Lock()
-
-
-class Cancelled(Exception):
-    """The visitor cancelled; nothing was written."""
 
 
 @dataclass

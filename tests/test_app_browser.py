@@ -153,3 +153,23 @@ def test_map_click_shows_neighbours_in_both_maps(app_url, tmp_path):
                                timeout=30_000)
 
 
+
+
+def test_evaluate_twice_is_one_row_and_a_row_can_be_removed(app_url):
+    with browser_page() as page:
+        page.goto(app_url)
+        page.click("button[role=tab]:has-text('Evaluate')")
+        for box in page.locator("label:has-text('WordNetClustering'), label:has-text('WordNetClassification'), "
+                                "label:has-text('WordNetPairClassification')").all():
+            box.click()  # keep only retrieval: quick
+        page.click("#eval-go")
+        _wait_text(page, "#eval-status", "average", timeout=120_000)
+        page.click("#eval-go")
+        _wait_text(page, "#eval-status", "it replaces the earlier row", timeout=120_000)
+        assert page.inner_text("#eval-table").count("w/ reasoning") == 2  # one row in each of the two tables
+        page.click("#eval-rows input")
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("Enter")
+        page.click("#eval-remove")
+        _wait_text(page, "#eval-status", "Removed")
+        _wait_text(page, "#eval-table", "No saved results yet.")

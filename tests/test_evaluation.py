@@ -70,7 +70,7 @@ def test_adapter_on_mteb_mock_tasks(tiny_encoder, tmp_path):
     scores = {name: t["score"] for name, t in r["tasks"].items()}
     assert r["average"] == pytest.approx(sum(scores.values()) / 4)
     assert r["categories"]["Retrieval"] == scores["MockRetrievalTask"]
-    assert r["settings"] == settings.to_dict() and r["label"] == "tiny w/ reasoning"
+    assert r["settings"] == settings.to_dict() and r["label"] == "tiny w/ reasoning [4 tokens]"
     generated = cache.count()
     assert generated > 0 and r["texts_encoded"] >= generated
     # a re-run generates nothing new and scores the same

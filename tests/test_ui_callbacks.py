@@ -208,13 +208,38 @@ def test_failed_job_leaves_the_app_running(ui_env):
     assert "failed" in line and "/nonexistent/model" in line
 
 
-def test_evaluate_callback(ui_env):
-    from grace.ui.evaluate_tab import run_eval
+def test_evaluate_callback(ui_env, monkeypatch):
+    from grace.ui import evaluate_tab
+    from grace.ui.common import _panel_fields
+    from grace.ui.evaluate_tab import remove, run_eval
 
-    status, table, fig = run_eval("quick", ["WordNetRetrieval"], *ui_env, progress=lambda *a, **k: None)
-    assert "average" in status and "w/ reasoning" in table
-    status, _, _ = run_eval("quick", [], *ui_env, progress=lambda *a, **k: None)
+    status, table, fig, rows = run_eval("quick", ["WordNetRetrieval"], *ui_env, progress=_quiet)
+    assert "average" in status and "w/ reasoning [4 tokens]" in table  # the row names its settings
+    # the same settings again replace their row instead of adding an identical one
+    status, table, fig, rows = run_eval("quick", ["WordNetRetrieval"], *ui_env, progress=_quiet)
+    assert len(rows["choices"]) == 1 and table.count("w/ reasoning [4 tokens]") == 2  # category + per-task table
+    other = list(ui_env)
+    other[_panel_fields().index("max_new_tokens")] = 6
+    status, table, fig, rows = run_eval("quick", ["WordNetRetrieval"], *other, progress=_quiet)
+    assert len(rows["choices"]) == 2
+    status, table, fig, rows = remove(rows["choices"][0])
+    assert status.startswith("Removed") and len(rows["choices"]) == 1 and "[6 tokens]" in table
+    status = run_eval("quick", [], *ui_env, progress=_quiet)[0]
     assert status.startswith("⚠️")
+    # Cancel: the evaluation stops at its next chunk of texts and saves nothing
+    monkeypatch.setattr(evaluate_tab.CANCELS, "start", lambda request: _set_flag())
+    before = sorted(evaluate_tab.results_dir().glob("*.json"))
+    status = run_eval("quick", ["WordNetClustering"], *ui_env, progress=_quiet)[0]
+    assert status == "Cancelled; nothing was saved."
+    assert sorted(evaluate_tab.results_dir().glob("*.json")) == before
+
+
+def _set_flag():
+    import threading
+
+    flag = threading.Event()
+    flag.set()
+    return flag
 
 
 def test_annotate_callbacks(tmp_path, monkeypatch):

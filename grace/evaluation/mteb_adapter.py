@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..files.cancel import Cancelled
 from ..model.settings import EncodeSettings, file_fingerprint, settings_key
 
 # the paper's 16-task ablation subset (arXiv 2510.04506, its ablation section)
@@ -35,12 +36,15 @@ class MtebModel:
     is not generated again.
     """
 
-    def __init__(self, encoder, settings: EncodeSettings, cache=None):
+    CHUNK = 64  # texts per encoder call: how soon a cancel request is seen
+
+    def __init__(self, encoder, settings: EncodeSettings, cache=None, should_stop: Callable[[], bool] | None = None):
         from mteb.models.model_meta import ModelMeta
 
         self.encoder = encoder
         self.settings = settings
         self.cache = cache
+        self.should_stop = should_stop
         self.texts_seen = 0
         n_params = sum(p.numel() for p in encoder.model.parameters()) if hasattr(encoder.model, "parameters") else None
         self.mteb_model_meta = ModelMeta(
@@ -54,7 +58,12 @@ class MtebModel:
         texts = [t for batch in inputs for t in batch["text"]]
         texts = [t if isinstance(t, str) and t.strip() else "(empty)" for t in texts]
         self.texts_seen += len(texts)
-        return self.encoder.encode(texts, self.settings, cache=self.cache)
+        out = []
+        for start in range(0, len(texts), self.CHUNK):
+            if self.should_stop and self.should_stop():
+                raise Cancelled()
+            out.append(self.encoder.encode(texts[start:start + self.CHUNK], self.settings, cache=self.cache))
+        return np.concatenate(out) if out else np.zeros((0, self.encoder.embedding_dim), dtype=np.float32)
 
     def similarity(self, a, b):
         a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
@@ -133,8 +142,10 @@ def main_score(task_result) -> float:
 
 
 def evaluate(settings: EncodeSettings, tasks: list, *, encoder=None, cache=None,
-             on_task: Callable[[str, float, float], None] | None = None) -> dict:
-    """Run the tasks; per-task main scores and seconds, category averages, the overall average."""
+             on_task: Callable[[str, float, float], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> dict:
+    """Run the tasks; per-task main scores and seconds, category averages, the overall average.
+    ``should_stop`` is asked before every chunk of texts; True raises ``Cancelled``."""
     import mteb
 
     from ..model.loading import encoder_for
@@ -147,7 +158,7 @@ def evaluate(settings: EncodeSettings, tasks: list, *, encoder=None, cache=None,
         encoder = encoder_for(settings)
     if cache is None and settings.rationale and settings.model != "minilm":
         cache = RationaleCache()
-    model = MtebModel(encoder, settings, cache)
+    model = MtebModel(encoder, settings, cache, should_stop)
     per_task = {}
     for task in tasks:
         t0 = time.perf_counter()

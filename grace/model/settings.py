@@ -114,7 +114,32 @@ class EncodeSettings:
         if self.adapter:
             p = Path(self.adapter)
             name += f" + {p.resolve().parent.name if p.name == 'adapter' else p.name}"
-        return name + (" w/ reasoning" if self.rationale else " (direct forward)")
+        name += " w/ reasoning" if self.rationale else " (direct forward)"
+        return name + (f" [{', '.join(self.differences())}]" if self.differences() else "")
+
+    def differences(self) -> list[str]:
+        """The settings that decide an embedding and differ from the defaults, shortly (prompt, length,
+        decoding, pooling, layer, precision): what tells two rows of one model apart."""
+        d = type(self)()
+        out = []
+        if self.rationale:
+            if self.prompt != d.prompt:
+                out.append(f"prompt {Path(self.prompt).name}")
+            if self.max_new_tokens != d.max_new_tokens:
+                out.append(f"{self.max_new_tokens} tokens")
+            if self.sample:
+                out.append(f"sampled T={self.temperature:g} p={self.top_p:g} seed {self.seed}")
+            if self.repetition_penalty != d.repetition_penalty:
+                out.append(f"repetition {self.repetition_penalty:g}")
+            if self.no_repeat_ngram:
+                out.append(f"no-repeat {self.no_repeat_ngram}-gram")
+        if self.pooling != d.pooling:
+            out.append(f"pooling {self.pooling}")
+        if self.layer != d.layer:
+            out.append(f"layer {self.layer}")
+        if self.dtype not in (None, "float32"):
+            out.append(self.dtype)
+        return out
 
 
 def settings_key(**settings) -> str:
