@@ -76,6 +76,7 @@ def test_explore_pair_centred_and_ablation(app_url):
 def test_explore_bad_input_shows_a_message(app_url):
     with browser_page() as page:
         page.goto(app_url)
+        _wait_text(page, "#model-status", "Model ready (loaded in")  # loaded as the app started
         page.fill("#explore-query textarea", "   ")
         page.click("#explore-go")
         _wait_text(page, "#explore-status", "Type a query.")

@@ -357,3 +357,26 @@ def test_explore_says_what_the_model_reads_of_a_long_document(ui_env):
     assert "Document 2 is longer than the model reads: it sees the first 512 tokens of that text." in out[0]
     _, docs, _ = parse_inputs("q", "one\u2028still one\ntwo")
     assert docs == ["one\u2028still one", "two"]
+
+
+def test_a_click_during_the_warm_up_says_why_it_waits(ui_env, monkeypatch):
+    import threading
+
+    from grace.ui import common, explore
+
+    gate = threading.Event()
+    warm = common.Warmup()
+    monkeypatch.setattr(explore, "WARMUP", warm)
+    warm.start("default", load=lambda model: gate.wait(30))
+    gen = explore.run_compare("q", "a document", "raw cosine", *ui_env)
+    first = next(gen)[0]
+    assert first.startswith("⏳") and "starts as soon as it is ready" in first
+    assert "about a minute, once" in first or "Loading the model default" in first
+    gate.set()
+    assert _last(gen)[0].startswith("Ranked by GRACE cosine")
+    assert warm.state == "ready" and warm.message.startswith("Model ready")
+    failing = common.Warmup()
+    failing.start("x", load=lambda model: (_ for _ in ()).throw(OSError("no such model: x")))
+    failing.done.wait(10)
+    assert failing.state == "failed" and failing.message == "⚠️ The model did not load: no such model: x"
+    assert failing.waiting() is None  # a click no longer waits; it reports its own error

@@ -86,6 +86,12 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return table[dtype]
 
 
+def default_model_converted() -> bool:
+    """Whether the embedded model's safetensors copy exists (else the first load converts it)."""
+    target = cache_dir() / _DEFAULT_CACHE_NAME
+    return (target / "model.safetensors").exists() and (target / "config.json").exists()
+
+
 def default_model_dir() -> Path:
     """Safetensors copy of the embedded Gemma 3 270M, converted on first use."""
     target = cache_dir() / _DEFAULT_CACHE_NAME

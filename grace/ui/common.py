@@ -200,3 +200,46 @@ class CancelFlags:
 
     def cancel(self, request: "gr.Request | None") -> None:
         self._get(request).set()
+
+
+class Warmup:
+    """The app loads its backbone (and MiniLM) in the background as it starts, so the first click
+    does not pay for it; the page shows how far it is, and a click that comes earlier waits, saying why."""
+
+    def __init__(self) -> None:
+        self.state = "idle"  # idle, loading, ready, failed
+        self.message = ""
+        self.done = threading.Event()
+
+    def start(self, model: str, load=None) -> None:
+        from grace.model.backbone import default_model_converted
+
+        load = load or (lambda m: (get_encoder(m), get_encoder("minilm")))
+        self.state, self.done = "loading", threading.Event()
+        self.message = ("Converting the embedded Gemma 3 270M to safetensors: about a minute, once."
+                        if model == "default" and not default_model_converted() else f"Loading the model {model}…")
+
+        def work() -> None:
+            import time
+
+            t0 = time.perf_counter()
+            try:
+                load(model)
+                self.state, self.message = "ready", f"Model ready (loaded in {time.perf_counter() - t0:.0f} s)."
+            except Exception as exc:  # shown on the page; a click then reports its own error
+                self.state, self.message = "failed", f"⚠️ The model did not load: {one_line(exc)}"
+            finally:
+                self.done.set()
+
+        threading.Thread(target=work, daemon=True, name="grace-warmup").start()
+
+    def waiting(self) -> str | None:
+        """While loading: the sentence a click shows before it waits; else None."""
+        return f"⏳ {self.message} Your request starts as soon as it is ready." if self.state == "loading" else None
+
+    def wait(self) -> None:
+        if self.state == "loading":
+            self.done.wait()
+
+
+WARMUP = Warmup()

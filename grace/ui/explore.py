@@ -13,7 +13,8 @@ from analysis.contrast import ablate_rationale, centred_contributions, explain_p
 from analysis.explore import compare_documents, rescore
 from analysis.plots import token_heat_html
 
-from .common import MAX_CHARS, MAX_DOCS, adapter_name, encoder_for, get_encoder, one_line, settings_from
+from .common import (MAX_CHARS, MAX_DOCS, WARMUP, adapter_name, encoder_for, get_encoder, one_line,
+                     settings_from)
 
 EXAMPLES = [
     ["Where is Machu Picchu?",
@@ -98,6 +99,9 @@ def run_compare(query, docs_text, mode, *settings_values):
     try:
         query, docs, notes = parse_inputs(query, docs_text)
         s = settings_from(*settings_values)
+        if WARMUP.waiting():
+            yield (WARMUP.waiting(),) + empty
+            WARMUP.wait()
         enc = encoder_for(s)
         minilm = get_encoder("minilm") if s.model != "minilm" else None
     except Exception as exc:  # shown in the UI

@@ -14,7 +14,8 @@ from analysis.plots import corpus_map
 from grace.files.textio import read_corpus, read_texts
 from grace.training.data import SAMPLE_PASSAGES
 
-from .common import CancelFlags, adapter_name, data_dir, encoder_for, one_line, settings_from, upload_path
+from .common import (WARMUP, CancelFlags, adapter_name, data_dir, encoder_for, one_line, settings_from,
+                     upload_path)
 
 MAX_MAP_TEXTS = 2000
 SOURCES = ["sample: WordNet definitions (labelled)", "sample: 100 passages", "uploaded file"]
@@ -114,6 +115,9 @@ def make_map(source, upload, mode, projection, query, *settings_values, request:
         texts, columns = load_corpus(source, upload)
         if len(texts) > MAX_MAP_TEXTS:
             texts, columns = texts[:MAX_MAP_TEXTS], {k: v[:MAX_MAP_TEXTS] for k, v in columns.items()}
+        if WARMUP.waiting():
+            progress(None, desc=WARMUP.waiting())
+            WARMUP.wait()
         specs = _panels_for(mode, s)
     except Exception as exc:
         return (f"⚠️ {one_line(exc)}",) + nothing
