@@ -140,24 +140,16 @@ class AnnotationStore:
         # process's POSIX locks and let another process write at the same time.
         try:
             conn = self._conn()
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if tables and "meta" not in tables:
-                raise AnnotationError(f"{self.path} is an SQLite file of another program; it was left untouched.")
-            version = 0
-            if "meta" in tables:
-                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-                if meta.get("app") != APP_ID:
-                    raise AnnotationError(f"{self.path} is not a GRACE annotation database; it was left untouched.")
-                version = int(meta.get("schema_version", "0"))
-            if version > SCHEMA_VERSION:
-                raise AnnotationError(f"{self.path} uses annotation schema {version}, newer than this GRACE Studio "
-                                      f"({SCHEMA_VERSION}); upgrade GRACE Studio to open it.")
+            self._check_owner(conn)  # refuse a foreign file before changing anything in it
             try:  # only a GRACE database (or a new file) gets here, so changing its journal is fine
                 conn.execute("PRAGMA journal_mode = WAL")
             except sqlite3.OperationalError as exc:
                 raise AnnotationError(f"Cannot write the annotation database {self.path}: {exc}.") from None
-            for v in range(version, SCHEMA_VERSION):
-                self.migrate_to(v + 1)
+            # the version is read again and every migration applied inside ONE write transaction:
+            # of two processes opening a new file at once, the second waits, then sees it migrated
+            with self._tx() as c:
+                for v in range(self._check_owner(c), SCHEMA_VERSION):
+                    self._migrate(c, v + 1)
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc).lower():
                 raise AnnotationError(f"The annotation database {self.path} is read-only.") from None
@@ -166,19 +158,39 @@ class AnnotationStore:
                                       "it was left untouched.") from None
             raise AnnotationError(f"{self.path} cannot be used as an annotation database ({exc}).") from None
 
+    def _check_owner(self, conn: sqlite3.Connection) -> int:
+        """The file's schema version (0 for a new file), refusing another program's database."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise AnnotationError(f"{self.path} is an SQLite file of another program; it was left untouched.")
+        version = 0
+        if "meta" in tables:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("app") != APP_ID:
+                raise AnnotationError(f"{self.path} is not a GRACE annotation database; it was left untouched.")
+            version = int(meta.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise AnnotationError(f"{self.path} uses annotation schema {version}, newer than this GRACE Studio "
+                                  f"({SCHEMA_VERSION}); upgrade GRACE Studio to open it.")
+        return version
+
     def migrate_to(self, version: int) -> None:
         """Apply one migration step (version - 1 -> version) in a single transaction."""
         with self._tx() as c:
-            for stmt in MIGRATIONS[version - 1].split(";"):
-                if stmt.strip():
-                    c.execute(stmt)
-            if version == 2:
-                for row in c.execute("SELECT id, text, rationale, settings FROM items").fetchall():
-                    h = content_hash(row["text"], row["rationale"], json.loads(row["settings"]))
-                    c.execute("UPDATE items SET content_hash=? WHERE id=?", (h, row["id"]))
-                c.execute("CREATE UNIQUE INDEX items_hash ON items(content_hash)")
-            c.execute("INSERT OR REPLACE INTO meta VALUES ('app', ?)", (APP_ID,))
-            c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version),))
+            self._migrate(c, version)
+
+    @staticmethod
+    def _migrate(c: sqlite3.Connection, version: int) -> None:
+        for stmt in MIGRATIONS[version - 1].split(";"):
+            if stmt.strip():
+                c.execute(stmt)
+        if version == 2:
+            for row in c.execute("SELECT id, text, rationale, settings FROM items").fetchall():
+                h = content_hash(row["text"], row["rationale"], json.loads(row["settings"]))
+                c.execute("UPDATE items SET content_hash=? WHERE id=?", (h, row["id"]))
+            c.execute("CREATE UNIQUE INDEX items_hash ON items(content_hash)")
+        c.execute("INSERT OR REPLACE INTO meta VALUES ('app', ?)", (APP_ID,))
+        c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version),))
 
     def schema_version(self) -> int:
         return int(self._conn().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
@@ -357,7 +369,15 @@ class _Transaction:
         return self.conn
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type:
+            self.conn.execute("ROLLBACK")
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:  # a failed COMMIT leaves the transaction open: close it, then report
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
 
 
 def _item(row) -> Item:
@@ -367,10 +387,20 @@ def _item(row) -> Item:
                 created=row["created"])
 
 
+_STORES: dict[Path, AnnotationStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
 def default_store() -> AnnotationStore:
+    """The app's store, opened (and its schema checked) once per file, then shared: each thread
+    gets its own connection from it."""
     from grace.files.paths import data_dir
 
-    return AnnotationStore(data_dir() / "annotations.sqlite")
+    path = (data_dir() / "annotations.sqlite").resolve()
+    with _STORES_LOCK:
+        if path not in _STORES or not path.exists():
+            _STORES[path] = AnnotationStore(path)
+        return _STORES[path]
 
 
 def items_from_comparison(comp, settings: dict) -> list[dict]:

@@ -242,3 +242,50 @@ def test_csv_import_reports_physical_line_numbers(tmp_path):
                  'rating,x,r\n')
     with pytest.raises(AnnotationError, match=r"line 5: missing or empty 'text'; line 8: "):
         import_file(_store(tmp_path), f)
+
+
+def _open_new_store(path, barrier, errors):
+    try:
+        barrier.wait(10)
+        AnnotationStore(path)
+    except Exception as exc:  # collected: the test shows every error
+        errors.append(repr(exc))
+
+
+def test_several_first_openers_of_a_new_file_do_not_race(tmp_path):
+    # the schema is read and migrated inside one write transaction: the others wait, then see it done
+    for attempt in range(3):
+        path = tmp_path / f"race-{attempt}.sqlite"
+        barrier, errors = threading.Barrier(6), []
+        threads = [threading.Thread(target=_open_new_store, args=(path, barrier, errors)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert AnnotationStore(path).schema_version() == SCHEMA_VERSION
+
+
+def test_a_failed_commit_leaves_no_open_transaction(tmp_path):
+    from analysis.annotations import _Transaction
+
+    s = _store(tmp_path)
+    conn = s._conn()
+    conn.execute("PRAGMA defer_foreign_keys = ON")  # the violation below surfaces at COMMIT
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        with _Transaction(conn) as c:
+            c.execute("INSERT INTO ratings (item_id, annotator_id, faithfulness, informativeness, fluency, created, "
+                      "updated) VALUES (999, 999, 3, 3, 3, 0, 0)")
+    assert not conn.in_transaction
+    item, _ = s.add_item("a text", "its rationale")  # the connection still writes
+    assert s.item(item).text == "a text" and s._conn().execute("SELECT COUNT(*) FROM ratings").fetchone()[0] == 0
+
+
+def test_the_app_opens_its_store_once(tmp_path, monkeypatch):
+    from analysis.annotations import default_store
+
+    monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path / "d"))
+    first = default_store()
+    assert default_store() is first
+    monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path / "other"))
+    assert default_store() is not first
