@@ -14,6 +14,9 @@ from grace.model.settings import EncodeSettings
 from .attributions import Contributions, contributions
 
 
+SEEDS = 3  # sampled rationales: the GRACE cosine is also measured with this many seeds
+
+
 @dataclass
 class Comparison:
     query: EncodeResult
@@ -21,44 +24,63 @@ class Comparison:
     grace: list[float]
     direct: list[float]
     minilm: list[float] | None
+    base: list[float] | None = None  # GRACE without the adapter, when one is chosen
+    spread: list[float] | None = None  # std of the GRACE cosine over SEEDS seeds, when sampled
 
     def order(self) -> list[int]:
         """Document indices ranked by the GRACE cosine."""
         return sorted(range(len(self.docs)), key=lambda i: -self.grace[i])
 
     def rows(self, max_chars: int = 300) -> list[list]:
-        """Ranked rows: rank, input number, document (cut to ``max_chars`` for display), the three
-        cosines, the rationale's exact share of the GRACE cosine, the rationale."""
+        """Ranked rows (``HEADERS``): rank, input number, document (cut to ``max_chars`` for display),
+        the GRACE cosine and its spread over seeds, GRACE without the adapter, direct forward,
+        MiniLM, the rationale's exact share of the GRACE cosine, the rationale."""
+        def r4(values, i):
+            return None if values is None else round(values[i], 4)
+
         out = []
         for rank, i in enumerate(self.order(), 1):
             c = contributions(self.query, self.docs[i])
             seg = c.totals("b")
             text = self.docs[i].text
             out.append([rank, i + 1, text if len(text) <= max_chars else text[:max_chars - 1] + "…",
-                        round(self.grace[i], 4), round(self.direct[i], 4),
-                        None if self.minilm is None else round(self.minilm[i], 4),
-                        round(seg["rationale"], 4), self.docs[i].rationale])
+                        r4(self.grace, i), r4(self.spread, i), r4(self.base, i), r4(self.direct, i),
+                        r4(self.minilm, i), round(seg["rationale"], 4), self.docs[i].rationale])
         return out
 
 
+HEADERS = ["rank", "#", "document", "GRACE cosine", f"± over {SEEDS} seeds", "GRACE, no adapter",
+           "direct forward", "MiniLM", "from rationale", "rationale"]
+
+
+def _cosines(encoder, texts: list[str], settings: EncodeSettings) -> list[float]:
+    e = encoder.encode(texts, settings)
+    return [float(e[0] @ v) for v in e[1:]]
+
+
 def compare_documents(encoder, query: str, docs: list[str], *, minilm=None, settings: EncodeSettings | None = None,
-                      on_token: Callable[[int, list[int]], None] | None = None) -> Comparison:
-    """GRACE cosine (with ``settings``), direct forward and MiniLM, side by side."""
+                      base_encoder=None, on_token: Callable[[int, list[int]], None] | None = None) -> Comparison:
+    """GRACE cosine (with ``settings``) beside the direct forward pass, MiniLM and, when
+    ``base_encoder`` is given, GRACE without the adapter; with sampled rationales also the spread
+    of the GRACE cosine over ``SEEDS`` seeds (the shown rationales are the first seed's)."""
     s = settings or EncodeSettings()
-    results = encoder.encode([query] + docs, s, return_details=True, on_token=on_token)
+    texts = [query] + docs
+    results = encoder.encode(texts, s, return_details=True, on_token=on_token)
     q, ds = results[0], results[1:]
     grace = [float(q.embedding @ d.embedding) for d in ds]
+    spread = None
+    if s.rationale and s.sample:
+        first = s.seed or 0
+        runs = [grace] + [_cosines(encoder, texts, s.with_(seed=first + k)) for k in range(1, SEEDS)]
+        spread = [float(np.std([r[i] for r in runs])) for i in range(len(docs))]
     if s.rationale:
-        direct = s.with_(rationale=False, pooling="text-mean" if s.pooling == "rationale-mean" else s.pooling)
-        e = encoder.encode([query] + docs, direct)
-        direct = [float(e[0] @ v) for v in e[1:]]
+        direct = _cosines(encoder, texts, s.with_(rationale=False, pooling="text-mean" if s.pooling == "rationale-mean"
+                                                  else s.pooling))
     else:
         direct = grace[:]
-    mini = None
-    if minilm is not None:
-        m = minilm.encode([query] + docs)
-        mini = [float(m[0] @ v) for v in m[1:]]
-    return Comparison(query=q, docs=ds, grace=grace, direct=direct, minilm=mini)
+    base = _cosines(base_encoder, texts, s.with_(adapter=None)) if base_encoder is not None else None
+    mini = _cosines(minilm, texts, None) if minilm is not None else None
+    return Comparison(query=q, docs=ds, grace=grace, direct=direct, minilm=mini, base=base, spread=spread)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import pytest
 
 
@@ -42,7 +43,8 @@ def test_explore_compare_and_what_if(ui_env):
     assert status.startswith("Ranked by GRACE cosine")
     assert [r[0] for r in rows] == [1, 2] and rows[0][3] >= rows[1][3]
     assert sorted(r[1] for r in rows) == [1, 2]  # the input number beside the rank
-    assert all(len(r) == 8 and r[5] is not None for r in rows)  # MiniLM column filled
+    assert all(len(r) == 10 and r[7] is not None for r in rows)  # MiniLM column filled
+    assert all(r[4] is None and r[5] is None for r in rows)  # greedy and no adapter: no spread, no base column
     assert "[query]" in stream and "[#2]" in stream
     assert 'class="tok"' in d_hl and "⟦rationale⟧" in d_hl and "cosine" in summary
     assert pair_a["value"] != pair_b["value"]  # the pair view starts on the top two
@@ -380,3 +382,39 @@ def test_a_click_during_the_warm_up_says_why_it_waits(ui_env, monkeypatch):
     failing.done.wait(10)
     assert failing.state == "failed" and failing.message == "⚠️ The model did not load: no such model: x"
     assert failing.waiting() is None  # a click no longer waits; it reports its own error
+
+
+def test_explore_datapoint_table_across_models_and_seeds(ui_env, tiny_model_dir, tmp_path):
+    import csv
+
+    from analysis.explore import HEADERS, compare_documents
+    from grace.model.loading import encoder_for
+    from grace.training.trainer import train
+    from grace.training.config import GraceConfig
+    from grace.model.settings import EncodeSettings
+    from grace.ui.explore import ATTRIBUTIONS, export_table
+
+    docs = ["Machu Picchu is in Peru.", "Stocks fell.", "The Andes are high."]
+    cfg = GraceConfig(method="cl", data=str(tmp_path / "t.jsonl"), output=str(tmp_path / "run"), model=str(tiny_model_dir),
+                      steps=2, batch_size=2, device="cpu")
+    (tmp_path / "t.jsonl").write_text("".join(
+        '{"query": "q%d", "positive": "p%d", "negatives": ["n%d"]}\n' % (i, i, i) for i in range(4)))
+    adapter = str(train(cfg).adapter)
+    s = EncodeSettings(model=str(tiny_model_dir), max_new_tokens=4, device="cpu")
+    base = encoder_for(s)
+    # with an adapter: the base column is GRACE without it, computed by the same path
+    tuned = encoder_for(s.with_(adapter=adapter))
+    comp = compare_documents(tuned, "Where is Machu Picchu?", docs, settings=s.with_(adapter=adapter), base_encoder=base)
+    plain = compare_documents(base, "Where is Machu Picchu?", docs, settings=s)
+    assert comp.base == pytest.approx(plain.grace, abs=1e-5) and comp.grace != pytest.approx(plain.grace, abs=1e-5)
+    # sampled: the spread over 3 seeds is their standard deviation
+    sampled = s.with_(sample=True, seed=5)
+    comp3 = compare_documents(base, "Where is Machu Picchu?", docs, settings=sampled)
+    runs = [compare_documents(base, "Where is Machu Picchu?", docs, settings=sampled.with_(seed=k)).grace
+            for k in (5, 6, 7)]
+    assert comp3.spread == pytest.approx([float(np.std(col)) for col in zip(*runs)], abs=1e-6)
+    # the CSV holds every column and the full texts
+    msg, path = export_table(comp)
+    rows = list(csv.reader(open(path, encoding="utf-8")))
+    assert rows[0] == ["query"] + HEADERS and len(rows) == 4 and msg == "Exported 3 rows."
+    assert {r[3] for r in rows[1:]} == set(docs)

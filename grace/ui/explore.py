@@ -10,7 +10,7 @@ import gradio as gr
 
 from analysis.attributions import contributions
 from analysis.contrast import ablate_rationale, centred_contributions, explain_pair, reference_embedding
-from analysis.explore import compare_documents, rescore
+from analysis.explore import HEADERS, compare_documents, rescore
 from analysis.plots import token_heat_html
 
 from .common import (MAX_CHARS, MAX_DOCS, WARMUP, adapter_name, encoder_for, get_encoder, one_line,
@@ -27,8 +27,7 @@ EXAMPLES = [
      "Air molecules scatter blue sunlight more than red light.\nSunsets look red near the horizon.\n"
      "Bread rises because yeast releases carbon dioxide."],
 ]
-HEADERS = ["rank", "#", "document", "GRACE cosine", "direct forward", "MiniLM", "from rationale", "rationale"]
-WIDTHS = ["5%", "4%", "30%", "9%", "9%", "7%", "9%", "27%"]
+WIDTHS = ["5%", "4%", "25%", "8%", "7%", "8%", "8%", "7%", "8%", "20%"]
 ATTRIBUTIONS = ["raw cosine", "centred on the compared documents"]
 ATTRIBUTION_HELP = (
     "**Raw cosine**: each token's exact share of the cosine shown (the shares sum to it). With mean-pooled "
@@ -36,8 +35,10 @@ ATTRIBUTION_HELP = (
     "compared documents is subtracted from both sides first, so what every document shares cancels and the "
     "colours show what sets *this* document apart; the shares sum exactly to the centred cosine. "
     "Red raises the similarity, blue lowers it; hover a token for its value.")
-TABLE_HELP = ("**#** is the document's input line. **from rationale**: the part of the GRACE cosine that the "
-              "document's rationale tokens contribute (exact; its text tokens contribute the rest).")
+TABLE_HELP = ("**#** is the document's input line. **± over 3 seeds**: with sampled rationales, the spread (std) of "
+              "the GRACE cosine over three seeds. **GRACE, no adapter**: the same settings without the chosen adapter. "
+              "**from rationale**: the part of the GRACE cosine that the document's rationale tokens contribute "
+              "(exact; its text tokens contribute the rest). Click a header to sort.")
 ABLATION_HEADERS = ["removed from the rationale", "cosine without it", "change"]
 
 
@@ -104,6 +105,7 @@ def run_compare(query, docs_text, mode, *settings_values):
             WARMUP.wait()
         enc = encoder_for(s)
         minilm = get_encoder("minilm") if s.model != "minilm" else None
+        base = encoder_for(s.with_(adapter=None)) if s.adapter else None
     except Exception as exc:  # shown in the UI
         yield (f"⚠️ {one_line(exc)}",) + empty
         return
@@ -118,7 +120,7 @@ def run_compare(query, docs_text, mode, *settings_values):
 
     def work():
         try:
-            box["comp"] = compare_documents(enc, query, docs, minilm=minilm, settings=s,
+            box["comp"] = compare_documents(enc, query, docs, minilm=minilm, settings=s, base_encoder=base,
                                             on_token=on_token if s.rationale and tok is not None else None)
         except Exception as exc:
             box["error"] = exc
@@ -239,6 +241,26 @@ def what_if(choice, query_rat, doc_rat, comp, *settings_values):
                                                                                          c.b_values)
 
 
+def export_table(comp) -> tuple[str, str | None]:
+    """The comparison's full rows (documents uncut) as a CSV file in the app's exports folder."""
+    if comp is None:
+        return "Run a comparison first.", None
+    import csv
+    import time
+
+    from grace.files.paths import data_dir
+    from grace.files.textio import csv_safe
+
+    out = data_dir() / "exports" / f"explore-{int(time.time() * 1000)}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["query"] + HEADERS)
+        for row in comp.rows(max_chars=10**9):
+            w.writerow([csv_safe(comp.query.text)] + [csv_safe(v) if isinstance(v, str) else v for v in row])
+    return f"Exported {len(comp.docs)} rows.", str(out)
+
+
 def send_to_annotation(comp, *settings_values):
     """Queue the shown rationales (query and documents) for rating in the Annotate tab."""
     if comp is None:
@@ -274,7 +296,10 @@ def build(settings_components) -> dict:
         status = gr.Markdown(elem_id="explore-status")
         table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, elem_id="explore-table",
                              column_widths=WIDTHS, max_height=520)
-        gr.Markdown(TABLE_HELP)
+        with gr.Row():
+            gr.Markdown(TABLE_HELP)
+            export = gr.Button("Export the table (CSV)", elem_id="explore-export", scale=0)
+        export_file = gr.File(label="Table (CSV)", elem_id="explore-export-file", visible=True)
         stream = gr.Textbox(label="Rationales (streamed as they are generated; [#n] is the input line)", lines=4,
                             interactive=False, elem_id="explore-rationales")
         with gr.Row():
@@ -320,6 +345,7 @@ def build(settings_components) -> dict:
             sent = gr.Markdown(elem_id="explore-sent")
         comp_state = gr.State(None)
         send.click(send_to_annotation, [comp_state] + settings_components, [sent])
+        export.click(export_table, [comp_state], [sent, export_file])
         go.click(run_compare, [query, docs, mode] + settings_components,
                  [status, table, stream, q_hl, d_hl, summary, pick, q_rat, d_rat, comp_state, pair_a, pair_b],
                  concurrency_limit=1, concurrency_id="model")
