@@ -26,7 +26,10 @@ def test_rate_three_items_with_the_keyboard(tiny_model_dir, tmp_path, monkeypatc
             page.wait_for_function(f"() => document.querySelector('#ann-text textarea').value.includes('Text number {n}')")
             page.locator("#ann-text textarea").blur()
             page.click("#ann-panel h1, #ann-panel p >> nth=0")  # focus the page, not a text field
-            for ch in k:
+            for d, ch in zip(("faithfulness", "informativeness", "fluency"), k):
+                # the page says which dimension the next key fills, and outlines it
+                page.wait_for_function(f"() => document.querySelector('#ann-next').innerText.endsWith('{d}')")
+                assert "solid" in page.evaluate(f"() => document.querySelector('#ann-{d}').style.outline")
                 page.keyboard.press(ch)
             if n == 1:
                 page.keyboard.press("h")

@@ -20,6 +20,16 @@ KEYBOARD_JS = """
 (() => {
   const dims = ["ann-faithfulness", "ann-informativeness", "ann-fluency"];
   let next = 0;
+  // the dimension the next digit fills is outlined and named in #ann-next
+  const mark = () => {
+    dims.forEach((d, k) => {
+      const el = document.querySelector("#" + d);
+      if (el) el.style.outline = k === next ? "3px solid #f97316" : "";
+    });
+    const hint = document.querySelector("#ann-next");
+    if (hint) hint.textContent = "Next key 1-5 fills: " + dims[next].replace("ann-", "");
+  };
+  setInterval(mark, 700);
   document.addEventListener("keydown", (e) => {
     const tab = document.querySelector("#ann-panel");
     if (!tab || tab.offsetParent === null) return;
@@ -27,11 +37,11 @@ KEYBOARD_JS = """
     if (t && (t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && t.type !== "radio" && t.type !== "checkbox"))) return;
     if (e.key >= "1" && e.key <= "5") {
       const box = document.querySelector("#" + dims[next] + " input[value='" + e.key + "']");
-      if (box) { box.click(); next = (next + 1) % dims.length; e.preventDefault(); }
+      if (box) { box.click(); next = (next + 1) % dims.length; mark(); e.preventDefault(); }
     } else if (e.key === "h") {
       const h = document.querySelector("#ann-halluc input"); if (h) { h.click(); e.preventDefault(); }
     } else if (e.key === "Enter") {
-      const b = document.querySelector("#ann-save"); if (b) { b.click(); next = 0; e.preventDefault(); }
+      const b = document.querySelector("#ann-save"); if (b) { b.click(); next = 0; mark(); e.preventDefault(); }
     }
   });
 })();
@@ -159,6 +169,7 @@ def build() -> None:
             random_order = gr.Checkbox(label="Random order", value=False)
             go = gr.Button("Start", elem_id="ann-start")
         progress = gr.Markdown(elem_id="ann-progress")
+        gr.HTML('<div id="ann-next" style="font-weight: 600"></div>')
         note = gr.Markdown(elem_id="ann-note")
         item_id = gr.State(None)
         who = gr.State(None)
