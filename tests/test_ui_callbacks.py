@@ -1,6 +1,7 @@
 """Each tab's callbacks on the tiny random model: results, and readable messages for bad input."""
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -418,3 +419,30 @@ def test_explore_datapoint_table_across_models_and_seeds(ui_env, tiny_model_dir,
     rows = list(csv.reader(open(path, encoding="utf-8")))
     assert rows[0] == ["query"] + HEADERS and len(rows) == 4 and msg == "Exported 3 rows."
     assert {r[3] for r in rows[1:]} == set(docs)
+
+
+def test_shipped_adapters_are_offered_and_load(ui_env, tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from grace.training.config import GraceConfig
+    from grace.training.trainer import train
+    from grace.ui import common
+
+    (tmp_path / "t.jsonl").write_text("".join(
+        '{"query": "q%d", "positive": "p%d", "negatives": ["n%d"]}\n' % (i, i, i) for i in range(4)))
+    run = train(GraceConfig(method="cl", data=str(tmp_path / "t.jsonl"), output=str(tmp_path / "run"),
+                            model=str(tiny_model_dir), steps=1, batch_size=2, device="cpu"))
+    shipped = tmp_path / "assets" / "demo-adapter"
+    shutil.copytree(run.adapter, shipped)
+    monkeypatch.setattr(common, "SHIPPED_DIR", shipped.parent)
+    assert common.adapter_choices()[:2] == ["(none)", "shipped: demo-adapter"]
+    values = list(ui_env)
+    values[common._panel_fields().index("adapter")] = "shipped: demo-adapter"
+    s = common.settings_from(*values)
+    assert Path(s.adapter) == shipped and common.adapter_name(s) == "demo-adapter"
+    base = common.encoder_for(s.with_(adapter=None)).encode(["a text"], s.with_(adapter=None))
+    tuned = common.encoder_for(s).encode(["a text"], s)
+    assert not np.allclose(base, tuned, atol=1e-6)  # the shipped weights are applied
+    values[common._panel_fields().index("adapter")] = "shipped: nothing-here"
+    with pytest.raises(ValueError, match="no shipped adapter 'nothing-here'"):
+        common.settings_from(*values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 import gradio as gr
 
@@ -48,7 +49,12 @@ def settings_from(*values) -> EncodeSettings:
     v["model"] = check_model_choice(v.get("model", "default"))
     name = v.get("adapter")
     adapter = None
-    if name and name != "(none)":
+    if name and name.startswith(SHIPPED_PREFIX):
+        shipped = shipped_adapters()
+        if name not in shipped:
+            raise ValueError(f"There is no shipped adapter {name[len(SHIPPED_PREFIX):]!r}.")
+        adapter = str(shipped[name])
+    elif name and name != "(none)":
         run = jobs().run_dir(name)  # validates the name
         if not (run / "adapter").is_dir():
             raise ValueError(f"Run '{name}' has no adapter yet.")
@@ -72,11 +78,30 @@ def encoder_for(settings: EncodeSettings):
                        None if settings.dtype == "float32" else settings.dtype)
 
 
-def adapter_name(settings: EncodeSettings) -> str | None:
-    """The run name of the settings' adapter (for labels)."""
-    from pathlib import Path
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "assets" / "adapters"
+SHIPPED_PREFIX = "shipped: "  # run names cannot hold ':' or ' ', so a shipped name never shadows a run
 
-    return Path(settings.adapter).parent.name if settings.adapter else None
+
+def shipped_adapters() -> dict[str, Path]:
+    """Adapters that come with the app (``assets/adapters/NAME``, each with a model card), by their
+    label in the adapter list: a visitor compares base vs trained without training anything."""
+    if not SHIPPED_DIR.is_dir():
+        return {}
+    return {SHIPPED_PREFIX + d.name: d for d in sorted(SHIPPED_DIR.iterdir())
+            if (d / "adapter_model.safetensors").is_file()}
+
+
+def adapter_choices() -> list[str]:
+    """The adapter list: none, the shipped adapters, then the app's finished runs."""
+    return ["(none)"] + list(shipped_adapters()) + jobs().adapters()
+
+
+def adapter_name(settings: EncodeSettings) -> str | None:
+    """A short name of the settings' adapter (for labels): the run's or the shipped folder's."""
+    if not settings.adapter:
+        return None
+    p = Path(settings.adapter)
+    return p.parent.name if p.name == "adapter" else p.name
 
 
 _ENCODERS: "OrderedDict" = OrderedDict()  # least recently used first
@@ -137,8 +162,9 @@ def model_bar(default_model: str):
         with gr.Row():
             controls["model"] = gr.Textbox(value=default_model, label="Backbone", scale=2,
                                            info="'default' = embedded Gemma 3 270M; or an HF id / local folder")
-            controls["adapter"] = gr.Dropdown(choices=["(none)"] + jobs().adapters(), value="(none)",
-                                              label="Adapter (finished runs)", allow_custom_value=False, scale=1)
+            controls["adapter"] = gr.Dropdown(choices=adapter_choices(), value="(none)",
+                                              label="Adapter (shipped, or your finished runs)",
+                                              allow_custom_value=False, scale=1)
             controls["prompt"] = gr.Dropdown(choices=list(TEMPLATES), value=d.prompt, label="Prompt template", scale=1)
             controls["dtype"] = gr.Dropdown(choices=[x for x in DTYPES if x != "bfloat16"], value=d.dtype,
                                             label="Precision",
@@ -165,7 +191,6 @@ MAX_UPLOAD_MB = 20  # every upload (training data, map corpus, annotation import
 
 def upload_path(upload) -> str:
     """The local path of an uploaded file, refused above ``MAX_UPLOAD_MB`` with its size."""
-    from pathlib import Path
 
     path = upload if isinstance(upload, str) else upload.name
     size = Path(path).stat().st_size

@@ -14,7 +14,7 @@ from grace.training.config import GraceConfig
 from grace.training.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
 from grace.training.jobs import estimate_seconds
 
-from .common import check_model_choice, data_dir, jobs, one_line, upload_path
+from .common import adapter_choices, check_model_choice, data_dir, jobs, one_line, upload_path
 
 D = GraceConfig(data="-")  # the form's defaults are GraceConfig's
 METHODS = ["grace / supervised", "grace / unsupervised", "cl / supervised", "simcse / unsupervised"]
@@ -142,7 +142,7 @@ def refresh(name):
     runs = jm.runs()
     table = [[r["name"], f"{r['method']}/{r['mode']}", r["state"], f"{r['step'] or 0}/{r['steps']}",
               r["error"] or ""] for r in runs]
-    adapters = gr.update(choices=["(none)"] + jm.adapters())
+    adapters = gr.update(choices=adapter_choices())
     if not name:
         return "No job yet. Start one, or pick a run in the table below.", training_curves([]), [], "", table, \
             adapters, name
