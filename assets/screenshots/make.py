@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -31,21 +32,38 @@ def wait_text(page, sel, text, timeout=600_000):
 def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="grace-shots-"))
     (data / "results").mkdir()
-    for f in (ROOT / "results").glob("offline-full-*.json"):
-        shutil.copy(f, data / "results" / f.name)
+    for f in (ROOT / "results" / "reproduce").glob("*.json"):  # the reproduction's rows, for the Evaluate tab
+        r = json.loads(f.read_text())
+        if "tasks" in r and f.stem in ("base", "base-reasoning", "grace-sup", "cl-time", "minilm"):
+            r["suite"] = "full"
+            (data / "results" / f.name).write_text(json.dumps(r))
     with running_app("default", str(data), timeout=300) as url, browser_page() as page:
         page.set_viewport_size({"width": 1300, "height": 900})
         page.goto(url)
+        wait_text(page, "#model-status", "Model ready")
         page.click("#explore-go")
         wait_text(page, "#explore-status", "Ranked")
-        page.wait_for_function("() => document.querySelectorAll('#explore-dhl .token').length > 3")
-        page.click("#explore-send")
-        wait_text(page, "#explore-sent", "Sent")
+        page.wait_for_function("() => document.querySelectorAll('#explore-dhl .tok').length > 3")
         snap(page, "explore")
+        page.click("#explore-centre >> text=centred on the compared documents")
+        wait_text(page, "#explore-summary", "centred cosine")
+        page.click("text=Why does A rank above B?")
+        page.click("#explore-pair-go")
+        wait_text(page, "#explore-pair-msg", "split this difference")
+        page.click("text=Which part of the rationale mattered?")
+        page.click("#explore-ablate")
+        wait_text(page, "#explore-ablate-msg", "text only")
+        snap(page, "explore-why")
         page.click("button[role=tab]:has-text('Map')")
         page.click("text=direct forward vs with rationale")
         page.click("#map-go")
         wait_text(page, "#map-note", "texts mapped")
+        page.wait_for_timeout(1500)
+        point = page.locator("#map-left .scatterlayer .point").nth(5)
+        point.scroll_into_view_if_needed()
+        box = point.bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        wait_text(page, "#map-detail", "nearest neighbours")
         page.wait_for_timeout(1500)
         snap(page, "map")
         page.click("button[role=tab]:has-text('Train')")
