@@ -1,4 +1,5 @@
-"""Reward components of a training run against training time, as a PNG.
+"""Reward components of a training run (and its validation score, where the run folder holds a
+``validation.jsonl`` from ``benchmarks/checkpoint_curve.py``) against training time, as a PNG.
 
     python benchmarks/plot_run.py results/reproduce/runs/grace-sup benchmarks/grace_sup_curves.png
 """
@@ -32,8 +33,14 @@ def main() -> None:
         acc += r["step_time"]
         t.append(acc / 60)
     keys = [k for k in KEYS if k in rows[0]]
-    fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.0 * len(keys)), sharex=True)
-    for ax, k in zip(axes, keys):
+    vpath = Path(args.run) / "validation.jsonl"
+    val = [json.loads(x) for x in vpath.read_text().splitlines() if x.strip()] if vpath.exists() else []
+    fig, axes = plt.subplots(len(keys) + bool(val), 1, figsize=(7, 2.0 * (len(keys) + bool(val))), sharex=True)
+    if val:
+        ax = axes[-1]
+        ax.plot([v["minutes"] for v in val], [100 * v["average"] for v in val], "o-", color="tab:green")
+        ax.set_ylabel("validation avg.")
+    for ax, k in zip(axes[:len(keys)], keys):
         ys = [r[k] for r in rows]
         n = args.smooth
         ax.plot(t, ys, alpha=0.3, color="tab:blue")

@@ -161,3 +161,11 @@ def test_job_runner_claims_atomically_and_sees_through_reused_pids(tmp_path):
     assert jm.active() is None
     jm._claim("three")  # a dead job's file is replaced
     assert json.loads((jm.runs_dir / ACTIVE).read_text())["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize("keep,expected", [(2, ["step-000002", "step-000003"]),
+                                           (0, ["step-000001", "step-000002", "step-000003"])])
+def test_adapter_versions_kept(tiny_model_dir, tmp_path, keep, expected):
+    res = train(_cfg(tiny_model_dir, tmp_path, method="cl", steps=3, keep_adapters=keep))
+    assert sorted(p.name for p in (res.output / "adapters").glob("step-*")) == expected
+    assert (res.output / "adapter").resolve().name == "step-000003"

@@ -77,6 +77,8 @@ class GraceConfig:
     # -- bookkeeping -------------------------------------------------------------------------
     sample_every: int = _f(5, "write the probe texts' rationales to samples.jsonl every N steps")
     save_every: int = _f(10, "checkpoint every N steps (and at the end)")
+    keep_adapters: int = _f(2, "adapter versions kept in adapters/step-N (0 = all: for a validation curve over "
+                            "training, see benchmarks/checkpoint_curve.py)")
     max_minutes: float = _f(0.0, "stop cleanly and save after this many minutes (0 = no limit)")
     probe_texts: list[str] = _f([], "texts whose rationales are logged over training (default: the first 3 "
                            "positives or passages)")
@@ -116,6 +118,8 @@ class GraceConfig:
             raise ValueError("--log-negatives-every must be 0 (never) or more.")
         if self.lr <= 0:
             raise ValueError("--lr must be above 0.")
+        if self.keep_adapters < 0:
+            raise ValueError("--keep-adapters must be 0 (all) or more.")
         if self.lora_rank < 1:
             raise ValueError("--lora-rank must be at least 1.")
         if not self.data:
@@ -140,7 +144,8 @@ class GraceConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     # fields that may change when a run is resumed
-    RESUMABLE = ("steps", "max_minutes", "save_every", "sample_every", "device", "output", "skip_bad", "log_negatives_every")
+    RESUMABLE = ("steps", "max_minutes", "save_every", "keep_adapters", "sample_every", "device", "output", "skip_bad",
+                 "log_negatives_every")
 
     def same_run_as(self, other: "GraceConfig") -> bool:
         a = {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE}

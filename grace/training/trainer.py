@@ -433,7 +433,8 @@ class Trainer:
         if final.is_dir() and not final.is_symlink():  # a run folder from before adapters/
             shutil.rmtree(final)
         os.replace(link, final)
-        for old in sorted(versions.glob("step-*"))[:-2]:  # keep the last two
+        keep = self.cfg.keep_adapters
+        for old in sorted(versions.glob("step-*"))[:-keep] if keep > 0 else []:  # keep the last few (0: all)
             if old.resolve() != final.resolve():
                 shutil.rmtree(old, ignore_errors=True)
 
