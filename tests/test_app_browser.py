@@ -174,3 +174,24 @@ def test_evaluate_twice_is_one_row_and_a_row_can_be_removed(app_url):
         page.click("#eval-remove")
         _wait_text(page, "#eval-status", "Removed")
         _wait_text(page, "#eval-table", "No saved results yet.")
+
+
+def test_map_cancel_stops_the_work_and_writes_nothing(app_url, tmp_path):
+    corpus = tmp_path / "big.txt"
+    corpus.write_text("".join(f"text number {i} about topic {i % 7}\n" for i in range(2000)))
+    with browser_page() as page:
+        page.goto(app_url)
+        page.click("button[role=tab]:has-text('Map')")
+        page.set_input_files("#map-upload input[type=file]", str(corpus))
+        page.wait_for_timeout(1500)
+        page.click("#map-go")
+        _wait_text(page, "#map-note", "/2000 texts", timeout=60_000)
+        page.click("#map-cancel")
+        _wait_text(page, "#map-note", "nothing was written", timeout=60_000)
+        done = int(page.inner_text("#map-note").split("Cancelled after ")[1].split(" ")[0])
+        assert done < 2000
+        assert page.locator("#map-download a").count() == 0  # no export
+        # the model slot is free again at once: an Explore comparison runs
+        page.click("button[role=tab]:has-text('Explore')")
+        page.click("#explore-go")
+        _wait_text(page, "#explore-status", "Ranked by GRACE cosine", timeout=60_000)

@@ -107,14 +107,14 @@ def test_map_callbacks(ui_env, tmp_path):
 
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("title,label\nx,y\n")
-    assert "no 'text' column" in make_map(SOURCES[2], str(bad_csv), "with rationale", "UMAP", "", *ui_env)[0]
+    assert "no 'text' column" in make_map(None, SOURCES[2], str(bad_csv), "with rationale", "UMAP", "", *ui_env)[0]
     binary = tmp_path / "blob.txt"
     binary.write_bytes(b"\x00\x01\x02binary")
-    assert "binary" in make_map(SOURCES[2], str(binary), "with rationale", "UMAP", "", *ui_env)[0]
+    assert "binary" in make_map(None, SOURCES[2], str(binary), "with rationale", "UMAP", "", *ui_env)[0]
     good = tmp_path / "c.csv"
     good.write_text("text,topic,source\n" + "".join(f"sentence number {i},{'ab'[i % 2]},s{i}\n" for i in range(6)))
     note, left, right, csv_path, state, colour, _, _ = make_map(
-        SOURCES[2], str(good), "direct forward vs with rationale", "UMAP", "number 3", *ui_env, progress=_quiet)
+        None, SOURCES[2], str(good), "direct forward vs with rationale", "UMAP", "number 3", *ui_env, progress=_quiet)
     assert note.startswith("6 texts mapped") and "PCA" in note and "1 of 6 texts contain 'number 3'" in note
     assert left is not None and right is not None
     assert colour["choices"] == ["topic", "source"] and colour["value"] == "topic"  # colour by any column
@@ -146,19 +146,20 @@ def test_map_cancel_stops_within_a_batch_and_writes_nothing(ui_env, tmp_path, mo
         class Spy:
             def encode(self, batch, *a, **k):
                 calls.append(len(batch))
-                map_tab.cancel_map(None)  # the visitor presses Cancel during the first batch
+                map_tab.cancel_map("visitor-a")  # the visitor presses Cancel during the first batch
                 return enc.encode(batch, *a, **k)
         return real(Spy(), settings, texts, **kw)
 
     monkeypatch.setattr(map_tab, "embed_corpus", counting)
-    note = map_tab.make_map(map_tab.SOURCES[2], str(corpus), "with rationale", "UMAP", "", *ui_env,
+    note = map_tab.make_map("visitor-a", map_tab.SOURCES[2], str(corpus), "with rationale", "UMAP", "", *ui_env,
                             progress=_quiet)[0]
     assert note.startswith("Cancelled after 8 of 40 texts") and "nothing was written" in note
     assert calls == [cm.BATCH]
+    assert not map_tab.CANCELS.start("visitor-b").is_set()  # another visitor's map is not cancelled
     assert not (data_dir() / "exports").exists() or not list((data_dir() / "exports").glob("map-*.csv"))
     # the next map starts with a fresh flag and runs to the end
     monkeypatch.setattr(map_tab, "embed_corpus", real)
-    assert map_tab.make_map(map_tab.SOURCES[2], str(corpus), "with rationale", "PCA", "", *ui_env,
+    assert map_tab.make_map("visitor-a", map_tab.SOURCES[2], str(corpus), "with rationale", "PCA", "", *ui_env,
                             progress=_quiet)[0].startswith("40 texts mapped")
 
 
@@ -216,23 +217,23 @@ def test_evaluate_callback(ui_env, monkeypatch):
     from grace.ui.common import _panel_fields
     from grace.ui.evaluate_tab import remove, run_eval
 
-    status, table, fig, rows = run_eval("quick", ["WordNetRetrieval"], *ui_env, progress=_quiet)
+    status, table, fig, rows = run_eval(None, "quick", ["WordNetRetrieval"], *ui_env, progress=_quiet)
     assert "average" in status and "w/ reasoning [4 tokens]" in table  # the row names its settings
     # the same settings again replace their row instead of adding an identical one
-    status, table, fig, rows = run_eval("quick", ["WordNetRetrieval"], *ui_env, progress=_quiet)
+    status, table, fig, rows = run_eval(None, "quick", ["WordNetRetrieval"], *ui_env, progress=_quiet)
     assert len(rows["choices"]) == 1 and table.count("w/ reasoning [4 tokens]") == 2  # category + per-task table
     other = list(ui_env)
     other[_panel_fields().index("max_new_tokens")] = 6
-    status, table, fig, rows = run_eval("quick", ["WordNetRetrieval"], *other, progress=_quiet)
+    status, table, fig, rows = run_eval(None, "quick", ["WordNetRetrieval"], *other, progress=_quiet)
     assert len(rows["choices"]) == 2
     status, table, fig, rows = remove(rows["choices"][0])
     assert status.startswith("Removed") and len(rows["choices"]) == 1 and "[6 tokens]" in table
-    status = run_eval("quick", [], *ui_env, progress=_quiet)[0]
+    status = run_eval(None, "quick", [], *ui_env, progress=_quiet)[0]
     assert status.startswith("⚠️")
     # Cancel: the evaluation stops at its next chunk of texts and saves nothing
-    monkeypatch.setattr(evaluate_tab.CANCELS, "start", lambda request: _set_flag())
+    monkeypatch.setattr(evaluate_tab.CANCELS, "start", lambda token: _set_flag())
     before = sorted(evaluate_tab.results_dir().glob("*.json"))
-    status = run_eval("quick", ["WordNetClustering"], *ui_env, progress=_quiet)[0]
+    status = run_eval(None, "quick", ["WordNetClustering"], *ui_env, progress=_quiet)[0]
     assert status == "Cancelled; nothing was saved."
     assert sorted(evaluate_tab.results_dir().glob("*.json")) == before
 

@@ -206,25 +206,32 @@ def one_line(exc: BaseException) -> str:
 
 
 class CancelFlags:
-    """One cancel flag per visitor session and tab: the Cancel button sets it, the running job asks
-    it between batches and stops there (so its model slot is freed only when the work has stopped)."""
+    """One cancel flag per visitor session: the Cancel button sets it, the running job asks it
+    between batches and stops there (so its model slot is freed only when the work has stopped).
+    The key is the page's ``session_token()`` State (a handler with *args gets no gr.Request)."""
 
     def __init__(self) -> None:
         self._flags: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def _get(self, request: "gr.Request | None") -> threading.Event:
-        key = getattr(request, "session_hash", None) or "local"
+    def _get(self, token: str | None) -> threading.Event:
         with self._lock:
-            return self._flags.setdefault(key, threading.Event())
+            return self._flags.setdefault(token or "local", threading.Event())
 
-    def start(self, request: "gr.Request | None") -> threading.Event:
-        flag = self._get(request)
+    def start(self, token: str | None) -> threading.Event:
+        flag = self._get(token)
         flag.clear()
         return flag
 
-    def cancel(self, request: "gr.Request | None") -> None:
-        self._get(request).set()
+    def cancel(self, token: str | None) -> None:
+        self._get(token).set()
+
+
+def session_token() -> gr.State:
+    """A State holding a random id, made anew for every page load (one per visitor session)."""
+    import uuid
+
+    return gr.State(lambda: uuid.uuid4().hex)
 
 
 class Warmup:

@@ -12,7 +12,7 @@ from grace.evaluation.mteb_adapter import compare_table, evaluate, load_results,
 from grace.files.cancel import Cancelled
 from grace.model.settings import file_fingerprint, settings_key
 
-from .common import CancelFlags, data_dir, encoder_for, one_line, settings_from
+from .common import CancelFlags, data_dir, encoder_for, one_line, session_token, settings_from
 
 
 CANCELS = CancelFlags()
@@ -50,8 +50,8 @@ def result_key(settings, size: str, tasks: list[str]) -> str:
                         suite=size, tasks=sorted(tasks))
 
 
-def run_eval(size, tasks, *settings_values, request: gr.Request = None, progress=gr.Progress()):
-    flag = CANCELS.start(request)
+def run_eval(token, size, tasks, *settings_values, progress=gr.Progress()):
+    flag = CANCELS.start(token)
     try:
         s = settings_from(*settings_values)
         if not tasks:
@@ -82,8 +82,8 @@ def run_eval(size, tasks, *settings_values, request: gr.Request = None, progress
     return (msg,) + saved()
 
 
-def cancel_eval(request: gr.Request = None) -> str:
-    CANCELS.cancel(request)
+def cancel_eval(token: str | None) -> str:
+    CANCELS.cancel(token)
     return "Cancelling: the evaluation stops after the current batch of texts and saves nothing."
 
 
@@ -119,8 +119,9 @@ def build(settings_components) -> tuple:
         with gr.Row():
             rows = gr.Dropdown(choices=[], label="Saved row", elem_id="eval-rows", scale=3)
             drop = gr.Button("Remove this row", elem_id="eval-remove", scale=1)
-        go.click(run_eval, [size, tasks] + settings_components, [status, table, bars, rows],
+        token = session_token()
+        go.click(run_eval, [token, size, tasks] + settings_components, [status, table, bars, rows],
                  concurrency_limit=1, concurrency_id="model", show_progress_on=[status])
-        stop.click(cancel_eval, None, [status], queue=False)
+        stop.click(cancel_eval, [token], [status], show_progress="hidden")
         drop.click(remove, [rows], [status, table, bars, rows])
     return saved, [table, bars, rows]

@@ -14,8 +14,8 @@ from analysis.plots import corpus_map
 from grace.files.textio import read_corpus, read_texts
 from grace.training.data import SAMPLE_PASSAGES
 
-from .common import (WARMUP, CancelFlags, adapter_name, data_dir, encoder_for, one_line, settings_from,
-                     upload_path)
+from .common import (WARMUP, CancelFlags, adapter_name, data_dir, encoder_for, one_line, session_token,
+                     settings_from, upload_path)
 
 MAX_MAP_TEXTS = 2000
 SOURCES = ["sample: WordNet definitions (labelled)", "sample: 100 passages", "uploaded file"]
@@ -105,10 +105,9 @@ def render(state: dict | None, projection: str, colour: str | None, query: str):
     return figs[0], figs[1] if len(figs) > 1 else None, found
 
 
-def make_map(source, upload, mode, projection, query, *settings_values, request: gr.Request = None,
-             progress=gr.Progress()):
+def make_map(token, source, upload, mode, projection, query, *settings_values, progress=gr.Progress()):
     """Embed (cancellable within one batch), project, write the CSV export, draw."""
-    flag = CANCELS.start(request)
+    flag = CANCELS.start(token)
     nothing = (None, None, None, None, gr.update(), "", [])
     try:
         s = settings_from(*settings_values)
@@ -166,8 +165,8 @@ def _export(panels: list[Panel], columns: dict) -> str:
     return str(out)
 
 
-def cancel_map(request: gr.Request = None) -> str:
-    CANCELS.cancel(request)
+def cancel_map(token: str | None) -> str:
+    CANCELS.cancel(token)
     return "Cancelling: the map stops after the current batch and writes nothing."
 
 
@@ -241,11 +240,12 @@ def build(settings_components) -> None:
                             label=f"{K} nearest neighbours (cosine) in each map")
         download = gr.File(label="Embeddings and coordinates (CSV)", elem_id="map-download")
         state = gr.State(None)
+        token = session_token()
         upload.upload(lambda f: SOURCES[2], [upload], [source])
-        go.click(make_map, [source, upload, mode, projection, query] + settings_components,
+        go.click(make_map, [token, source, upload, mode, projection, query] + settings_components,
                  [note, left, right, download, state, colour, detail, near],
                  concurrency_limit=1, concurrency_id="model", show_progress_on=[note])
-        stop.click(cancel_map, None, [note], queue=False)
+        stop.click(cancel_map, [token], [note], show_progress="hidden")
         for control in (projection, colour):
             control.change(lambda st, pr, co, q: render(st, pr, co, q)[:2], [state, projection, colour, query],
                            [left, right], show_progress_on=[note])
