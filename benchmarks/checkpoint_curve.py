@@ -4,6 +4,7 @@ not scored again). Writes ``validation.jsonl`` into the run folder (the app's Tr
 ``plot_run.py`` draw it) and a PNG of the rewards and the score against training minutes.
 
     python benchmarks/checkpoint_curve.py [--minutes 5] [--every 4] [--limit 40] [--set lr=3e-4 ...]
+    python benchmarks/checkpoint_curve.py --run results/reproduce/runs/grace-sup   (an existing run)
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=40)
     ap.add_argument("--set", nargs="*", default=[], help="GraceConfig overrides, key=value")
     ap.add_argument("--out", default="results/curve")
+    ap.add_argument("--run", default=None, help="score this existing run's adapters instead of training one")
     ap.add_argument("--png", default="benchmarks/grace_validation_curve.png")
     args = ap.parse_args()
     out = Path(args.out)
-    run = out / "run"
-    triplets, _ = training_data(out)
-    if not (run / "adapter").exists():
+    run = Path(args.run) if args.run else out / "run"
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.run and not (run / "adapter").exists():
+        triplets, _ = training_data(out)
         cfg = GraceConfig(data=str(triplets), output=str(run), steps=100_000, max_minutes=args.minutes,
                           save_every=args.every, keep_adapters=0, sample_every=0, device="cpu", seed=0,
                           **parse_sets(args.set))

@@ -82,7 +82,8 @@ def training_data(out: Path) -> tuple[Path, Path]:
 def train_row(row: Row, args, out: Path, data: tuple[Path, Path], done: dict) -> tuple[str, dict]:
     cfg = GraceConfig(method=row.method, mode=row.mode, data=str(data[0] if row.mode == "supervised" else data[1]),
                       output=str(out / "runs" / row.slug), model=args.model, dtype=args.dtype, device="cpu",
-                      sample_every=0, save_every=25, seed=0,
+                      sample_every=0, save_every=4 if row.method == "grace" else 25, seed=0,
+                      keep_adapters=0 if row.method == "grace" else 2,  # every 4 steps: the validation curve
                       batch_size=2 if row.method == "grace" else args.cl_batch_size)
     if row.equal_examples_of:
         seen = done[row.equal_examples_of]["training"]["examples_seen"]
