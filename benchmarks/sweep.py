@@ -56,6 +56,8 @@ SETTINGS: dict[str, tuple[dict | None, dict]] = {
     "lambda_hard=1,rollout_temp=0.7": ({"lambda_hard": 1.0, "sampling_temperature": 0.7}, {}),
     "lambda_hard=1,K=8": ({"lambda_hard": 1.0, "rollouts": 8}, {}),
     "lambda_hard=1,reward_temp=0.05": ({"lambda_hard": 1.0, "reward_temperature": 0.05}, {}),
+    "lambda_hard=1,rollout_temp=0.7,lambda_cons=0": ({"lambda_hard": 1.0, "sampling_temperature": 0.7,
+                                                     "lambda_consistency": 0.0}, {}),
 }
 
 

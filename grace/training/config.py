@@ -59,7 +59,8 @@ class GraceConfig:
     length_penalty: float = _f(-1.0, "reward of a rollout that hit the length limit without ending")
     penalize_truncated: bool = _f(True, "give truncated rollouts the length penalty (the reference code does)")
     max_new_tokens: int = _f(EncodeSettings.max_new_tokens, "rationale length limit (the same default as encoding)")
-    sampling_temperature: float = _f(1.0, "temperature of the sampled rollouts")
+    sampling_temperature: float = _f(0.7, "temperature of the sampled rollouts (0.7 by the validation sweep: "
+                                          "72.5 vs 67.4 at 1.0; closer to the greedy decoding used at inference)")
     top_p: float = _f(1.0, "nucleus mass of the sampled rollouts")
     kl_beta: float = _f(0.0, "KL coefficient against the base model (the paper uses 0)")
     log_negatives_every: int = _f(0, "every N steps also generate the negatives' rationales to log the full "
