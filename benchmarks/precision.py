@@ -1,6 +1,7 @@
 """Float32 vs bfloat16 at inference: the Base w/ reasoning and GRACE supervised rows of
 ``benchmarks/reproduce.py`` evaluated again with ``--dtype auto`` (bfloat16 on a CPU with native
-bf16 matmuls), on the same full test pool, with the same adapter. Resumable per row.
+bf16 matmuls), on the same full test pool, with the same adapter. Resumable per row. Speed is
+measured elsewhere (train_speed, generation benchmarks); this compares scores only.
 
     python benchmarks/precision.py [--rows base-reasoning grace-sup]
 """
@@ -37,8 +38,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     lines = [f"The same rows evaluated in float32 (from `results/reproduce/`) and with `--dtype auto` (bfloat16 "
              f"here), full test pool, greedy rationales. Machine: {machine()}.", "",
-             "| row | float32 avg. | bfloat16 avg. | difference | float32 eval min | bfloat16 eval min |",
-             "|---|---|---|---|---|---|"]
+             "| row | float32 avg. | bfloat16 avg. | difference |", "|---|---|---|---|"]
     for slug in args.rows:
         f32 = json.loads((REPRO / f"{slug}.json").read_text())
         path = OUT / f"{slug}.json"
@@ -51,8 +51,7 @@ def main() -> None:
             path.write_text(json.dumps(r, indent=1))
         b16 = json.loads(path.read_text())
         lines.append(f"| {f32['label']} | {100 * f32['average']:.1f} | {100 * b16['average']:.1f} | "
-                     f"{100 * (b16['average'] - f32['average']):+.1f} | {f32['wall_seconds'] / 60:.1f} | "
-                     f"{b16['wall_seconds'] / 60:.1f} |")
+                     f"{100 * (b16['average'] - f32['average']):+.1f} |")
         print(lines[-1], flush=True)
     body = "\n".join(lines)
     print(body)
