@@ -154,11 +154,14 @@ def render(done: dict, args) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("steps", nargs="*", default=None, choices=list(STEPS), help="default: all")
+    ap.add_argument("steps", nargs="*", help=f"some of: {', '.join(STEPS)} (default: all)")
     ap.add_argument("--limit", type=int, default=40, help="cap on each validation task (pooling)")
     ap.add_argument("--sentences", type=int, default=300, help="held-out sentences for the perplexity")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    unknown = [x for x in args.steps if x not in STEPS]
+    if unknown:
+        ap.error(f"unknown step(s) {', '.join(unknown)}: use {', '.join(STEPS)}")
     OUT.mkdir(parents=True, exist_ok=True)
     done = {p.stem: json.loads(p.read_text()) for p in OUT.glob("*.json")}
     for name in args.steps or list(STEPS):

@@ -345,7 +345,7 @@ def test_uploads_are_limited_and_named_safely(ui_env, tmp_path, monkeypatch):
         common.upload_path(str(big))
     from grace.ui.map_tab import make_map
 
-    note = make_map("uploaded file", str(big), "with rationale", *ui_env)[0]
+    note = make_map(None, "uploaded file", str(big), "with rationale", "UMAP", "", *ui_env)[0]
     assert "limited to 2 MB" in note
     nodot = tmp_path / "tripletsjsonl"
     nodot.write_text('{"query": "q", "positive": "p", "negatives": ["n"]}\n')
