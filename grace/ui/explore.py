@@ -279,7 +279,7 @@ def send_to_annotation(comp, *settings_values):
 
 
 def _tokens(label: str, elem_id: str) -> gr.HTML:
-    return gr.HTML(label=label, elem_id=elem_id, show_label=True)
+    return gr.HTML(label=label, elem_id=elem_id)
 
 
 def build(settings_components) -> dict:
@@ -299,7 +299,7 @@ def build(settings_components) -> dict:
         with gr.Row():
             gr.Markdown(TABLE_HELP)
             export = gr.Button("Export the table (CSV)", elem_id="explore-export", scale=0)
-        export_file = gr.File(label="Table (CSV)", elem_id="explore-export-file", visible=True)
+        export_file = gr.File(label="Table (CSV)", elem_id="explore-export-file", height=80)
         stream = gr.Textbox(label="Rationales (streamed as they are generated; [#n] is the input line)", lines=4,
                             interactive=False, elem_id="explore-rationales")
         with gr.Row():

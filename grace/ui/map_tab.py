@@ -234,10 +234,11 @@ def build(settings_components) -> None:
         with gr.Row():
             left = gr.Plot(label="map", elem_id="map-left")
             right = gr.Plot(label="second map", elem_id="map-right")
-        clicked = gr.Textbox(elem_id="map-click", elem_classes=["grace-hidden"], show_label=False, container=False)
+        clicked = gr.Textbox(elem_id="map-click", elem_classes=["grace-hidden"], container=False)
         detail = gr.Markdown(elem_id="map-detail")
         near = gr.Dataframe(headers=NEIGHBOUR_HEADERS, interactive=False, wrap=True, elem_id="map-neighbours",
-                            label=f"{K} nearest neighbours (cosine) in each map")
+                            label=f"{K} nearest neighbours (cosine) in each map",
+                            column_widths=["16%", "7%", "7%", "58%", "12%"])
         download = gr.File(label="Embeddings and coordinates (CSV)", elem_id="map-download")
         state = gr.State(None)
         token = session_token()
