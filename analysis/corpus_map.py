@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from grace.files.cancel import Cancelled
-from grace.model.settings import EncodeSettings, file_fingerprint
+from grace.model.settings import EncodeSettings
 
 from .projection import Projection, project
 
@@ -49,8 +49,7 @@ class Panel:
 
 
 def _key(settings: EncodeSettings, texts: list[str]) -> str:
-    h = hashlib.sha256(repr(sorted(settings.to_dict().items())).encode())
-    h.update(file_fingerprint(settings.adapter).encode())
+    h = hashlib.sha256(settings.fingerprint().encode())
     for t in texts:
         h.update(t.encode("utf-8", "surrogatepass") + b"\0")
     return h.hexdigest()

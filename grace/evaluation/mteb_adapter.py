@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..files.cancel import Cancelled
-from ..model.settings import EncodeSettings, file_fingerprint, settings_key
+from ..model.settings import EncodeSettings
 
 # the paper's 16-task ablation subset (arXiv 2510.04506, its ablation section)
 MTEB_SUBSET = ["SciFact", "ArguAna", "NFCorpus", "StackOverflowDupQuestions", "SciDocsRR",
@@ -83,7 +83,7 @@ def _slug(s: str) -> str:
 
 
 def _revision(settings: EncodeSettings) -> str:
-    return settings_key(**{**settings.to_dict(), "adapter": file_fingerprint(settings.adapter)})[:12]
+    return settings.fingerprint()[:12]
 
 
 # -- choosing tasks ---------------------------------------------------------------------------------

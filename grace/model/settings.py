@@ -117,6 +117,10 @@ class EncodeSettings:
         name += " w/ reasoning" if self.rationale else " (direct forward)"
         return name + (f" [{', '.join(self.differences())}]" if self.differences() else "")
 
+    def fingerprint(self) -> str:
+        """Everything that decides an embedding, the adapter by its weights' hash (not its path)."""
+        return settings_key(**{**self.to_dict(), "adapter": file_fingerprint(self.adapter)})
+
     def differences(self) -> list[str]:
         """The settings that decide an embedding and differ from the defaults, shortly (prompt, length,
         decoding, pooling, layer, precision): what tells two rows of one model apart."""

@@ -10,7 +10,7 @@ import gradio as gr
 from analysis.plots import category_bars
 from grace.evaluation.mteb_adapter import compare_table, evaluate, load_results, offline_task_names, resolve_tasks
 from grace.files.cancel import Cancelled
-from grace.model.settings import file_fingerprint, settings_key
+from grace.model.settings import settings_key
 
 from .common import CancelFlags, data_dir, encoder_for, one_line, session_token, settings_from
 
@@ -46,8 +46,7 @@ def saved():
 
 def result_key(settings, size: str, tasks: list[str]) -> str:
     """One file per (settings, adapter weights, suite, tasks): the same run again replaces its row."""
-    return settings_key(**{**settings.to_dict(), "adapter": file_fingerprint(settings.adapter)},
-                        suite=size, tasks=sorted(tasks))
+    return settings_key(settings=settings.fingerprint(), suite=size, tasks=sorted(tasks))
 
 
 def run_eval(token, size, tasks, *settings_values, progress=gr.Progress()):
