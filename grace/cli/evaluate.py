@@ -39,7 +39,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if not args.results:
         raise CliError("Name at least one results file (written by 'python -m grace eval').")
-    table = compare_table(load_results(args.results))
+    results = load_results(args.results)
+    if results.skipped:  # files named on the command line: a bad one is an error, not skipped
+        path, why = results.skipped[0]
+        raise CliError(f"{path}: {why}." + (f" ({len(results.skipped) - 1} more bad file(s).)"
+                                            if len(results.skipped) > 1 else ""))
+    table = compare_table(results)
     if args.output:
         with atomic_output(args.output) as f:
             f.write(table)

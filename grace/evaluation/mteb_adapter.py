@@ -200,16 +200,46 @@ def compare_table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_results(paths: list[str]) -> list[dict]:
-    out = []
+class LoadedResults(list):
+    """Result dicts that loaded (a plain list of them, in the order given); ``skipped`` holds
+    ``(path, reason)`` for each file that is not a readable results file."""
+
+    def __init__(self, results=(), skipped=()):
+        super().__init__(results)
+        self.skipped: list[tuple[str, str]] = list(skipped)
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _results_problem(data) -> str | None:
+    """Why ``data`` is not a results dict that ``compare_table`` can show (None when it is)."""
+    if not isinstance(data, dict) or "tasks" not in data or "categories" not in data:
+        return "not a results file written by 'python -m grace eval'"
+    tasks, cats = data["tasks"], data["categories"]
+    if (not isinstance(data.get("label"), str) or not _number(data.get("average"))
+            or not _number(data.get("wall_seconds")) or not isinstance(tasks, dict) or not isinstance(cats, dict)
+            or not all(isinstance(t, dict) and _number(t.get("score")) for t in tasks.values())
+            or not all(_number(v) for v in cats.values())):
+        return "an incomplete or damaged results file"
+    return None
+
+
+def load_results(paths: list[str]) -> LoadedResults:
+    """The results files in ``paths``; a file that cannot be read or is not a complete results file
+    (cut by a crash, edited, another JSON file) is skipped and listed in ``.skipped`` with the reason,
+    so one bad file never hides the others. Callers that must refuse bad files check ``.skipped``."""
+    out = LoadedResults()
     for p in paths:
         try:
             data = json.loads(Path(p).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise EvalError(f"{p}: not a results file ({exc.__class__.__name__}).") from None
-        if not isinstance(data, dict) or "tasks" not in data or "categories" not in data:
-            raise EvalError(f"{p}: not a results file written by 'python -m grace eval'.")
-        out.append(data)
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+            out.skipped.append((str(p), f"not a results file ({exc.__class__.__name__})"))
+            continue
+        problem = _results_problem(data)
+        if problem:
+            out.skipped.append((str(p), problem))
+        else:
+            out.append(data)
     return out
-
-

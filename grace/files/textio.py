@@ -94,18 +94,49 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
     return texts
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 less the umask), read without changing
+    the umask (``os.umask`` sets it process-wide, which would race other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o644
+
+
 @contextlib.contextmanager
-def atomic_output(path: str | Path, mode: str = "w") -> Iterator:
-    """Write to a temp file beside ``path`` and rename it into place only on success."""
+def atomic_output(path: str | Path, mode: str = "w", *, newline: str | None = None,
+                  encoding: str = "utf-8", durable: bool = True) -> Iterator:
+    """Write to a temp file beside ``path`` and rename it into place only on success.
+
+    Readers see the old file or the complete new one, never a partial one: an exception in the
+    ``with`` body, a full disk (also when the last buffer is flushed at close) or a kill leaves
+    ``path`` untouched, and the temp file is removed (a kill leaves ``.NAME.*.part`` behind).
+    ``newline`` is passed to ``open`` (``newline=""`` for ``csv.writer``); ``durable`` fsyncs the
+    data before the rename, so a power loss cannot leave an empty file under the new name. The
+    file gets the mode a plain ``open`` would give it (an existing file's mode is kept).
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        file_mode = p.stat().st_mode & 0o7777
+    except OSError:
+        file_mode = _new_file_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
+        binary = "b" in mode
+        with os.fdopen(fd, mode, encoding=None if binary else encoding,
+                       newline=None if binary else newline) as f:
             yield f
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.chmod(tmp, file_mode)  # mkstemp makes it 0600
         os.replace(tmp, p)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 

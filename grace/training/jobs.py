@@ -7,10 +7,13 @@ and a ``cancel`` file the job checks between steps. A crash of the job leaves th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import re
+import tempfile
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,7 +21,7 @@ from pathlib import Path
 from .config import GraceConfig
 
 ACTIVE = ".active.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch: "$" accepts a final "\n"
 
 
 class JobError(ValueError):
@@ -47,19 +50,103 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def _our_children() -> dict[int, mp.process.BaseProcess]:
+    """This process's live multiprocessing children by PID. Asking joins (reaps) every child that
+    has finished, so none of them stays a zombie."""
+    return {p.pid: p for p in mp.active_children()}
+
+
 def _alive(pid: int, started: str | None = None) -> bool:
     """Whether the job's process still runs: the PID exists and, when known, started when ours did."""
+    children = _our_children()  # reaps our finished job processes first
     try:
         os.kill(pid, 0)
     except (OSError, ProcessLookupError):
         return False
     if started is not None and _start_time(pid) not in (None, started):
         return False  # the PID was reused by another process
-    try:  # a finished child of ours is a zombie until reaped
+    if pid in children:
+        return True
+    try:  # a finished child of ours (not started through multiprocessing) is a zombie until reaped
         waited, _ = os.waitpid(pid, os.WNOHANG)
         return waited == 0
     except ChildProcessError:
         return True
+
+
+def _reap(pid: int, started: str | None = None) -> None:
+    """Reap a finished job's process once it exits, without waiting for it here: its final status
+    is written just before the process exits, so it may still be shutting down."""
+    child = _our_children().get(pid)
+    if child is not None:
+        threading.Thread(target=child.join, name=f"reap-job-{pid}", daemon=True).start()
+        return
+    if started is not None and _start_time(pid) == started:  # our process, not a reused PID
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def _claim_info(raw: bytes) -> dict | None:
+    """The active-job file's content, or None when it cannot be a claim (empty, cut, garbage)."""
+    try:
+        info = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if (not isinstance(info, dict) or not isinstance(info.get("name"), str) or not _NAME.fullmatch(info["name"])
+            or not isinstance(info.get("pid"), int) or isinstance(info["pid"], bool) or info["pid"] <= 0
+            or not isinstance(info.get("started"), (str, type(None)))):
+        return None
+    return info
+
+
+def _remove_stale(path: Path, raw: bytes) -> None:
+    """Remove the active-job file only if it still holds ``raw`` (what was judged stale): it is
+    first moved aside atomically, so a claim another start made meanwhile is put back, not lost."""
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.stale")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    try:
+        if aside.read_bytes() != raw:  # a fresh claim replaced the stale one: put it back
+            try:
+                os.link(aside, path)  # unless yet another claim took the name meanwhile
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links on this filesystem
+                os.rename(aside, path)
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def _publish_exclusive(path: Path, data: bytes) -> bool:
+    """Publish ``data`` as ``path`` unless it exists (False then)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".claim", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this filesystem: an exclusive create, then the content
+            try:
+                out = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            try:
+                os.write(out, data)
+            except OSError:
+                path.unlink(missing_ok=True)
+                raise
+            finally:
+                os.close(out)
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _child(cfg_dict: dict, overwrite: bool) -> None:
@@ -104,15 +191,21 @@ class JobManager:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
 
     def run_dir(self, name: str) -> Path:
-        if not _NAME.match(name or ""):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise JobError("A run name uses letters, digits, '-', '_' or '.', at most 64 characters.")
         return self.runs_dir / name
 
     def active(self) -> dict | None:
         """The running job, if any. Whether it runs is decided by its process (PID and start
         time), not by its status file; a job whose process died is marked failed."""
-        info = _read_json(self.runs_dir / ACTIVE)
-        if not info:
+        path = self.runs_dir / ACTIVE
+        try:
+            raw = path.read_bytes()
+        except OSError:  # none (no job), or unreadable
+            return None
+        info = _claim_info(raw)
+        if info is None:  # empty, cut or garbage (a start killed or out of disk): it never blocks
+            _remove_stale(path, raw)
             return None
         status = self.status(info["name"])
         # a job's final status ends it even while its process exits; during a start's claim the
@@ -122,28 +215,38 @@ class JobManager:
         if not finished and _alive(info["pid"], info.get("started")):
             return {"name": info["name"], **status, "state": status.get("state") if status.get("state") in
                     ("starting", "running") else "running"}
-        if not finished:
+        if finished:
+            _reap(info["pid"], info.get("started"))
+        else:
             status.update(state="failed", error=status.get("error") or "the training process stopped unexpectedly")
-            _write_json(self.run_dir(info["name"]) / "status.json", status)
-        (self.runs_dir / ACTIVE).unlink(missing_ok=True)
+            run = self.run_dir(info["name"])
+            if run.is_dir():  # a start killed before its folder was made leaves none to mark
+                with contextlib.suppress(OSError):  # a full disk must not keep the dead job active
+                    _write_json(run / "status.json", status)
+        _remove_stale(path, raw)
         return None
 
     def _claim(self, name: str) -> None:
-        """Create the active-job file exclusively (O_EXCL): of two simultaneous starts one wins."""
+        """Create the active-job file exclusively: of two simultaneous starts one wins.
+
+        The claim is written completely to a temp file first, then hard-linked to its name (a link
+        fails if the name exists), so the active-job file never exists without its content: a
+        kill or a full disk during a start leaves no empty claim behind."""
         path = self.runs_dir / ACTIVE
-        for _ in range(2):
+        data = json.dumps({"name": name, "pid": os.getpid(), "started": _start_time(os.getpid()),
+                           "claimed": True}).encode("utf-8")
+        for _ in range(3):
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if self.active() is None:  # a stale file of a dead job was just removed
-                    continue
-                running = self.active() or {"name": "?"}
-                raise JobError(f"Job '{running['name']}' is still running (step {running.get('step', 0)} of "
-                               f"{running.get('steps')}); cancel it or wait for it to finish.") from None
-            with os.fdopen(fd, "w") as f:
-                json.dump({"name": name, "pid": os.getpid(), "started": _start_time(os.getpid()),
-                           "claimed": True}, f)
-            return
+                if _publish_exclusive(path, data):
+                    return
+            except OSError as exc:
+                raise JobError(f"Could not start the job: the job file could not be written "
+                               f"({exc.strerror or type(exc).__name__}).") from None
+            if self.active() is None:  # a stale file (a dead job's, or an unreadable one) was just removed
+                continue
+            running = self.active() or {"name": "?"}
+            raise JobError(f"Job '{running['name']}' is still running (step {running.get('step', 0)} of "
+                           f"{running.get('steps')}); cancel it or wait for it to finish.")
         raise JobError("Could not start the job: another start is in progress; try again.")
 
     def start(self, cfg: GraceConfig, name: str, *, overwrite: bool = False) -> str:
@@ -212,14 +315,21 @@ class JobManager:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
+    """The rows of a JSONL file the job writes; a line that is not a JSON object (being written
+    right now, or cut by a crash) is skipped. Lines end at "\n" only: U+2028 and U+0085 are legal
+    inside a JSON line (``str.splitlines`` would split there)."""
+    try:
+        raw = path.read_bytes()
+    except OSError:  # missing (not written yet) or unreadable
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in raw.split(b"\n"):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written right now
-            pass
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
@@ -231,12 +341,44 @@ _MEASURED_STEP_S, _MEASURED_WORK = 11.3, 2 * (4 + 1) * 48
 _START_S = 55.0
 
 
-def estimate_seconds(cfg: GraceConfig) -> float | None:
-    """Rough wall time of a job on a 2-core CPU for the default model (None for other models)."""
-    if cfg.model != "default":
+def _work(cfg: GraceConfig | dict) -> float:
+    """What a GRACE step's time grows with: B x (K + 1) x tokens (K rollouts and one anchor each)."""
+    get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)
+    return get("batch_size", 2) * (get("rollouts", 4) + 1) * get("max_new_tokens", 48)
+
+
+def measured_step_seconds(runs_dir: str | Path, cfg: GraceConfig, recent: int = 5) -> float | None:
+    """Seconds per unit of step work measured on *this* machine: the median step time per work unit
+    over the last steps of the most recent runs of the same method and model; None when no such run
+    is on disk."""
+    import statistics
+
+    rates = []
+    cfgs = sorted(Path(runs_dir).glob("*/grace_config.json"), key=lambda p: -p.stat().st_mtime)
+    for path in cfgs:
+        c = _read_json(path) or {}
+        if c.get("method") != cfg.method or c.get("model") != cfg.model:
+            continue
+        times = [m.get("step_time") for m in _read_jsonl(path.parent / "metrics.jsonl")][-10:]
+        times = [t for t in times if isinstance(t, (int, float)) and t > 0]
+        if times:
+            per = statistics.median(times)
+            rates.append(per / _work(c) if cfg.method == "grace" else per / max(1, c.get("batch_size", 2)))
+        if len(rates) >= recent:
+            break
+    return statistics.median(rates) if rates else None
+
+
+def estimate_seconds(cfg: GraceConfig, measured: float | None = None) -> float | None:
+    """Rough wall time of a job for the default model: ``measured`` (from
+    ``measured_step_seconds``, this machine's own runs) when given, else the figure measured on a
+    2-core CPU (None for other models without a measurement)."""
+    if measured is not None:
+        per_step = measured * (_work(cfg) if cfg.method == "grace" else cfg.batch_size)
+    elif cfg.model != "default":
         return None
-    if cfg.method == "grace":
-        per_step = _MEASURED_STEP_S * cfg.batch_size * (cfg.rollouts + 1) * cfg.max_new_tokens / _MEASURED_WORK
+    elif cfg.method == "grace":
+        per_step = _MEASURED_STEP_S * _work(cfg) / _MEASURED_WORK
     else:  # no generation: one or two forward/backward passes over the batch
         per_step = 3.0 * cfg.batch_size / 2
     return _START_S + cfg.steps * per_step

@@ -29,6 +29,7 @@ from typing import Callable
 
 import torch
 
+from ..files.textio import atomic_output
 from ..model.backbone import cpu_has_native_bf16, load_backbone, publish_dir
 from ..model.embedding import embed_ids, forward_states, lm_logits
 from ..model.generation import generate_rationales
@@ -429,10 +430,14 @@ class Trainer:
         staged = publish_dir(versions / f"step-{step:06d}", write_adapter)
         link = self.out / f".adapter-link-{os.getpid()}"
         link.unlink(missing_ok=True)
-        os.symlink(staged.relative_to(self.out), link)
-        if final.is_dir() and not final.is_symlink():  # a run folder from before adapters/
-            shutil.rmtree(final)
-        os.replace(link, final)
+        try:
+            os.symlink(staged.relative_to(self.out), link)
+            if final.is_dir() and not final.is_symlink():  # a run folder from before adapters/
+                shutil.rmtree(final)
+            os.replace(link, final)
+        except BaseException:
+            link.unlink(missing_ok=True)
+            raise
         keep = self.cfg.keep_adapters
         for old in sorted(versions.glob("step-*"))[:-keep] if keep > 0 else []:  # keep the last few (0: all)
             if old.resolve() != final.resolve():
@@ -443,7 +448,11 @@ class Trainer:
         cfg = self.cfg
         self._setup()
         metrics_path = self.out / "metrics.jsonl"
-        _truncate_metrics(metrics_path, self.start_step)
+        if self.accelerator.is_main_process:
+            _remove_leftovers(self.out)
+            # rows past the checkpoint are recomputed; the step-0 probe rationales are written again
+            _truncate_jsonl(metrics_path, self.start_step)
+            _truncate_jsonl(self.out / "samples.jsonl", self.start_step if self.start_step > 0 else -1)
         self.callback({"event": "start", "summary": self.report.summary(), "start_step": self.start_step,
                        "steps": cfg.steps})
         began = time.time()
@@ -487,13 +496,44 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop metric rows past the checkpoint (they will be recomputed)."""
-    if not path.exists():
+def _truncate_jsonl(path: Path, step: int) -> None:
+    """On resume, keep the rows of ``metrics.jsonl`` / ``samples.jsonl`` up to ``step`` (the
+    checkpoint's) and drop the rest, which will be recomputed. A line cut by a crash or a full
+    disk (partial JSON, NUL bytes, bad UTF-8, no step) is dropped too, so the run can resume.
+    Lines end at "\n" only (U+2028 is legal inside a JSON line); the file is replaced atomically."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    keep = []
+    for line in raw.split(b"\n"):
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if (isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool)
+                and row["step"] <= step):
+            keep.append(line.rstrip(b"\r") + b"\n")
+    data = b"".join(keep)
+    if data != raw:
+        with atomic_output(path, "wb") as f:
+            f.write(data)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Temp files of a save or a truncation that a kill interrupted: checkpoint and adapter folders
+    being written (``.step-*``, never read: complete ones are renamed into place), the adapter
+    link being swapped and partial JSONL rewrites. Only one job writes a run folder at a time."""
+    for folder in (out / "checkpoints", out / "adapters"):
+        for tmp in folder.glob(".step-*"):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+    for pattern in (".adapter-link-*", ".metrics.jsonl.*.part", ".samples.jsonl.*.part"):
+        for tmp in out.glob(pattern):
+            if tmp.is_symlink() or tmp.is_file():
+                tmp.unlink(missing_ok=True)
 
 
 def train(cfg: GraceConfig, *, overwrite: bool = False, callback: Callable[[dict], None] | None = None,
