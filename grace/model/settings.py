@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional
 
 from .pooling import POOLINGS
-from .prompts import DEFAULT_TEMPLATE
+from .prompts import DEFAULT_TEMPLATE, TEMPLATES
 
 DTYPES = ("float32", "bfloat16", "auto")
 
@@ -61,10 +62,25 @@ class EncodeSettings:
     EMBEDDING = ("pooling", "layer")
     SPEED = ("batch_size",)
 
-    def validate(self) -> "EncodeSettings":
-        """Refuse settings no encoder can run with; one sentence naming the option."""
-        if self.max_new_tokens < 1:
-            raise ValueError("--max-new-tokens must be at least 1.")
+    def validate(self, known_prompt_only: bool = False) -> "EncodeSettings":
+        """Refuse settings no encoder can run with; one sentence naming the option.
+
+        ``known_prompt_only`` also refuses a template file for the prompt (where the settings come
+        from strangers, e.g. a public app, only the registered template names are allowed)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if _is_number_field(f) and value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    flag = "--" + f.name.replace("_", "-")
+                    raise ValueError(f"{flag} must be a finite number, not {value!r}.")
+        # a registered template, or a template file's path (read, or refused, when the encoder loads)
+        prompt = self.prompt if isinstance(self.prompt, str) else None
+        is_file = prompt is not None and (prompt == "" or Path(prompt).suffix in (".json", ".txt"))
+        if prompt not in TEMPLATES and (known_prompt_only or not is_file):
+            files = "" if known_prompt_only else " or a .json/.txt template file"
+            raise ValueError(f"Unknown prompt {self.prompt!r}: use one of {', '.join(TEMPLATES)}{files}.")
+        if not 1 <= self.max_new_tokens <= 512:
+            raise ValueError("--max-new-tokens must be between 1 and 512.")
         if self.batch_size < 1:
             raise ValueError("--batch-size must be at least 1.")
         if self.sample and self.temperature <= 0:
@@ -164,3 +180,10 @@ def file_fingerprint(path: str | Path | None) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:24]
+
+
+def _is_number_field(f) -> bool:
+    """Whether a dataclass field holds a number. ``f.type`` is the annotation's text here, but
+    HfArgumentParser replaces it with the type itself when it builds flags, so both are read."""
+    return f.type in (int, float, "int", "float", "Optional[int]", "Optional[float]") or \
+        str(f.type) in ("typing.Optional[int]", "typing.Optional[float]")

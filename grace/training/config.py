@@ -7,6 +7,7 @@ saved as ``grace_config.json`` next to the run's checkpoints.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
@@ -88,6 +89,12 @@ class GraceConfig:
 
     def validate(self) -> None:
         """Refuse settings the method cannot run with, before anything is loaded."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if _is_number_field(f):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    flag = "--" + f.name.replace("_", "-")
+                    raise ValueError(f"{flag} must be a finite number, not {value!r}.")
         if self.method not in METHODS:
             raise ValueError(f"Unknown method {self.method!r}: use one of {', '.join(METHODS)}.")
         if self.mode not in MODES:
@@ -111,6 +118,16 @@ class GraceConfig:
                 raise ValueError("--max-new-tokens must be at least 1.")
         elif self.batch_size < 2:
             raise ValueError(f"--method {self.method} needs --batch-size >= 2 (in-batch negatives).")
+        if self.lambda_consistency < 0:
+            raise ValueError("--lambda-consistency must be 0 (off) or more.")
+        if self.lambda_hard < 0:
+            raise ValueError("--lambda-hard must be 0 (off) or more.")
+        if self.sampling_temperature <= 0:
+            raise ValueError("--sampling-temperature must be above 0.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("--top-p must be in (0, 1].")
+        if self.max_minutes < 0:
+            raise ValueError("--max-minutes must be 0 (no limit) or more.")
         if self.updates_per_batch < 1:
             raise ValueError("--updates-per-batch must be at least 1.")
         if self.clip_eps <= 0:
@@ -152,3 +169,10 @@ class GraceConfig:
         a = {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE}
         b = {k: v for k, v in other.to_dict().items() if k not in self.RESUMABLE}
         return a == b
+
+
+def _is_number_field(f) -> bool:
+    """Whether a dataclass field holds a number. ``f.type`` is the annotation's text here, but
+    HfArgumentParser replaces it with the type itself when it builds flags, so both are read."""
+    return f.type in (int, float, "int", "float", "Optional[int]", "Optional[float]") or \
+        str(f.type) in ("typing.Optional[int]", "typing.Optional[float]")
