@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from grace.files.textio import csv_records, csv_safe, csv_unsafe
 
-from .annotations import DIMENSIONS, ITEM_FIELDS, AnnotationError, AnnotationStore, check_name, check_scores
+from .annotations import (DIMENSIONS, ITEM_FIELDS, AnnotationError, AnnotationStore, _brief, check_comment,
+                          check_name, check_scores, check_source)
+
+MAX_TEXT = 20_000  # characters of a text, a paired text or a rationale (and of an item's settings as JSON)
+MAX_IMPORT_ROWS = 5_000  # what the app imports at once (the CLI takes any size)
+NUMBER_FIELDS = ("similarity", "reward", "created", "rated", "updated")
+STRING_FIELDS = ("paired_text", "run", "comment")
 
 RATING_FIELDS = ["annotator", *DIMENSIONS, "hallucination", "comment", "rated", "updated"]
 AGG_FIELDS = ["n_ratings"] + [f"mean_{d}" for d in DIMENSIONS]
@@ -106,7 +113,7 @@ def read_rows(path: str | Path) -> list[tuple[int, dict | None, str]]:
         for n, row in csv_records("\n".join(lines)):
             try:
                 out.append((n, _parse_csv_row(row), ""))
-            except (ValueError, json.JSONDecodeError) as exc:
+            except (ValueError, RecursionError) as exc:
                 out.append((n, None, f"bad value ({exc.__class__.__name__})"))
         return out
     for n, line in enumerate(lines, 1):
@@ -114,39 +121,73 @@ def read_rows(path: str | Path) -> list[tuple[int, dict | None, str]]:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             out.append((n, None, "not valid JSON"))
             continue
         out.append((n, row, "") if isinstance(row, dict) else (n, None, "not a JSON object"))
     return out
 
 
-def _check_row(row: dict) -> None:
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_row(row: dict, annotator: str | None = None) -> None:
+    """Refuse a row the store could not keep as it is (the message names the field), and, with
+    ``annotator``, a rating by anyone else."""
     kind = row.get("kind", "item")
     if kind not in ("item", "rating"):
-        raise AnnotationError(f"unknown kind {kind!r}")
+        raise AnnotationError(f"unknown kind {_brief(kind)}")
     for k in ("text", "rationale"):
         if not isinstance(row.get(k), str) or (k == "text" and not row[k].strip()):
             raise AnnotationError(f"missing or empty {k!r}")
-    if not isinstance(row.get("settings", {}), dict):
+    settings = row.get("settings", {})
+    if not isinstance(settings, dict):
         raise AnnotationError("'settings' must be an object")
+    for k in STRING_FIELDS:
+        if row.get(k) is not None and not isinstance(row[k], str):
+            raise AnnotationError(f"{k!r} must be a string, not {_brief(row[k])}")
+    for k in ("text", "rationale", "paired_text"):
+        if len(row.get(k) or "") > MAX_TEXT:
+            raise AnnotationError(f"{k!r} is {len(row[k]):,} characters; at most {MAX_TEXT:,}")
+    if len(json.dumps(settings)) > MAX_TEXT:
+        raise AnnotationError(f"'settings' is longer than {MAX_TEXT:,} characters as JSON")
+    check_source(row.get("source"))
+    check_comment(row.get("comment"))
+    for k in NUMBER_FIELDS:
+        if row.get(k) is not None and not _is_number(row[k]):
+            raise AnnotationError(f"{k!r} must be a finite number, not {_brief(row[k])}")
+    step = row.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 2**63):
+        raise AnnotationError(f"'step' must be a whole number from 0, not {_brief(step)}")
+    flag = row.get("hallucination")
+    if flag is not None and not (isinstance(flag, (bool, int)) and flag in (0, 1)):
+        raise AnnotationError(f"'hallucination' must be true or false, not {_brief(flag)}")
     if kind == "rating":
-        check_name(row.get("annotator", ""))
+        name = check_name(row.get("annotator", ""))
         check_scores(row)
+        if annotator is not None and name != annotator:
+            raise AnnotationError(f"a rating by {_brief(name)}: you can import only your own ratings (as {annotator})")
 
 
-def import_file(store: AnnotationStore, path: str | Path, *, skip_bad: bool = False) -> dict:
-    """Import items and ratings in one transaction; returns counts and the bad lines."""
+def import_file(store: AnnotationStore, path: str | Path, *, skip_bad: bool = False,
+                max_rows: int | None = None, annotator: str | None = None) -> dict:
+    """Import items and ratings in one transaction; returns counts and the bad lines. A file of
+    more than ``max_rows`` rows is refused whole; with ``annotator``, ratings by anyone else are
+    bad lines."""
     parsed = read_rows(path)
     if not parsed:
         raise AnnotationError(f"{path}: the file is empty.")
+    if max_rows is not None and len(parsed) > max_rows:
+        raise AnnotationError(f"{path}: {len(parsed):,} rows; an import takes at most {max_rows:,} rows, "
+                              "nothing imported.")
     good, bad = [], []
     for n, row, why in parsed:
         if row is None:
             bad.append((n, why))
             continue
         try:
-            _check_row(row)
+            _check_row(row, annotator)
         except AnnotationError as exc:
             bad.append((n, str(exc).rstrip(".")))
             continue

@@ -24,6 +24,9 @@ SCHEMA_VERSION = 2
 DIMENSIONS = ("faithfulness", "informativeness", "fluency")
 SOURCES = ("explore", "training", "import")  # the app's own; an imported item may carry any short label
 MAX_NAME = 100
+MAX_COMMENT = 2_000
+MAX_SOURCE = 64
+RATING_VALUES = (*DIMENSIONS, "hallucination", "comment")  # what an edit changes (and history keeps)
 ITEM_FIELDS = ["text", "rationale", "settings", "source", "paired_text", "similarity", "reward", "run", "step",
                "created"]
 
@@ -68,7 +71,15 @@ def content_hash(text: str, rationale: str, settings: dict) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def _brief(value) -> str:
+    """A value as a message may quote it: its repr, cut short."""
+    r = repr(value)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
 def check_name(name: str) -> str:
+    if name is not None and not isinstance(name, str):
+        raise AnnotationError(f"An annotator name is text, not {_brief(name)}.")
     name = (name or "").strip()
     if not name:
         raise AnnotationError("Type your annotator name first.")
@@ -84,13 +95,33 @@ def check_scores(scores: dict) -> dict:
         if v is None or v == "":
             raise AnnotationError(f"Rate {d} (1-5) before saving.")
         try:
-            iv = int(v)
-        except (TypeError, ValueError):
-            raise AnnotationError(f"{d} must be a whole number from 1 to 5, not {v!r}.") from None
-        if iv != float(v) or not 1 <= iv <= 5:
-            raise AnnotationError(f"{d} must be from 1 to 5, not {v!r}.")
-        out[d] = iv
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                raise TypeError
+            fv = float(v)
+        except (TypeError, ValueError, OverflowError):
+            raise AnnotationError(f"{d} must be a whole number from 1 to 5, not {_brief(v)}.") from None
+        if not fv.is_integer() or not 1 <= fv <= 5:
+            raise AnnotationError(f"{d} must be from 1 to 5, not {_brief(v)}.")
+        out[d] = int(fv)
     return out
+
+
+def check_comment(comment: str | None) -> str:
+    if comment is None:
+        return ""
+    if not isinstance(comment, str):
+        raise AnnotationError(f"A comment is text, not {_brief(comment)}.")
+    if len(comment) > MAX_COMMENT:
+        raise AnnotationError(f"A comment is at most {MAX_COMMENT:,} characters ({len(comment):,} given).")
+    return comment
+
+
+def check_source(source: str | None) -> str:
+    source = source or "import"
+    if not isinstance(source, str) or not source.strip() or len(source) > MAX_SOURCE:
+        raise AnnotationError(f"'source' is a short label: 1 to {MAX_SOURCE} characters "
+                              "(e.g. explore, training, import).")
+    return source
 
 
 @dataclass
@@ -220,9 +251,7 @@ class AnnotationStore:
         if not isinstance(rationale, str):
             raise AnnotationError("An item needs a rationale (a string).")
         settings = it.get("settings") or {}
-        source = it.get("source") or "import"
-        if not isinstance(source, str) or not source.strip() or len(source) > 64:
-            raise AnnotationError("'source' is a short label: 1 to 64 characters (e.g. explore, training, import).")
+        source = check_source(it.get("source"))
         h = content_hash(text, rationale, settings)
         row = c.execute("SELECT id FROM items WHERE content_hash=?", (h,)).fetchone()
         if row:
@@ -257,6 +286,7 @@ class AnnotationStore:
              **scores) -> int:
         """Save (or edit) this annotator's rating of the item; an edit keeps the old values in history."""
         s = check_scores(scores)
+        comment = check_comment(comment)
         aid = self.annotator_id(annotator)
         now = time.time()
         with self._tx() as c:
@@ -270,12 +300,7 @@ class AnnotationStore:
                     (item_id, aid, s["faithfulness"], s["informativeness"], s["fluency"], int(bool(hallucination)),
                      comment or "", now, now))
                 return cur.lastrowid
-            keep = {k: old[k] for k in (*DIMENSIONS, "hallucination", "comment", "updated")}
-            c.execute("INSERT INTO rating_history (rating_id, old, changed) VALUES (?,?,?)",
-                      (old["id"], json.dumps(keep), now))
-            c.execute("UPDATE ratings SET faithfulness=?, informativeness=?, fluency=?, hallucination=?, comment=?,"
-                      " updated=? WHERE id=?", (s["faithfulness"], s["informativeness"], s["fluency"],
-                                                int(bool(hallucination)), comment or "", now, old["id"]))
+            _edit_rating(c, old, {**s, "hallucination": int(bool(hallucination)), "comment": comment}, now)
             return old["id"]
 
     def import_rows(self, rows: Iterable[dict]) -> tuple[int, int]:
@@ -295,20 +320,23 @@ class AnnotationStore:
 
     @staticmethod
     def _import_rating(c, item_id: int, row: dict) -> None:
-        """A rating from an export, with its own timestamps (inside the caller's transaction)."""
-        s = check_scores(row)
-        name = check_name(row["annotator"])
+        """A rating from an export, with its own timestamps (inside the caller's transaction). A
+        different rating by the same annotator is edited as ``rate`` edits it (the old values go to
+        history); an identical one is left alone."""
+        new = {**check_scores(row), "hallucination": int(bool(row.get("hallucination"))),
+               "comment": check_comment(row.get("comment"))}
+        name = check_name(row.get("annotator"))
         c.execute("INSERT OR IGNORE INTO annotators (name, created) VALUES (?, ?)", (name, time.time()))
         aid = c.execute("SELECT id FROM annotators WHERE name=?", (name,)).fetchone()[0]
         created = row.get("rated") or time.time()
-        c.execute("INSERT INTO ratings (item_id, annotator_id, faithfulness, informativeness, fluency, hallucination,"
-                  " comment, created, updated) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (item_id, annotator_id) DO "
-                  "UPDATE SET faithfulness=excluded.faithfulness, informativeness=excluded.informativeness, "
-                  "fluency=excluded.fluency, hallucination=excluded.hallucination, comment=excluded.comment, "
-                  "updated=excluded.updated",
-                  (item_id, aid, s["faithfulness"], s["informativeness"], s["fluency"],
-                   int(bool(row.get("hallucination"))), row.get("comment") or "", created,
-                   row.get("updated") or created))
+        updated = row.get("updated") or created
+        old = c.execute("SELECT * FROM ratings WHERE item_id=? AND annotator_id=?", (item_id, aid)).fetchone()
+        if old is None:
+            c.execute("INSERT INTO ratings (item_id, annotator_id, faithfulness, informativeness, fluency,"
+                      " hallucination, comment, created, updated) VALUES (?,?,?,?,?,?,?,?,?)",
+                      (item_id, aid, *(new[k] for k in RATING_VALUES), created, updated))
+        elif any(old[k] != new[k] for k in RATING_VALUES):
+            _edit_rating(c, old, new, updated)
 
     def rating(self, item_id: int, annotator: str) -> dict | None:
         row = self._conn().execute(
@@ -378,6 +406,15 @@ class _Transaction:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
+
+
+def _edit_rating(c, old, new: dict, updated: float) -> None:
+    """Change a rating to ``new`` (values of RATING_VALUES), keeping its old values in history."""
+    keep = {k: old[k] for k in (*RATING_VALUES, "updated")}
+    c.execute("INSERT INTO rating_history (rating_id, old, changed) VALUES (?,?,?)",
+              (old["id"], json.dumps(keep), time.time()))
+    c.execute("UPDATE ratings SET faithfulness=?, informativeness=?, fluency=?, hallucination=?, comment=?,"
+              " updated=? WHERE id=?", (*(new[k] for k in RATING_VALUES), updated, old["id"]))
 
 
 def _item(row) -> Item:

@@ -289,3 +289,160 @@ def test_the_app_opens_its_store_once(tmp_path, monkeypatch):
     assert default_store() is first
     monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path / "other"))
     assert default_store() is not first
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def _rating_row(annotator, f, i, fl, **extra):
+    return {"kind": "rating", "text": "t", "rationale": "r", "annotator": annotator, "faithfulness": f,
+            "informativeness": i, "fluency": fl, **extra}
+
+
+def test_an_import_that_changes_a_rating_keeps_the_old_one_in_history(tmp_path):
+    from analysis.annotation_io import import_file
+
+    s = _store(tmp_path)
+    item, _ = s.add_item("t", "r")
+    s.rate(item, "alice", faithfulness=5, informativeness=4, fluency=3, comment="mine")
+    f = _write_jsonl(tmp_path / "in.jsonl", [_rating_row("alice", 1, 1, 1, comment="overwritten", rated=1.0,
+                                                          updated=2.0)])
+    assert import_file(s, f)["ratings"] == 1
+    assert s.rating(item, "alice")["faithfulness"] == 1 and s.rating(item, "alice")["comment"] == "overwritten"
+    (old,) = s.history(item, "alice")
+    assert (old["faithfulness"], old["informativeness"], old["fluency"], old["comment"]) == (5, 4, 3, "mine")
+    import_file(s, f)  # the same rating again changes nothing
+    assert len(s.history(item, "alice")) == 1
+
+
+BAD_VALUES = [
+    ("similarity", "abc"), ("similarity", True), ("reward", "NaN"), ("reward", "Infinity"), ("step", -1),
+    ("step", 1.5), ("step", "3"), ("step", True), ("paired_text", 5), ("source", ["a"]), ("source", "x" * 65),
+    ("run", {"a": 1}), ("created", "yesterday"), ("rated", "-Infinity"), ("updated", [1]), ("comment", 5),
+    ("hallucination", "yes"), ("text", "x" * 20_001), ("paired_text", "x" * 20_001),
+    ("rationale", "x" * 20_001), ("comment", "x" * 2_001), ("annotator", 7), ("faithfulness", True),
+]
+
+
+@pytest.mark.parametrize("field,value", BAD_VALUES, ids=[f"{k}={str(v)[:12]}" for k, v in BAD_VALUES])
+def test_import_refuses_values_of_the_wrong_type_or_size(tmp_path, field, value):
+    from analysis.annotation_io import import_file
+
+    s = _store(tmp_path)
+    row = json.dumps({**_rating_row("ann", 3, 3, 3), field: "PLACEHOLDER"}).replace(
+        '"PLACEHOLDER"', value if value in ("NaN", "Infinity", "-Infinity") else json.dumps(value))
+    f = _write_jsonl(tmp_path / "in.jsonl", [{"text": "good", "rationale": "r"}, row])
+    with pytest.raises(AnnotationError, match=rf"1 bad line\(s\), nothing imported: line 2: .*{field}"):
+        import_file(s, f)
+    assert s.count_items() == 0 and s.ratings() == []
+
+
+def test_csv_import_refuses_non_finite_numbers_by_line(tmp_path):
+    from analysis.annotation_io import import_file
+
+    f = tmp_path / "in.csv"
+    f.write_text("kind,text,rationale,similarity,step\nitem,a,r,0.5,2\nitem,b,r,nan,1\nitem,c,r,0.1,-4\n")
+    with pytest.raises(AnnotationError, match=r"line 3: 'similarity' must be a finite number.*; line 4: 'step'"):
+        import_file(_store(tmp_path), f)
+
+
+def test_an_import_of_too_many_rows_is_refused_whole(tmp_path):
+    from analysis.annotation_io import MAX_IMPORT_ROWS, import_file
+
+    s = _store(tmp_path)
+    f = _write_jsonl(tmp_path / "big.jsonl", [{"text": f"t{k}", "rationale": "r"} for k in range(MAX_IMPORT_ROWS + 1)])
+    with pytest.raises(AnnotationError, match="5,001 rows; an import takes at most 5,000 rows, nothing imported"):
+        import_file(s, f, max_rows=MAX_IMPORT_ROWS)
+    assert s.count_items() == 0
+    assert import_file(s, f)["items_added"] == MAX_IMPORT_ROWS + 1  # the CLI's import has no limit
+
+
+def test_rate_bounds_comments_and_refuses_odd_scores(tmp_path):
+    s = _store(tmp_path)
+    item, _ = s.add_item("t", "r")
+    with pytest.raises(AnnotationError, match="A comment is at most 2,000 characters"):
+        s.rate(item, "ann", faithfulness=3, informativeness=3, fluency=3, comment="x" * 2_001)
+    with pytest.raises(AnnotationError, match="A comment is text"):
+        s.rate(item, "ann", faithfulness=3, informativeness=3, fluency=3, comment=["x"])
+    for bad in (True, float("inf"), float("nan"), 10**400, "abc", [3], 2.5):
+        with pytest.raises(AnnotationError, match="faithfulness"):
+            s.rate(item, "ann", faithfulness=bad, informativeness=3, fluency=3)
+    with pytest.raises(AnnotationError, match="annotator name is text"):
+        s.rate(item, 5, faithfulness=3, informativeness=3, fluency=3)
+    s.rate(item, "ann", faithfulness=3, informativeness=3, fluency=3, comment="x" * 2_000)
+    assert s.progress("ann") == (1, 1)
+
+
+GUEST = {"id": "anon:abc", "name": "guest:abc", "signed_in": False}
+
+
+def _panel_note(out):
+    return out[9]
+
+
+def test_the_annotate_tab_in_public_mode_rates_as_the_visitor(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GRACE_PUBLIC", "1")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # the files below stand for uploads
+    from analysis.annotations import default_store
+    from grace.ui.annotate_tab import back, identity_name, import_items, save, skip, start, summary_view
+
+    store = default_store()
+    ids = [store.add_item(f"text {k}", f"rationale {k}", source="import")[0] for k in range(2)]
+    store.rate(ids[0], "alice", faithfulness=5, informativeness=5, fluency=5, comment="alice's secret")
+    assert identity_name(GUEST)["value"] == "guest:abc"
+    assert start("alice", False, {"token": "t", "who": GUEST})[-1] == "guest:abc"  # the page State works too
+    panel = start("alice", False, GUEST)  # the typed name is ignored
+    assert panel[-1] == "guest:abc" and panel[0] == ids[0] and panel[8] == "" and "guest:abc" in panel[10]
+    out = save(ids[0], "alice", 1, 1, 1, False, "", False, GUEST)
+    assert "Saved" in _panel_note(out)
+    assert store.rating(ids[0], "alice")["faithfulness"] == 5 and store.history(ids[0], "alice") == []
+    assert store.rating(ids[0], "guest:abc")["faithfulness"] == 1
+    # without an identity (a bare API call) every handler answers in one line
+    for out in (start("alice", False, None), save(ids[1], "alice", 1, 1, 1, False, "", False, None),
+                skip(ids[1], "alice", False, None), back(ids[1], "alice", None)):
+        assert "no visitor identity" in _panel_note(out) and out[0] is None
+    assert "no visitor identity" in import_items(str(tmp_path), "alice", None)[0]
+    assert store.rating(ids[1], "alice") is None
+    # values no page sends are refused in one line
+    for out in (save("1; DROP", "x", 1, 1, 1, False, "", False, GUEST),
+                save(ids[1], "x", "abc", 1, 1, False, "", False, GUEST),
+                save(ids[1], "x", 1, 1, 1, "yes", "", False, GUEST), save(ids[1], "x", 1, 1, 1, False, 5, False, GUEST),
+                save(10**30, "x", 1, 1, 1, False, "", False, GUEST), skip(ids[0], "x", "on", GUEST),
+                back([1], "x", GUEST), save(999, "x", 1, 1, 1, False, "", False, GUEST)):
+        assert _panel_note(out).startswith("⚠️") and "\n" not in _panel_note(out)
+    assert store.rating(ids[1], "guest:abc") is None
+    assert summary_view(["a"], None)[0].startswith("⚠️")
+    # an import may bring items, and ratings by the importing visitor only
+    f = _write_jsonl(tmp_path / "in.jsonl", [{"text": "new", "rationale": "r"}, _rating_row("alice", 1, 1, 1),
+                                            _rating_row("guest:abc", 2, 2, 2)])
+    msg, _ = import_items(str(f), "alice", GUEST)
+    assert "1 bad line" in msg and "line 2:" in msg and "only your own ratings" in msg and "line 3" not in msg
+    assert store.count_items() == 2 and store.rating(ids[0], "alice")["faithfulness"] == 5
+    _write_jsonl(f, [{"text": "new", "rationale": "r"}, _rating_row("guest:abc", 2, 2, 2)])
+    assert import_items(str(f), None, GUEST)[0].startswith("Imported 2 new item")
+    rated = next(it.id for it in store.items() if it.text == "t")
+    assert store.rating(rated, "guest:abc")["faithfulness"] == 2 and store.rating(rated, "alice") is None
+
+
+def test_the_annotate_tab_shows_names_and_messages_as_text(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("GRACE_PUBLIC", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    from analysis.annotations import default_store
+    from grace.ui.annotate_tab import import_items, save, start, summary_view
+
+    evil, other = "![x](http://evil/img.png)", "<img src=x onerror=alert(1)>"
+    store = default_store()
+    item, _ = store.add_item("t", "r")
+    panel = start(evil, False)  # locally the typed name is the annotator, as before
+    assert panel[-1] == evil and "![" not in panel[10] and "\\!\\[x\\]" in panel[10]
+    save(item, evil, 3, 3, 3, False, "", False)
+    save(item, other, 4, 4, 4, False, "", False)
+    text = summary_view(evil, other)[0]
+    assert "by 2 annotator(s)" in text and "![" not in text and "<img" not in text and "&lt;img" in text
+    f = _write_jsonl(tmp_path / "in.jsonl", [{"kind": "<b>", "text": "t", "rationale": "r"}])
+    msg, _ = import_items(str(f), evil)
+    assert "line 1" in msg and "<b>" not in msg and "![" not in msg

@@ -8,11 +8,13 @@ from pathlib import Path
 import gradio as gr
 
 from analysis.agreement import pair_kappa, summarise
-from analysis.annotation_io import import_file
-from analysis.annotations import AnnotationStore, check_name, default_store
+from analysis.annotation_io import MAX_IMPORT_ROWS, import_file
+from analysis.annotations import AnnotationError, AnnotationStore, check_name, default_store
 from analysis.plots import rating_distribution, ratings_by_step
 
-from .common import one_line, upload_path
+from .common import is_public, one_line, upload_path
+from .identity import IdentityError, visitor_from
+from .text import md_escape
 
 # 1-5 set the next dimension, h toggles hallucination, Enter saves and moves on (not while typing)
 KEYBOARD_JS = """
@@ -53,93 +55,165 @@ def _store() -> AnnotationStore:
     return default_store()
 
 
+def _warn(exc: BaseException) -> str:
+    return f"⚠️ {one_line(exc)}"
+
+
+def _annotator(name, who) -> str:
+    """Who rates: in public mode the visitor of ``who`` (the page State or its ``who`` dict; a
+    typed name is ignored), locally the typed name."""
+    if is_public():
+        return check_name(visitor_from(who).name)
+    return check_name(name)
+
+
+def _item_id(value) -> int | None:
+    """The current item's id as the page holds it (None: no item)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
+        raise AnnotationError("The page sent an item id that is not one: reload the page.")
+    return value
+
+
+def _flag(value, what: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise AnnotationError(f"{what} is true or false.")
+    return value
+
+
+def _radio(value) -> int | None:
+    """A score to show again as entered (only one the radio holds)."""
+    return value if value in (1, 2, 3, 4, 5) and not isinstance(value, bool) else None
+
+
 def _show(item, name, note=""):
     """Values for the item panel (and its existing rating by this annotator, for editing)."""
     if item is None:
         done = "Nothing left to rate." if name else ""
-        return (None, "", "", "", None, None, None, False, "", f"{note} {done}".strip(), _progress(name))
+        return (None, "", "", "", None, None, None, False, "", md_escape(f"{note} {done}".strip()), _progress(name))
     r = _store().rating(item.id, name) if name else None
     meta = f"source: {item.source}" + (f" · run {item.run}, step {item.step}" if item.run else "") + \
         (f" · similarity {item.similarity:+.3f}" if item.similarity is not None else "")
     return (item.id, item.text, item.rationale, (item.paired_text or "") + ("\n\n" if item.paired_text else "") + meta,
             r["faithfulness"] if r else None, r["informativeness"] if r else None, r["fluency"] if r else None,
-            bool(r["hallucination"]) if r else False, r["comment"] if r else "", note, _progress(name))
+            bool(r["hallucination"]) if r else False, r["comment"] if r else "", md_escape(note), _progress(name))
 
 
 def _progress(name) -> str:
     if not name:
         return ""
-    rated, total = _store().progress(name)
-    return f"**{name}**: {rated} of {total} rated"
+    try:
+        rated, total = _store().progress(name)
+    except Exception:  # the note says what went wrong
+        return ""
+    return f"**{md_escape(name)}**: {rated} of {total} rated"
 
 
-def start(name, random_order):
+def identity_name(who) -> dict:
+    """The name box in public mode: the visitor, as the store records them."""
+    if not is_public():
+        return gr.update()
+    try:
+        return gr.update(value=visitor_from(who).name)
+    except IdentityError:
+        return gr.update(value="")
+
+
+def start(name, random_order, who=None):
     """Remember the annotator for this browser session and show their next unrated item."""
     try:
-        name = check_name(name)
-        item = _store().next_item(name, random_order=random_order)
+        name = _annotator(name, who)
+        item = _store().next_item(name, random_order=_flag(random_order, "Random order"))
+        return _show(item, name) + (name,)
     except Exception as exc:
-        return (None, "", "", "", None, None, None, False, "", f"⚠️ {one_line(exc)}", "", None)
-    return _show(item, name) + (name,)
+        return _show(None, None, _warn(exc)) + (None,)
 
 
-def save(item_id, name, f, i, fl, halluc, comment, random_order):
-    if not name:
+def save(item_id, name, f, i, fl, halluc, comment, random_order, who=None):
+    if not is_public() and not name:
         return _show(None, None, "⚠️ Type your name and press Start first.")
+    try:
+        name, item_id = _annotator(name, who), _item_id(item_id)
+        random_order = _flag(random_order, "Random order")
+    except Exception as exc:
+        return _show(None, None, _warn(exc))
     if item_id is None:
         return _show(None, name, "Nothing to save.")
     try:
         store = _store()
-        store.rate(int(item_id), name, faithfulness=f, informativeness=i, fluency=fl, hallucination=bool(halluc),
-                   comment=comment or "")
+        store.rate(item_id, name, faithfulness=f, informativeness=i, fluency=fl,
+                   hallucination=_flag(halluc, "Hallucination"), comment=comment)
         nxt = store.next_item(name, random_order=random_order)
     except Exception as exc:
-        current = _show(_store().item(int(item_id)), name)
-        return current[:4] + (f, i, fl, halluc, comment, f"⚠️ {one_line(exc)}", current[-1])
+        try:  # the item again, with what was entered: nothing typed is lost
+            current = _show(_store().item(item_id), name)
+        except Exception:
+            return _show(None, name, _warn(exc))
+        return current[:4] + (_radio(f), _radio(i), _radio(fl), halluc is True,
+                              comment if isinstance(comment, str) else "", md_escape(_warn(exc)), current[-1])
     return _show(nxt, name, f"Saved item {item_id}.")
 
 
-def skip(item_id, name, random_order):
-    if not name:
+def skip(item_id, name, random_order, who=None):
+    if not is_public() and not name:
         return _show(None, None, "⚠️ Type your name and press Start first.")
-    nxt = _store().next_item(name, random_order=random_order, after=int(item_id) if item_id else None)
-    return _show(nxt, name, "Skipped." if nxt and nxt.id != item_id else "No other unrated item.")
+    try:
+        name, item_id = _annotator(name, who), _item_id(item_id)
+        nxt = _store().next_item(name, random_order=_flag(random_order, "Random order"), after=item_id)
+        return _show(nxt, name, "Skipped." if nxt and nxt.id != item_id else "No other unrated item.")
+    except Exception as exc:
+        return _show(None, None, _warn(exc))
 
 
-def back(item_id, name):
+def back(item_id, name, who=None):
     """The item this annotator rated last before the current one, loaded for editing."""
-    if not name:
+    if not is_public() and not name:
         return _show(None, None, "⚠️ Type your name and press Start first.")
-    rated = _store().rated_by(name)
-    if item_id in rated:
-        rated = rated[:rated.index(item_id)]
-    if not rated:
-        return _show(_store().item(int(item_id)) if item_id else None, name, "No earlier rating to edit.")
-    return _show(_store().item(rated[-1]), name, "Editing your earlier rating.")
+    try:
+        name, item_id = _annotator(name, who), _item_id(item_id)
+        rated = _store().rated_by(name)
+        if item_id in rated:
+            rated = rated[:rated.index(item_id)]
+        if not rated:
+            return _show(_store().item(item_id) if item_id else None, name, "No earlier rating to edit.")
+        return _show(_store().item(rated[-1]), name, "Editing your earlier rating.")
+    except Exception as exc:
+        return _show(None, None, _warn(exc))
 
 
-def import_items(upload, name):
-    if upload is None:
-        return "Choose a .jsonl or .csv file first.", _progress(name)
+def import_items(upload, name, who=None):
+    """Import a file of items (and ratings: in public mode only the visitor's own)."""
+    try:
+        name = _annotator(name, who) if is_public() or name else None
+    except Exception as exc:
+        return md_escape(_warn(exc)), ""
+    if not isinstance(upload, str) and not isinstance(getattr(upload, "name", None), str):
+        return md_escape("Choose a .jsonl or .csv file first."), _progress(name)
     path = None
     try:
         path = upload_path(upload)
-        res = import_file(_store(), path, skip_bad=False)
+        res = import_file(_store(), path, skip_bad=False, max_rows=MAX_IMPORT_ROWS,
+                          annotator=name if is_public() else None)
     except Exception as exc:
         # name the file as the visitor knows it (not the server's temp path); no CLI advice here
         msg = one_line(exc)
         if path:
             msg = msg.replace(path, Path(path).name)
         msg = msg.replace(" Use --skip-bad to import the good lines.", " Fix those lines and import again.")
-        return f"⚠️ {msg}", _progress(name)
-    return f"Imported {res['items_added']} new item(s) and {res['ratings']} rating(s).", _progress(name)
+        return md_escape(f"⚠️ {msg}"), _progress(name)
+    return md_escape(f"Imported {res['items_added']} new item(s) and {res['ratings']} rating(s)."), _progress(name)
 
 
 def summary_view(a, b):
     try:
+        if not all(x is None or isinstance(x, str) for x in (a, b)):
+            raise AnnotationError("Choose annotators from the lists.")
         ratings = _store().ratings()
     except Exception as exc:
-        return f"⚠️ {one_line(exc)}", None, None, gr.update(), gr.update()
+        return md_escape(_warn(exc)), None, None, gr.update(), gr.update()
     s = summarise(ratings)
     lines = [f"{s['n_ratings']} ratings of {s['n_items']} items by {len(s['annotators'])} annotator(s)."]
     for dim, d in s["dimensions"].items():
@@ -153,26 +227,33 @@ def summary_view(a, b):
         lines.append(f"- hallucination flagged in {100 * s['hallucination_rate']:.0f} % of ratings")
     if a and b and a != b:
         ks = [pair_kappa(ratings, a, b, dim) for dim in s["dimensions"]]
-        lines.append(f"- weighted κ (quadratic) {a} vs {b}: " + ", ".join(
+        lines.append(f"- weighted κ (quadratic) {md_escape(a)} vs {md_escape(b)}: " + ", ".join(
             f"{dim} {'–' if k is None else f'{k:.2f}'}" for dim, k in zip(s["dimensions"], ks)))
     choices = s["annotators"]
     return ("\n".join(lines), rating_distribution(s), ratings_by_step(s),
             gr.update(choices=choices), gr.update(choices=choices))
 
 
-def build() -> None:
+def build(who: gr.State | None = None) -> None:
+    """The tab. ``who`` is the session's visitor: the page State (``page_state``) or a State of
+    ``Visitor.to_state()``. In public mode the annotator is that visitor, and the name box only
+    shows who they are."""
+    public = is_public()
+    if who is None:  # an app without identities: fine locally, and refusing everything in public
+        who = gr.State(None)
     with gr.Tab("Annotate", elem_id="ann-panel"):
         gr.Markdown("Rate rationales. **Keys**: 1–5 fill faithfulness, informativeness and fluency in turn, "
                     "**h** flags a hallucination, **Enter** saves and shows the next item.")
         with gr.Row():
-            name = gr.Textbox(label="Your name", max_lines=1, elem_id="ann-name")
+            name = gr.Textbox(label="You (as ratings record you)" if public else "Your name", max_lines=1,
+                              interactive=not public, elem_id="ann-name")
             random_order = gr.Checkbox(label="Random order", value=False)
             go = gr.Button("Start", elem_id="ann-start")
         progress = gr.Markdown(elem_id="ann-progress")
         gr.HTML('<div id="ann-next" style="font-weight: 600"></div>')
         note = gr.Markdown(elem_id="ann-note")
         item_id = gr.State(None)
-        who = gr.State(None)
+        annotator = gr.State(None)  # the name Start checked
         with gr.Row():
             text = gr.Textbox(label="Text", lines=6, max_lines=14, interactive=False, elem_id="ann-text")
             rationale = gr.Textbox(label="Rationale", lines=6, max_lines=14, interactive=False, elem_id="ann-rationale")
@@ -203,9 +284,10 @@ def build() -> None:
                 dist = gr.Plot()
                 steps = gr.Plot()
         panel = [item_id, text, rationale, context, f, i, fl, halluc, comment, note, progress]
-        go.click(start, [name, random_order], panel + [who])
-        save_btn.click(save, [item_id, who, f, i, fl, halluc, comment, random_order], panel)
-        skip_btn.click(skip, [item_id, who, random_order], panel)
-        back_btn.click(back, [item_id, who], panel)
-        import_btn.click(import_items, [upload, who], [note, progress])
+        who.change(identity_name, who, name)
+        go.click(start, [name, random_order, who], panel + [annotator])
+        save_btn.click(save, [item_id, annotator, f, i, fl, halluc, comment, random_order, who], panel)
+        skip_btn.click(skip, [item_id, annotator, random_order, who], panel)
+        back_btn.click(back, [item_id, annotator, who], panel)
+        import_btn.click(import_items, [upload, annotator, who], [note, progress])
         refresh.click(summary_view, [ka, kb], [summary, dist, steps, ka, kb])
