@@ -59,10 +59,19 @@ def _cosines(encoder, texts: list[str], settings: EncodeSettings) -> list[float]
 
 
 def compare_documents(encoder, query: str, docs: list[str], *, minilm=None, settings: EncodeSettings | None = None,
-                      base_encoder=None, on_token: Callable[[int, list[int]], None] | None = None) -> Comparison:
+                      base_encoder=None, on_token: Callable[[int, list[int]], None] | None = None,
+                      should_stop: Callable[[], bool] | None = None) -> Comparison:
     """GRACE cosine (with ``settings``) beside the direct forward pass, MiniLM and, when
     ``base_encoder`` is given, GRACE without the adapter; with sampled rationales also the spread
-    of the GRACE cosine over ``SEEDS`` seeds (the shown rationales are the first seed's)."""
+    of the GRACE cosine over ``SEEDS`` seeds (the shown rationales are the first seed's).
+    ``should_stop`` is asked between the passes (``on_token`` may raise to stop inside one);
+    when it says yes, ``Cancelled`` is raised."""
+    from grace.files.cancel import Cancelled
+
+    def check() -> None:
+        if should_stop is not None and should_stop():
+            raise Cancelled("stopped")
+
     s = settings or EncodeSettings()
     texts = [query] + docs
     results = encoder.encode(texts, s, return_details=True, on_token=on_token)
@@ -71,13 +80,18 @@ def compare_documents(encoder, query: str, docs: list[str], *, minilm=None, sett
     spread = None
     if s.rationale and s.sample:
         first = s.seed or 0
-        runs = [grace] + [_cosines(encoder, texts, s.with_(seed=first + k)) for k in range(1, SEEDS)]
+        runs = [grace]
+        for k in range(1, SEEDS):
+            check()
+            runs.append(_cosines(encoder, texts, s.with_(seed=first + k)))
         spread = [float(np.std([r[i] for r in runs])) for i in range(len(docs))]
+    check()
     if s.rationale:
         direct = _cosines(encoder, texts, s.with_(rationale=False, pooling="text-mean" if s.pooling == "rationale-mean"
                                                   else s.pooling))
     else:
         direct = grace[:]
+    check()
     base = _cosines(base_encoder, texts, s.with_(adapter=None)) if base_encoder is not None else None
     mini = _cosines(minilm, texts, None) if minilm is not None else None
     return Comparison(query=q, docs=ds, grace=grace, direct=direct, minilm=mini, base=base, spread=spread)

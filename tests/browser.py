@@ -24,15 +24,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(model_dir: str, data_dir: str, timeout: float = 120):
+def running_app(model_dir: str, data_dir: str, timeout: float = 120, env: dict | None = None, pid: list | None = None):
+    """The app on a free port (its URL); ``env`` adds variables, ``pid`` (a list) receives its PID."""
     port = free_port()
     env = {**os.environ, "GRACE_MODEL": str(model_dir), "GRACE_DATA_DIR": str(data_dir),
            "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False"}
+           "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     root = Path(__file__).resolve().parents[1]
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     log = open(Path(data_dir) / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if pid is not None:
+        pid.append(proc.pid)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.time() + timeout

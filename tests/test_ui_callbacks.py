@@ -22,6 +22,15 @@ def _last(gen):
     return out
 
 
+def _compare(*args):
+    """Explore's Compare to the end, with the kept comparison in place of its key."""
+    from grace.ui.explore import _comp, run_compare
+
+    out = list(_last(run_compare(None, *args)))
+    out[9] = _comp(out[9])
+    return tuple(out)
+
+
 def test_explore_input_checks():
     from grace.ui.explore import parse_inputs
 
@@ -38,8 +47,8 @@ def test_explore_input_checks():
 def test_explore_compare_and_what_if(ui_env):
     from grace.ui.explore import ATTRIBUTIONS, run_compare, select_doc, what_if
 
-    out = _last(run_compare("Where is Machu Picchu?", "Machu Picchu is in Peru.\nStocks fell.", ATTRIBUTIONS[0],
-                            *ui_env))
+    out = _compare("Where is Machu Picchu?", "Machu Picchu is in Peru.\nStocks fell.", ATTRIBUTIONS[0],
+                            *ui_env)
     status, rows, stream, q_hl, d_hl, summary, pick, q_rat, d_rat, comp, pair_a, pair_b = out
     assert status.startswith("Ranked by GRACE cosine")
     assert [r[0] for r in rows] == [1, 2] and rows[0][3] >= rows[1][3]
@@ -64,7 +73,7 @@ def test_explore_pair_centred_and_ablation_views(ui_env):
     from grace.ui.explore import ATTRIBUTIONS, ablate, explain_choice, run_compare, select_doc
 
     docs = "Machu Picchu is in Peru.\nStocks fell.\nThe Andes are high."
-    *_, comp, pair_a, pair_b = _last(run_compare("Where is Machu Picchu?", docs, ATTRIBUTIONS[1], *ui_env))
+    *_, comp, pair_a, pair_b = _compare("Where is Machu Picchu?", docs, ATTRIBUTIONS[1], *ui_env)
     choices = pair_a["choices"]
     # why A over B: the shown difference and the query tokens' values are those of explain_pair
     msg, hq, ha, hb = explain_choice(choices[0], choices[2], comp)
@@ -86,7 +95,7 @@ def test_explore_pair_centred_and_ablation_views(ui_env):
     assert [r[0] for r in rows] == [p["removed"] for p in ref["pieces"]]
     assert [r[2] for r in rows] == sorted(r[2] for r in rows)
     # one document cannot be centred: a message, and the raw view instead
-    status = _last(run_compare("q", "just one", ATTRIBUTIONS[1], *ui_env))[0]
+    status = _compare("q", "just one", ATTRIBUTIONS[1], *ui_env)[0]
     assert "Centring needs at least 2 documents" in status
 
 
@@ -94,7 +103,7 @@ def test_explore_unloadable_model_is_a_message(ui_env):
     from grace.ui.explore import run_compare
 
     bad = ["no-such-org/no-such-model"] + ui_env[1:]
-    status = _last(run_compare("q", "d", "raw cosine", *bad))[0]
+    status = _compare("q", "d", "raw cosine", *bad)[0]
     assert status.startswith("⚠️") and "no-such-org/no-such-model" in status
 
 
@@ -126,6 +135,7 @@ def test_map_callbacks(ui_env, tmp_path):
     assert detail.startswith("**#3** sentence number 2") and "nearest neighbours are the same" in detail
     assert [r[0] for r in near] == ["direct forward"] * 5 + ["with rationale"] * 5
     assert all(r[2] != 3 for r in near) and [r[4] for r in near[:5]] == sorted((r[4] for r in near[:5]), reverse=True)
+    right2 = right2["value"]  # the second map is shown (a single map hides it)
     assert any(t.name == "#3" for t in right2.data) and any(t.name == "moved from (other map)" for t in right2.data)
     # re-projecting and re-colouring use the kept embeddings: no model is needed
     pca_left, _, _ = render(state, "PCA", "source", "")
@@ -174,7 +184,7 @@ def test_train_callbacks_one_job_at_a_time(ui_env, tiny_model_dir):
     assert "Cancelling" in cancel("first")
     deadline = time.time() + 120
     while time.time() < deadline:
-        line, fig, samples, settings, table, adapters, current = refresh("first")
+        line, fig, samples, settings, table, adapters, current, drawn = refresh("first")
         if "cancelled" in line:
             break
         time.sleep(1)
@@ -231,7 +241,7 @@ def test_evaluate_callback(ui_env, monkeypatch):
     status = run_eval(None, "quick", [], *ui_env, progress=_quiet)[0]
     assert status.startswith("⚠️")
     # Cancel: the evaluation stops at its next chunk of texts and saves nothing
-    monkeypatch.setattr(evaluate_tab.CANCELS, "start", lambda token: _set_flag())
+    monkeypatch.setattr(evaluate_tab.CANCELS, "start", lambda token, kind: _set_flag())
     before = sorted(evaluate_tab.results_dir().glob("*.json"))
     status = run_eval(None, "quick", ["WordNetClustering"], *ui_env, progress=_quiet)[0]
     assert status == "Cancelled; nothing was saved."
@@ -269,11 +279,12 @@ def test_annotate_callbacks(tmp_path, monkeypatch):
     assert "ratings of 2 items by 2 annotator(s)" in text and "weighted κ" in text
     assert "(n = 3)" in text and "Spearman vs similarity" in text and "(n = 2 items)" in text
     from grace.ui.annotate_tab import import_items
+    from grace.ui.text import md_escape
 
     bad = tmp_path / "my ratings.jsonl"
     bad.write_text('{"text": "", "rationale": "r"}\n{"text": "t", "rationale": "r", "source": "my-own-label"}\n')
-    msg, _ = import_items(str(bad), "ann")
-    assert msg.startswith("⚠️ my ratings.jsonl: 1 bad line(s)") and str(tmp_path) not in msg
+    msg, _ = import_items(str(bad), "ann")  # a Markdown note: the file's text is escaped
+    assert msg.startswith(md_escape("⚠️ my ratings.jsonl: 1 bad line(s)")) and md_escape(str(tmp_path)) not in msg
     assert "--skip-bad" not in msg and "Fix those lines" in msg
     bad.write_text('{"text": "t", "rationale": "r", "source": "my-own-label"}\n')
     assert import_items(str(bad), "ann")[0].startswith("Imported 1 new item")
@@ -310,7 +321,10 @@ def test_a_public_app_serves_only_the_embedded_models(monkeypatch, tmp_path, tin
             settings_from(*panel_values(APP_DEFAULTS.with_(model=bad)))
         with pytest.raises(ValueError, match="GRACE_ALLOW_ANY_MODEL=1"):
             get_encoder(bad)
-    msg, _ = start("r1", "grace / supervised", None, 2, 2, 4, 0.2, 0.2, 0.1, 8, 8, str(tiny_model_dir))
+    assert "no visitor identity" in start("r1", "grace / supervised", None, 2, 2, 4, 0.2, 0.2, 0.1, 8, 8,
+                                          "default")[0]  # a bare API call that skipped the page's identify
+    who = {"id": "anon:0123", "name": "guest:0123"}
+    msg, _ = start("r1", "grace / supervised", None, 2, 2, 4, 0.2, 0.2, 0.1, 8, 8, str(tiny_model_dir), who)
     assert "serves only the embedded models" in msg and not (tmp_path / "runs" / "r1").exists()
     monkeypatch.setenv("GRACE_ALLOW_ANY_MODEL", "1")
     assert check_model_choice(str(tiny_model_dir)) == str(tiny_model_dir)
@@ -357,7 +371,7 @@ def test_explore_says_what_the_model_reads_of_a_long_document(ui_env):
     from grace.ui.explore import parse_inputs, run_compare
 
     long_doc = " ".join(["Machu Picchu is an Inca citadel."] * 200)  # far over 512 tokens
-    out = _last(run_compare("Where is Machu Picchu?", f"A short one.\n{long_doc}", "raw cosine", *ui_env))
+    out = _compare("Where is Machu Picchu?", f"A short one.\n{long_doc}", "raw cosine", *ui_env)
     assert "Document 2 is longer than the model reads: it sees the first 512 tokens of that text." in out[0]
     _, docs, _ = parse_inputs("q", "one\u2028still one\ntwo")
     assert docs == ["one\u2028still one", "two"]
@@ -372,7 +386,7 @@ def test_a_click_during_the_warm_up_says_why_it_waits(ui_env, monkeypatch):
     warm = common.Warmup()
     monkeypatch.setattr(explore, "WARMUP", warm)
     warm.start("default", load=lambda model: gate.wait(30))
-    gen = explore.run_compare("q", "a document", "raw cosine", *ui_env)
+    gen = explore.run_compare(None, "q", "a document", "raw cosine", *ui_env)
     first = next(gen)[0]
     assert first.startswith("⏳") and "starts as soon as it is ready" in first
     assert "about a minute, once" in first or "Loading the model default" in first
@@ -417,7 +431,7 @@ def test_explore_datapoint_table_across_models_and_seeds(ui_env, tiny_model_dir,
     assert comp3.spread == pytest.approx([float(np.std(col)) for col in zip(*runs)], abs=1e-6)
     # the CSV holds every column and the full texts
     msg, path = export_table(comp)
-    rows = list(csv.reader(open(path, encoding="utf-8")))
+    rows = list(csv.reader(open(path["value"], encoding="utf-8")))
     assert rows[0] == ["query"] + HEADERS and len(rows) == 4 and msg == "Exported 3 rows."
     assert {r[3] for r in rows[1:]} == set(docs)
 
@@ -447,3 +461,56 @@ def test_shipped_adapters_are_offered_and_load(ui_env, tiny_model_dir, tmp_path,
     values[common._panel_fields().index("adapter")] = "shipped: nothing-here"
     with pytest.raises(ValueError, match="no shipped adapter 'nothing-here'"):
         common.settings_from(*values)
+
+
+def test_a_closed_compare_stops_its_generation_before_the_slot_frees(ui_env, monkeypatch):
+    """Gradio closes a cancelled event's generator; a visitor's new Compare replaces their last:
+    either way the worker stops at its next token, and only then is the model slot free."""
+    from grace.ui import explore
+    from grace.ui.common import MODEL_SLOT
+
+    tokens = []
+
+    class Tok:
+        def decode(self, ids, skip_special_tokens=True):
+            return "x" * len(ids)
+
+    class Slow:  # a generation of 10 s unless it is stopped
+        tokenizer = Tok()
+
+        def encode(self, texts, s=None, return_details=False, on_token=None, **kw):
+            for i in range(1000):
+                tokens.append(i)
+                on_token(0, [1] * (i + 1))
+                time.sleep(0.01)
+            raise AssertionError("the generation was not stopped")
+
+    monkeypatch.setattr(explore, "encoder_for", lambda s: Slow())
+    monkeypatch.setattr(explore, "get_encoder", lambda m: None)
+
+    def generating(gen):
+        for out in gen:
+            if out[0] == "Generating rationales…":
+                return
+        raise AssertionError("never generated")
+
+    gen = explore.run_compare("page-a", "q", "a document", "raw cosine", *ui_env)
+    generating(gen)
+    assert MODEL_SLOT.busy
+    gen.close()  # what Gradio does to a cancelled event
+    n = len(tokens)
+    time.sleep(0.3)
+    assert not MODEL_SLOT.busy and len(tokens) <= n + 1
+    # the same page's next Compare stops the one before it, which says so
+    first = explore.run_compare("page-b", "q", "a document", "raw cosine", *ui_env)
+    generating(first)
+    second = explore.run_compare("page-b", "q", "a document", "raw cosine", *ui_env)
+    next(second)  # it starts: the first page's flag is set
+    assert _last(first)[0] == "Stopped."
+    generating(second)
+    another = explore.run_compare("page-c", "q", "a document", "raw cosine", *ui_env)
+    assert next(another)[0].startswith("⏳ The model is busy")  # another visitor waits, and is told so
+    another.close()
+    second.close()
+    time.sleep(0.3)
+    assert not MODEL_SLOT.busy

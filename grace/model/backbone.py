@@ -216,7 +216,10 @@ def load_backbone(
         )
     except (OSError, ValueError) as exc:
         if Path(source).exists():
-            raise BackboneError(f"Could not load a model from {source}: {str(exc).splitlines()[0]}") from None
+            reason = (str(exc).strip().splitlines() or [""])[0].strip()
+            if not reason or reason.endswith(":"):  # a list of tried files follows on later lines
+                reason = "it holds no tokenizer and safetensors weights that transformers can read"
+            raise BackboneError(f"Could not load a model from {source}: {reason.rstrip('.')}.") from None
         hint = (" HF_HUB_OFFLINE is set, so only models already in the local Hugging Face cache load."
                 if _offline() else " The Hugging Face Hub could not be reached, or the id does not exist;"
                 " set HF_HUB_OFFLINE=1 to use only local copies.")

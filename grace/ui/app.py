@@ -7,7 +7,12 @@ import os
 import gradio as gr
 
 from . import annotate_tab, evaluate_tab, explore, map_tab, train_tab
-from .common import MAX_UPLOAD_MB, WARMUP, model_bar
+from .common import MAX_UPLOAD_MB, WARMUP, is_public, model_bar
+from .identity import browser_token_state, identify, left, page_state
+from .storage import served_paths
+
+# Gradio's own copies of uploads and returned files: every hour, those older than an hour go
+DELETE_CACHE = (3600, 3600)
 
 INTRO = """# GRACE Studio
 Embeddings whose reasoning you can read ([GRACE, arXiv 2510.04506](https://arxiv.org/abs/2510.04506)):
@@ -16,17 +21,26 @@ The first use of the embedded Gemma 3 270M converts it once (about a minute); la
 
 
 def build(default_model: str = "default") -> gr.Blocks:
-    with gr.Blocks(title="GRACE Studio") as demo:
+    with gr.Blocks(title="GRACE Studio", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
+        page = page_state()  # this page's token (cancel flags, kept results) and its visitor
+        browser = browser_token_state()  # the visitor's token, kept by their browser across reloads
+        with gr.Row():
+            who_line = gr.Markdown(elem_id="visitor")
+            if is_public() and os.environ.get("OAUTH_CLIENT_ID"):  # a Space with hf_oauth: true
+                gr.LoginButton(scale=0)
         warm = gr.Markdown(WARMUP.message, elem_id="model-status")
         settings = model_bar(default_model)
-        explore.build(settings)
-        map_tab.build(settings)
-        refresh, current, outs = train_tab.build(settings[1], settings[0])
-        saved, eval_outs = evaluate_tab.build(settings)
-        annotate_tab.build()
-        demo.load(refresh, [current], outs)  # re-attach to a running job after a refresh
+        explore.build(settings, page)
+        map_tab.build(settings, page)
+        refresh, refresh_inputs, outs = train_tab.build(settings[1], settings[0], page)
+        saved, eval_outs = evaluate_tab.build(settings, page)
+        annotate_tab.build(page)
+        # who the visitor is comes first; then the page re-attaches to their running job
+        demo.load(identify, [browser, page], [browser, page, who_line], api_name="identify") \
+            .then(refresh, refresh_inputs, outs, queue=False)
         demo.load(saved, None, eval_outs)
+        demo.unload(left)  # a visitor who closes the tab stops their running work
         ticker = gr.Timer(1.0, active=WARMUP.state == "loading")
         ticker.tick(lambda: (WARMUP.message, gr.Timer(active=WARMUP.state == "loading")), None, [warm, ticker],
                     show_progress="hidden")
@@ -42,4 +56,6 @@ def main() -> None:
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), show_error=False,
         max_file_size=f"{MAX_UPLOAD_MB}mb",
+        allowed_paths=served_paths(),  # the exports only: on a Space they live in /data, outside cwd and /tmp
+        state_session_capacity=2000 if is_public() else 10000,
         head=annotate_tab.KEYBOARD_JS + map_tab.CLICK_JS, css=map_tab.CSS)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
 
 from grace.training.jobs import JobManager
+from grace.files.cancel import Cancelled
 from grace.files.paths import data_dir
 from grace.model.pooling import POOLINGS
 from grace.model.settings import DTYPES, EncodeSettings
@@ -55,7 +58,16 @@ def settings_from(*values) -> EncodeSettings:
             raise ValueError(f"There is no shipped adapter {name[len(SHIPPED_PREFIX):]!r}.")
         adapter = str(shipped[name])
     elif name and name != "(none)":
-        run = jobs().run_dir(name)  # validates the name
+        if not isinstance(name, str) or name not in jobs().adapters():
+            try:
+                run_exists = (jobs().run_dir(name) / "grace_config.json").exists()
+            except ValueError:
+                run_exists = False
+            if run_exists:
+                raise ValueError(f"Run '{name}' has no adapter yet.")
+            raise ValueError(f"There is no adapter {str(name)[:80]!r} here: choose one from the list "
+                             "(shipped adapters and finished runs).")
+        run = jobs().run_dir(name)
         if not (run / "adapter").is_dir():
             raise ValueError(f"Run '{name}' has no adapter yet.")
         adapter = str(run / "adapter")
@@ -64,7 +76,8 @@ def settings_from(*values) -> EncodeSettings:
     v["adapter"] = adapter
     if not v.get("sample"):
         v["seed"] = None  # greedy rationales need no seed
-    return APP_DEFAULTS.with_(**v).validate()
+    # the app offers its templates by name only: a prompt *file* is for the library and the CLI
+    return APP_DEFAULTS.with_(**v).validate(known_prompt_only=True)
 
 
 def panel_values(settings: EncodeSettings = APP_DEFAULTS, adapter_run: str = "(none)") -> list:
@@ -160,11 +173,17 @@ def model_bar(default_model: str):
     controls = {}
     with gr.Accordion("Model settings", open=False):
         with gr.Row():
-            controls["model"] = gr.Textbox(value=default_model, label="Backbone", scale=2,
-                                           info="'default' = embedded Gemma 3 270M; or an HF id / local folder")
+            if is_public() and os.environ.get("GRACE_ALLOW_ANY_MODEL", "") != "1":
+                controls["model"] = gr.Dropdown(choices=list(PUBLIC_MODELS), value="default", label="Backbone",
+                                                scale=2, info="'default' = embedded Gemma 3 270M; 'minilm' = the "
+                                                "encoder baseline (this public app serves only these)")
+            else:
+                controls["model"] = gr.Textbox(value=default_model, label="Backbone", scale=2,
+                                               info="'default' = embedded Gemma 3 270M; or an HF id / local folder")
+            # a typed value reaches the server, which says why it is refused (a silent revert says nothing)
             controls["adapter"] = gr.Dropdown(choices=adapter_choices(), value="(none)",
-                                              label="Adapter (shipped, or your finished runs)",
-                                              allow_custom_value=False, scale=1)
+                                              label="Adapter (shipped, or finished runs)",
+                                              allow_custom_value=True, scale=1)
             controls["prompt"] = gr.Dropdown(choices=list(TEMPLATES), value=d.prompt, label="Prompt template", scale=1)
             controls["dtype"] = gr.Dropdown(choices=[x for x in DTYPES if x != "bfloat16"], value=d.dtype,
                                             label="Precision",
@@ -192,11 +211,23 @@ MAX_UPLOAD_MB = 20  # every upload (training data, map corpus, annotation import
 def upload_path(upload) -> str:
     """The local path of an uploaded file, refused above ``MAX_UPLOAD_MB`` with its size."""
 
-    path = upload if isinstance(upload, str) else upload.name
+    path = upload if isinstance(upload, str) else getattr(upload, "name", None)
+    if not isinstance(path, str) or not Path(path).is_file():
+        raise ValueError("The upload did not arrive: choose the file again.")
+    if is_public() and not _in_upload_cache(path):  # a script may name any server path
+        raise ValueError("Upload the file through the page.")
     size = Path(path).stat().st_size
     if size > MAX_UPLOAD_MB * 1_000_000:
         raise ValueError(f"The file is {size / 1e6:.1f} MB; uploads are limited to {MAX_UPLOAD_MB} MB.")
     return path
+
+
+def _in_upload_cache(path: str) -> bool:
+    """Whether ``path`` lies in Gradio's folder of uploaded files."""
+    import tempfile
+
+    cache = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+    return Path(path).resolve().is_relative_to(cache)
 
 
 def one_line(exc: BaseException) -> str:
@@ -206,25 +237,118 @@ def one_line(exc: BaseException) -> str:
 
 
 class CancelFlags:
-    """One cancel flag per visitor session: the Cancel button sets it, the running job asks it
-    between batches and stops there (so its model slot is freed only when the work has stopped).
-    The key is the page's ``session_token()`` State (a handler with *args gets no gr.Request)."""
+    """One cancel flag per (page, kind of work): the Cancel button sets it, the running job asks it
+    between batches (or generated tokens) and stops there, so its model slot is freed only when
+    the work has stopped. The key is the page's ``session_token()`` State (a handler with *args
+    gets no gr.Request). Starting new work of a kind sets the page's previous flag of that kind
+    first: start, cancel, start again never leaves the first job running. Bounded: the oldest
+    pages' flags drop out."""
 
-    def __init__(self) -> None:
-        self._flags: dict[str, threading.Event] = {}
+    def __init__(self, capacity: int = 4096) -> None:
+        self._flags: OrderedDict[tuple[str, str], threading.Event] = OrderedDict()
         self._lock = threading.Lock()
+        self.capacity = capacity
 
-    def _get(self, token: str | None) -> threading.Event:
+    def start(self, token: str | None, kind: str = "model") -> threading.Event:
+        key = (token or "local", kind)
         with self._lock:
-            return self._flags.setdefault(token or "local", threading.Event())
-
-    def start(self, token: str | None) -> threading.Event:
-        flag = self._get(token)
-        flag.clear()
+            old = self._flags.pop(key, None)
+            if old is not None:
+                old.set()
+            flag = self._flags[key] = threading.Event()
+            while len(self._flags) > self.capacity:
+                self._flags.popitem(last=False)[1].set()
         return flag
 
-    def cancel(self, token: str | None) -> None:
-        self._get(token).set()
+    def cancel(self, token: str | None, kind: str | None = None) -> None:
+        """Stop the page's work of ``kind`` (every kind when None: the visitor left)."""
+        with self._lock:
+            for (t, k), flag in self._flags.items():
+                if t == (token or "local") and kind in (None, k):
+                    flag.set()
+
+
+CANCELS = CancelFlags()
+
+
+class ModelSlot:
+    """The one model slot, held by the code that really runs the model (a worker thread or the
+    handler itself), not by the Gradio event: when an event is cancelled or its visitor leaves,
+    Gradio frees its concurrency slot at once, while the work may still be running. Whoever
+    comes next waits here until that work has stopped; ``busy`` says whether it is held.
+
+    With ``GRACE_SLOT_LOG`` set to a file, every hold appends ``what start end`` (wall-clock
+    seconds) to it: a diagnostic of who held the model when (the public-Space tests read it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, flag: threading.Event | None = None, what: str = "model", poll: float = 0.25):
+        """Wait for the slot (giving up with ``Cancelled`` if ``flag`` is set meanwhile)."""
+        while not self._lock.acquire(timeout=poll):
+            if flag is not None and flag.is_set():
+                raise Cancelled("cancelled while waiting for the model")
+        began = time.time()
+        try:
+            yield
+        finally:
+            log = os.environ.get("GRACE_SLOT_LOG")
+            if log:
+                with open(log, "a", encoding="utf-8") as f:
+                    f.write(f"{what} {began:.3f} {time.time():.3f}\n")
+            self._lock.release()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+
+MODEL_SLOT = ModelSlot()
+
+
+class SessionStore:
+    """Heavy per-page results (an Explore comparison with every token's hidden states, a Map's
+    embeddings) kept on the server under a random key, least recently used out and dropped after
+    ``ttl`` seconds: what a page's gr.State holds is the key, so sessions that pile up (closed
+    tabs, scripts) hold bytes, not gigabytes."""
+
+    def __init__(self, capacity: int, ttl: float = 1800.0) -> None:
+        self.capacity, self.ttl = capacity, ttl
+        self._items: OrderedDict[str, tuple[float, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, value, key: str | None = None) -> str:
+        import secrets
+
+        key = key or secrets.token_hex(16)
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = (time.monotonic(), value)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return key
+
+    def get(self, key):
+        if not isinstance(key, str):
+            return None
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None:
+                return None
+            if time.monotonic() - hit[0] > self.ttl:
+                del self._items[key]
+                return None
+            self._items[key] = (time.monotonic(), hit[1])
+            self._items.move_to_end(key)
+            return hit[1]
+
+    def drop(self, key) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def session_token() -> gr.State:

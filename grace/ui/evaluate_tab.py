@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import gradio as gr
 
 from analysis.plots import category_bars
 from grace.evaluation.mteb_adapter import compare_table, evaluate, load_results, offline_task_names, resolve_tasks
 from grace.files.cancel import Cancelled
+from grace.files.textio import atomic_output
 from grace.model.settings import settings_key
 
-from .common import CancelFlags, data_dir, encoder_for, one_line, session_token, settings_from
-
-
-CANCELS = CancelFlags()
+from .common import CANCELS, MODEL_SLOT, data_dir, encoder_for, one_line, settings_from
+from .identity import page_token, require_owner, visitor_from
 
 
 def results_dir():
@@ -32,16 +32,30 @@ def _row_name(r: dict) -> str:
     return f"{r['label']} · {r.get('suite', '?')} · {len(r['tasks'])} task(s)"
 
 
+def _skipped_note(skipped) -> str:
+    """One line naming the saved result files that could not be read (they are left on disk)."""
+    # each name in a code span (nothing in it renders), with no character that could end the span
+    names = ", ".join("`" + "".join(c if c.isprintable() and c != "`" else "?" for c in Path(path).name) + "`"
+                      for path, _ in skipped)
+    return (f"⚠️ Skipped {len(skipped)} unreadable result file(s) in the results folder (cut by a crash or "
+            f"edited): {names}.")
+
+
 def saved():
-    """The comparison table, the bars and the remove list, from the saved results (oldest first)."""
+    """The comparison table, the bars and the remove list, from the saved results (oldest first).
+    A damaged result file never hides the others: the good rows are shown with a note naming it."""
     try:
         res = load_results([str(f) for f in _files()])
-    except Exception:
-        res = []
+    except OSError:  # the folder changed while it was listed
+        res = load_results([])
+    note = "\n\n" + _skipped_note(res.skipped) if res.skipped else ""
     choices = gr.update(choices=[_row_name(r) for r in res], value=None)
     if not res:
-        return "No saved results yet.", None, choices
-    return compare_table(res), category_bars(res), choices
+        return "No saved results yet." + note, None, choices
+    try:
+        return compare_table(res) + note, category_bars(res), choices
+    except Exception as exc:  # a result that passed the checks but cannot be drawn
+        return f"⚠️ The saved results could not be shown: {one_line(exc)}" + note, None, choices
 
 
 def result_key(settings, size: str, tasks: list[str]) -> str:
@@ -49,12 +63,18 @@ def result_key(settings, size: str, tasks: list[str]) -> str:
     return settings_key(settings=settings.fingerprint(), suite=size, tasks=sorted(tasks))
 
 
-def run_eval(token, size, tasks, *settings_values, progress=gr.Progress()):
-    flag = CANCELS.start(token)
+def run_eval(page, size, tasks, *settings_values, progress=gr.Progress()):
+    flag = CANCELS.start(page_token(page), "eval")
     try:
+        owner = visitor_from(page).id
         s = settings_from(*settings_values)
-        if not tasks:
+        if size not in ("quick", "full"):
+            raise ValueError("Size is quick or full.")
+        if not tasks or not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
             raise ValueError("Choose at least one task.")
+        unknown = sorted(set(tasks) - set(offline_task_names()))
+        if unknown:
+            raise ValueError(f"Unknown task(s): {', '.join(unknown)[:200]}; choose from the list.")
         picked = resolve_tasks(",".join(tasks), quick=size == "quick")
         enc = encoder_for(s)
         done = []
@@ -65,13 +85,21 @@ def run_eval(token, size, tasks, *settings_values, progress=gr.Progress()):
             nxt = f"; next {picked[len(done)].metadata.name}" if len(done) < len(picked) else ""
             progress(len(done) / len(picked), desc=f"{name}: {100 * score:.1f}{nxt}")
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), MODEL_SLOT.hold(flag, "evaluate"):
             warnings.simplefilter("ignore")
             r = evaluate(s, picked, encoder=enc, on_task=on_task, should_stop=flag.is_set)
         r["suite"] = size
+        r["owner"] = owner  # only whoever ran it may remove its row
         out = results_dir() / f"{result_key(s, size, tasks)}.json"
         replaced = out.exists()
-        out.write_text(json.dumps(r, indent=1))
+        if replaced:  # the same settings' row is replaced only by its owner
+            try:
+                earlier = json.loads(out.read_text()).get("owner")
+            except (OSError, ValueError, AttributeError):
+                earlier = owner  # an unreadable file is replaced
+            require_owner(page, earlier, "The saved row with these settings")
+        with atomic_output(out) as f:  # a crash or a full disk never leaves a cut result file
+            json.dump(r, f, indent=1)
     except Cancelled:
         return ("Cancelled; nothing was saved.",) + saved()
     except Exception as exc:
@@ -81,27 +109,32 @@ def run_eval(token, size, tasks, *settings_values, progress=gr.Progress()):
     return (msg,) + saved()
 
 
-def cancel_eval(token: str | None) -> str:
-    CANCELS.cancel(token)
+def cancel_eval(page) -> str:
+    CANCELS.cancel(page_token(page), "eval")
     return "Cancelling: the evaluation stops after the current batch of texts and saves nothing."
 
 
-def remove(row: str):
-    """Delete one saved result (by its row name)."""
-    if not row:
+def remove(row: str, page=None):
+    """Delete one saved result (by its row name), if it is the visitor's."""
+    if not row or not isinstance(row, str):
         return ("Pick a saved row to remove.",) + saved()
     for f in _files():
         try:
             r = json.loads(f.read_text())
-        except (OSError, ValueError):
+            if _row_name(r) != row:
+                continue
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
-        if _row_name(r) == row:
-            f.unlink()
-            return (f"Removed {row}.",) + saved()
+        try:
+            require_owner(page, r.get("owner"), "This row")
+        except ValueError as exc:
+            return (f"⚠️ {one_line(exc)}",) + saved()
+        f.unlink(missing_ok=True)
+        return (f"Removed {row}.",) + saved()
     return (f"{row} is no longer saved.",) + saved()
 
 
-def build(settings_components) -> tuple:
+def build(settings_components, page) -> tuple:
     with gr.Tab("Evaluate"):
         gr.Markdown("Run the offline WordNet tasks (MTEB formats) with the current model settings. Results are saved "
                     "and compared below, in the shape of the paper's Table 1; each row names the settings that "
@@ -118,9 +151,8 @@ def build(settings_components) -> tuple:
         with gr.Row():
             rows = gr.Dropdown(choices=[], label="Saved row", elem_id="eval-rows", scale=3)
             drop = gr.Button("Remove this row", elem_id="eval-remove", scale=1)
-        token = session_token()
-        go.click(run_eval, [token, size, tasks] + settings_components, [status, table, bars, rows],
+        go.click(run_eval, [page, size, tasks] + settings_components, [status, table, bars, rows],
                  concurrency_limit=1, concurrency_id="model", show_progress_on=[status])
-        stop.click(cancel_eval, [token], [status], show_progress="hidden")
-        drop.click(remove, [rows], [status, table, bars, rows])
+        stop.click(cancel_eval, [page], [status], show_progress="hidden", queue=False)
+        drop.click(remove, [rows, page], [status, table, bars, rows])
     return saved, [table, bars, rows]

@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import gradio as gr
 
 from analysis.attributions import contributions
 from analysis.contrast import ablate_rationale, centred_contributions, explain_pair, reference_embedding
-from analysis.explore import HEADERS, compare_documents, rescore
+from analysis.explore import HEADERS, SEEDS, compare_documents, rescore
 from analysis.plots import token_heat_html
 
-from .common import (MAX_CHARS, MAX_DOCS, WARMUP, adapter_name, encoder_for, get_encoder, one_line,
-                     settings_from)
+from grace.files.cancel import Cancelled
+
+from .common import (CANCELS, MAX_CHARS, MAX_DOCS, MODEL_SLOT, WARMUP, SessionStore, adapter_name, encoder_for,
+                     get_encoder, is_public, one_line, settings_from)
+from .identity import page_token, visitor_from
+from .storage import export_path
+
+# A comparison keeps every token's hidden states (tens of MB for 50 long documents) for the token
+# views; the page's State holds only its key, and the server keeps the most recent ones.
+COMPARISONS = SessionStore(capacity=8 if is_public() else 32, ttl=1800)
+MAX_WHATIF_TOKENS = 256  # an edited rationale is cut here (the generation limit of the panel is 128)
+MAX_WHATIF_CHARS = 20_000  # longer edits are refused before any tokenising
+EXPIRED = "This comparison is no longer kept on the server (it keeps the most recent ones): press Compare again."
 
 EXAMPLES = [
     ["Where is Machu Picchu?",
@@ -40,6 +52,11 @@ TABLE_HELP = ("**#** is the document's input line. **± over 3 seeds**: with sam
               "**from rationale**: the part of the GRACE cosine that the document's rationale tokens contribute "
               "(exact; its text tokens contribute the rest). Click a header to sort.")
 ABLATION_HEADERS = ["removed from the rationale", "cosine without it", "change"]
+
+
+def _comp(ref):
+    """The comparison a page's State refers to (its key; a Comparison itself passes through)."""
+    return COMPARISONS.get(ref) if isinstance(ref, str) else ref
 
 
 def parse_inputs(query: str, docs_text: str) -> tuple[str, list[str], list[str]]:
@@ -93,16 +110,23 @@ def _contrib_view(comp, choice_index: int, mode: str = ATTRIBUTIONS[0]):
             summary, comp.docs[i].rationale)
 
 
-def run_compare(query, docs_text, mode, *settings_values):
-    """Generator: streams rationales while they are generated, then the full comparison."""
+def run_compare(page, query, docs_text, mode, *settings_values):
+    """Generator: streams rationales while they are generated, then the full comparison.
+
+    The model work runs in a worker thread that holds the model slot until it has *stopped*:
+    a cancelled event, a visitor who left and a new Compare from the same page each set the
+    page's flag, which the worker checks at every generated token."""
     none = gr.update(choices=[], value=None)
     empty = ([], "", "", "", "", none, "", "", None, none, none)
+    flag = CANCELS.start(page_token(page), "explore")
     try:
         query, docs, notes = parse_inputs(query, docs_text)
         s = settings_from(*settings_values)
         if WARMUP.waiting():
             yield (WARMUP.waiting(),) + empty
             WARMUP.wait()
+        if s.adapter:
+            yield (f"Loading the adapter {adapter_name(s)} (the first use takes a few seconds)…",) + empty
         enc = encoder_for(s)
         minilm = get_encoder("minilm") if s.model != "minilm" else None
         base = encoder_for(s.with_(adapter=None)) if s.adapter else None
@@ -116,29 +140,46 @@ def run_compare(query, docs_text, mode, *settings_values):
     tok = getattr(enc, "tokenizer", None)
 
     def on_token(row, ids):
+        if flag.is_set():
+            raise Cancelled("stopped")
         updates.put((row, ids))
 
     def work():
         try:
-            box["comp"] = compare_documents(enc, query, docs, minilm=minilm, settings=s, base_encoder=base,
-                                            on_token=on_token if s.rationale and tok is not None else None)
+            with MODEL_SLOT.hold(flag, "explore"):
+                if flag.is_set():
+                    raise Cancelled("stopped")
+                box["comp"] = compare_documents(enc, query, docs, minilm=minilm, settings=s, base_encoder=base,
+                                                on_token=on_token if s.rationale and tok is not None else None,
+                                                should_stop=flag.is_set)
         except Exception as exc:
             box["error"] = exc
 
-    t = threading.Thread(target=work, daemon=True)
+    t = threading.Thread(target=work, daemon=True, name="grace-explore")
+    if MODEL_SLOT.busy:
+        yield ("⏳ The model is busy with another request; yours starts when it is free.",) + empty
     t.start()
-    while t.is_alive():
-        t.join(timeout=0.4)
-        changed = False
-        while not updates.empty():
-            row, ids = updates.get()
-            live[row] = tok.decode(ids, skip_special_tokens=True)
-            changed = True
-        if changed:
-            stream = "\n".join(f"[{'query' if i == 0 else f'#{i}'}] {live[i]}" for i in live)
-            yield ("Generating rationales…",) + ([], stream) + empty[2:]
+    skip = tuple(gr.skip() for _ in range(12))
+    try:
+        while t.is_alive():
+            t.join(timeout=0.4)
+            changed = False
+            while not updates.empty():
+                row, ids = updates.get()
+                live[row] = tok.decode(ids, skip_special_tokens=True)
+                changed = True
+            if changed:
+                stream = "\n".join(f"[{'query' if i == 0 else f'#{i}'}] {live[i]}" for i in live)
+                yield ("Generating rationales…",) + ([], stream) + empty[2:]
+            else:
+                yield skip  # a point where a cancelled event can close this generator
+    finally:  # closed early (cancelled, or the visitor left): stop the worker before the slot frees
+        if t.is_alive():
+            flag.set()
+            t.join(timeout=60)
     if "error" in box:
-        yield (f"⚠️ {one_line(box['error'])}",) + empty
+        err = box["error"]
+        yield ("Stopped." if isinstance(err, Cancelled) else f"⚠️ {one_line(err)}",) + empty
         return
     comp = box["comp"]
     try:
@@ -146,15 +187,34 @@ def run_compare(query, docs_text, mode, *settings_values):
     except ValueError as exc:  # centring a single document
         notes.append(one_line(exc) + " Showing the raw cosine.")
         q_spans, d_spans, summary, doc_rat = _contrib_view(comp, 0)
-    notes = notes + seen_notes(comp, getattr(enc, "max_text_tokens", None))
+    notes = notes + seen_notes(comp, getattr(enc, "max_text_tokens", None)) + empty_columns(s, minilm)
     status = "Ranked by GRACE cosine." + (" " + " ".join(notes) if notes else "")
     stream = "\n".join(f"[{'query' if i == 0 else f'#{i}'}] {r.rationale}" for i, r in
                        enumerate([comp.query] + comp.docs))
     choices = _doc_choices(comp)
     second = choices[1] if len(choices) > 1 else choices[0]
+    key = COMPARISONS.put(comp)
     yield (status, comp.rows(), stream, q_spans, d_spans, summary, gr.update(choices=choices, value=choices[0]),
-           comp.query.rationale, doc_rat, comp, gr.update(choices=choices, value=choices[0]),
+           comp.query.rationale, doc_rat, key, gr.update(choices=choices, value=choices[0]),
            gr.update(choices=choices, value=second))
+
+
+def empty_columns(s, minilm) -> list[str]:
+    """Why a column of the table is empty, in the words of the settings that would fill it."""
+    notes = []
+    if not (s.rationale and s.sample):
+        notes.append(f"'± over {SEEDS} seeds' is empty: rationales are greedy (turn on Sample in the model "
+                     "settings to see the spread).")
+    if not s.adapter:
+        notes.append("'GRACE, no adapter' is empty: no adapter is chosen.")
+    if minilm is None:
+        notes.append("'MiniLM' is empty: MiniLM is the chosen model.")
+    return notes
+
+
+def cancel_compare(page) -> str:
+    CANCELS.cancel(page_token(page), "explore")
+    return "Stopping after the current token…"
 
 
 def seen_notes(comp, max_tokens: int | None) -> list[str]:
@@ -172,6 +232,9 @@ def seen_notes(comp, max_tokens: int | None) -> list[str]:
 def select_doc(choice, comp, mode=ATTRIBUTIONS[0]):
     if comp is None or not choice:
         return "", "", "", ""
+    comp = _comp(comp)
+    if comp is None:
+        return "", "", EXPIRED, gr.update()
     try:
         return _contrib_view(comp, _doc_choices(comp).index(choice), mode)
     except ValueError as exc:
@@ -182,6 +245,11 @@ def explain_choice(choice_a, choice_b, comp):
     """Why A ranks above (or below) B: the query's tokens split cos(q, A) - cos(q, B) exactly."""
     if comp is None:
         return "Run a comparison first.", "", "", ""
+    comp = _comp(comp)
+    if comp is None:
+        return EXPIRED, "", "", ""
+    if choice_a not in _doc_choices(comp) or choice_b not in _doc_choices(comp):
+        return "Pick two documents of this comparison.", "", "", ""
     if not choice_a or not choice_b or choice_a == choice_b:
         return "Pick two different documents.", "", "", ""
     a, b = _index(comp, choice_a), _index(comp, choice_b)
@@ -205,6 +273,9 @@ def ablate(choice, comp, *settings_values):
     """Re-score the chosen document with each piece of its rationale removed (no generation)."""
     if comp is None or not choice:
         return "Run a comparison first.", []
+    comp = _comp(comp)
+    if comp is None:
+        return EXPIRED, []
     try:
         s = settings_from(*settings_values)
         if not s.rationale:
@@ -212,7 +283,9 @@ def ablate(choice, comp, *settings_values):
         i = _index(comp, choice)
         if not comp.docs[i].rationale.strip():
             raise ValueError(f"Document #{i + 1} has an empty rationale.")
-        r = ablate_rationale(encoder_for(s), s, comp.query, comp.docs[i])
+        enc = encoder_for(s)
+        with MODEL_SLOT.hold(what="ablate"):
+            r = ablate_rationale(enc, s, comp.query, comp.docs[i])
     except Exception as exc:
         return f"⚠️ {one_line(exc)}", []
     msg = (f"**#{i + 1}: cosine {r['cosine']:+.4f}** with text and rationale · text only {r['text_only']:+.4f} · "
@@ -221,50 +294,80 @@ def ablate(choice, comp, *settings_values):
     return msg, [[p["removed"], round(p["cosine"], 4), round(p["change"], 4)] for p in r["pieces"]]
 
 
+def _bounded_rationale(enc, text: str, which: str) -> tuple[str, str | None]:
+    """An edited rationale cut at ``MAX_WHATIF_TOKENS`` tokens (refused past ``MAX_WHATIF_CHARS``
+    characters): a pasted book would hold the model slot and the memory for minutes."""
+    text = text or ""
+    if len(text) > MAX_WHATIF_CHARS:
+        raise ValueError(f"The {which} rationale has {len(text):,} characters; an edited rationale is at most "
+                         f"{MAX_WHATIF_TOKENS} tokens.")
+    tok = getattr(enc, "tokenizer", None)
+    if tok is None:
+        return text, None
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= MAX_WHATIF_TOKENS:
+        return text, None
+    return tok.decode(ids[:MAX_WHATIF_TOKENS]), f"The {which} rationale was cut to its first {MAX_WHATIF_TOKENS} tokens."
+
+
 def what_if(choice, query_rat, doc_rat, comp, *settings_values):
     """Re-score the selected pair from the edited rationales (no generation)."""
     if comp is None or not choice:
         return "Run a comparison first.", "", ""
+    comp = _comp(comp)
+    if comp is None:
+        return EXPIRED, "", ""
     try:
+        if not isinstance(query_rat or "", str) or not isinstance(doc_rat or "", str):
+            raise ValueError("A rationale is text.")
         s = settings_from(*settings_values)
         enc = encoder_for(s)
         i = _index(comp, choice)
-        w = rescore(enc, comp.query, comp.docs[i], query_rat or "", doc_rat or "", pooling=s.pooling,
-                    layer=int(s.layer))
+        query_rat, q_note = _bounded_rationale(enc, query_rat, "query")
+        doc_rat, d_note = _bounded_rationale(enc, doc_rat, "document")
+        with MODEL_SLOT.hold(what="what-if"):
+            w = rescore(enc, comp.query, comp.docs[i], query_rat, doc_rat, pooling=s.pooling, layer=int(s.layer))
     except Exception as exc:
         return f"⚠️ {one_line(exc)}", "", ""
     c = w.contributions
     d = c.totals("b")
+    notes = " ".join(n for n in (q_note, d_note) if n)
     msg = (f"**before {w.before:+.4f} → after {w.after:+.4f}** (change {w.after - w.before:+.4f}); with the edited "
-           f"rationales the document's rationale tokens contribute {d['rationale']:+.4f}.")
+           f"rationales the document's rationale tokens contribute {d['rationale']:+.4f}." + (f" {notes}" if notes else ""))
     return msg, token_heat_html(c.a_tokens, c.a_segments, c.a_values), token_heat_html(c.b_tokens, c.b_segments,
                                                                                          c.b_values)
 
 
-def export_table(comp) -> tuple[str, str | None]:
-    """The comparison's full rows (documents uncut) as a CSV file in the app's exports folder."""
+def export_table(comp, page=None) -> tuple[str, object]:
+    """The comparison's full rows (documents uncut) as a CSV file among the visitor's exports."""
     if comp is None:
-        return "Run a comparison first.", None
+        return "Run a comparison first.", gr.update(visible=False)
+    comp = _comp(comp)
+    if comp is None:
+        return EXPIRED, gr.update(visible=False)
     import csv
-    import time
 
-    from grace.files.paths import data_dir
-    from grace.files.textio import csv_safe
+    from grace.files.textio import atomic_output, csv_safe
 
-    out = data_dir() / "exports" / f"explore-{int(time.time() * 1000)}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["query"] + HEADERS)
-        for row in comp.rows(max_chars=10**9):
-            w.writerow([csv_safe(comp.query.text)] + [csv_safe(v) if isinstance(v, str) else v for v in row])
-    return f"Exported {len(comp.docs)} rows.", str(out)
+    try:
+        out = export_path(visitor_from(page).id, "explore")
+        with atomic_output(out, newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["query"] + HEADERS)
+            for row in comp.rows(max_chars=10**9):
+                w.writerow([csv_safe(comp.query.text)] + [csv_safe(v) if isinstance(v, str) else v for v in row])
+    except Exception as exc:
+        return f"⚠️ {one_line(exc)}", gr.update(visible=False)
+    return f"Exported {len(comp.docs)} rows.", gr.update(value=str(out), visible=True)
 
 
 def send_to_annotation(comp, *settings_values):
     """Queue the shown rationales (query and documents) for rating in the Annotate tab."""
     if comp is None:
         return "Run a comparison first."
+    comp = _comp(comp)
+    if comp is None:
+        return EXPIRED
     try:
         from analysis.annotations import default_store, items_from_comparison
 
@@ -282,7 +385,7 @@ def _tokens(label: str, elem_id: str) -> gr.HTML:
     return gr.HTML(label=label, elem_id=elem_id)
 
 
-def build(settings_components) -> dict:
+def build(settings_components, page) -> dict:
     with gr.Tab("Explore"):
         gr.Markdown("Type a query and documents (one per line). Each text gets a rationale; the embedding pools "
                     "the text **and** its rationale. Compare with the direct forward pass (no rationale) and "
@@ -292,14 +395,16 @@ def build(settings_components) -> dict:
             docs = gr.Textbox(label="Documents (one per line, up to 50)", value=EXAMPLES[0][1], lines=4,
                               elem_id="explore-docs", scale=2)
         gr.Examples(EXAMPLES, [query, docs], label="Examples")
-        go = gr.Button("Compare", variant="primary", elem_id="explore-go")
+        with gr.Row():
+            go = gr.Button("Compare", variant="primary", elem_id="explore-go", scale=3)
+            halt = gr.Button("Stop", elem_id="explore-stop", scale=1)
         status = gr.Markdown(elem_id="explore-status")
         table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, elem_id="explore-table",
                              column_widths=WIDTHS, max_height=520)
         with gr.Row():
             gr.Markdown(TABLE_HELP)
             export = gr.Button("Export the table (CSV)", elem_id="explore-export", scale=0)
-        export_file = gr.File(label="Table (CSV)", elem_id="explore-export-file", height=80)
+        export_file = gr.File(label="Table (CSV)", elem_id="explore-export-file", height=80, visible=False)
         stream = gr.Textbox(label="Rationales (streamed as they are generated; [#n] is the input line)", lines=4,
                             interactive=False, elem_id="explore-rationales")
         with gr.Row():
@@ -345,10 +450,11 @@ def build(settings_components) -> dict:
             sent = gr.Markdown(elem_id="explore-sent")
         comp_state = gr.State(None)
         send.click(send_to_annotation, [comp_state] + settings_components, [sent])
-        export.click(export_table, [comp_state], [sent, export_file])
-        go.click(run_compare, [query, docs, mode] + settings_components,
-                 [status, table, stream, q_hl, d_hl, summary, pick, q_rat, d_rat, comp_state, pair_a, pair_b],
-                 concurrency_limit=1, concurrency_id="model")
+        export.click(export_table, [comp_state, page], [sent, export_file])
+        compare = go.click(run_compare, [page, query, docs, mode] + settings_components,
+                           [status, table, stream, q_hl, d_hl, summary, pick, q_rat, d_rat, comp_state, pair_a,
+                            pair_b], concurrency_limit=1, concurrency_id="model")
+        halt.click(cancel_compare, [page], [sent], cancels=[compare], queue=False)
         for trigger in (pick.change, mode.change):
             trigger(select_doc, [pick, comp_state, mode], [q_hl, d_hl, summary, d_rat])
         pair_go.click(explain_choice, [pair_a, pair_b, comp_state], [pair_msg, pair_q, pair_ha, pair_hb])

@@ -5,7 +5,6 @@ item lies in the other map. Computation lives in analysis/corpus_map.py."""
 from __future__ import annotations
 
 import csv
-import time
 
 import gradio as gr
 
@@ -14,8 +13,13 @@ from analysis.plots import corpus_map
 from grace.files.textio import read_corpus, read_texts
 from grace.training.data import SAMPLE_PASSAGES
 
-from .common import (WARMUP, CancelFlags, adapter_name, data_dir, encoder_for, one_line, session_token,
+from grace.files.textio import atomic_output, csv_safe
+
+from .common import (CANCELS, MODEL_SLOT, WARMUP, SessionStore, adapter_name, encoder_for, is_public, one_line,
                      settings_from, upload_path)
+from .identity import page_token, visitor_from
+from .storage import export_path
+from .text import md_escape
 
 MAX_MAP_TEXTS = 2000
 SOURCES = ["sample: WordNet definitions (labelled)", "sample: 100 passages", "uploaded file"]
@@ -23,7 +27,10 @@ MODES = ["with rationale", "direct forward vs with rationale", "base vs adapter"
 PROJECTIONS = ["UMAP", "PCA"]
 NEIGHBOUR_HEADERS = ["map", "rank", "#", "text", "cosine"]
 K = 5
-CANCELS = CancelFlags()
+# A map's embeddings and projections stay on the server under a key (the page's State holds the key)
+MAPS = SessionStore(capacity=8 if is_public() else 32, ttl=3600)
+RUNNING: set[str | None] = set()  # page tokens whose map is being made
+EXPIRED = "This map is no longer kept on the server (it keeps the most recent ones): press Map it again."
 
 # Plotly's click event, handed to the server: the clicked point's item number goes into a hidden
 # textbox (with a nonce, so clicking the same point twice still fires), whose input event runs
@@ -81,11 +88,17 @@ def _panels_for(mode: str, s):
     return panels
 
 
+def _map(ref):
+    """The map a page's State refers to (its key; a map's dict itself passes through)."""
+    return MAPS.get(ref) if isinstance(ref, str) else ref
+
+
 def render(state: dict | None, projection: str, colour: str | None, query: str):
     """Both maps from the cached embeddings (no model call), with the search hits and the
     selected item (and how far it moved between the two maps) drawn in."""
+    state = _map(state)
     if not state:
-        return None, None, ""
+        return None, gr.update(visible=False), ""
     method = (projection or "UMAP").lower()
     panels: list[Panel] = state["panels"]
     texts = state["texts"]
@@ -102,15 +115,19 @@ def render(state: dict | None, projection: str, colour: str | None, query: str):
                                title=f"{p.title} ({p.projections[method].method.upper()})",
                                colour_name=colour or "", selected=sel, matches=hits, moved_from=moved))
     found = f"Search: {len(hits)} of {len(texts)} texts contain {query.strip()!r}." if (query or "").strip() else ""
-    return figs[0], figs[1] if len(figs) > 1 else None, found
+    right = gr.update(value=figs[1], visible=True) if len(figs) > 1 else gr.update(value=None, visible=False)
+    return figs[0], right, found
 
 
-def make_map(token, source, upload, mode, projection, query, *settings_values, progress=gr.Progress()):
+def make_map(page, source, upload, mode, projection, query, *settings_values, progress=gr.Progress()):
     """Embed (cancellable within one batch), project, write the CSV export, draw."""
-    flag = CANCELS.start(token)
-    nothing = (None, None, None, None, gr.update(), "", [])
+    flag = CANCELS.start(page_token(page), "map")
+    nothing = (None, gr.update(visible=False), None, None, gr.update(), "", [])
     try:
+        owner = visitor_from(page).id
         s = settings_from(*settings_values)
+        if projection not in PROJECTIONS or mode not in MODES or source not in SOURCES:
+            raise ValueError("Choose a corpus, a comparison and a projection from the lists.")
         texts, columns = load_corpus(source, upload)
         if len(texts) > MAX_MAP_TEXTS:
             texts, columns = texts[:MAX_MAP_TEXTS], {k: v[:MAX_MAP_TEXTS] for k, v in columns.items()}
@@ -126,55 +143,71 @@ def make_map(token, source, upload, mode, projection, query, *settings_values, p
         done[0] = before + k
         progress(done[0] / total, desc=f"{title}: {done[0]}/{total} texts")
 
+    RUNNING.add(page_token(page))
     try:
-        for n, (title, enc, kw) in enumerate(specs):
-            data = embed_corpus(enc, kw, texts, should_stop=flag.is_set,
-                                on_batch=lambda k, b=n * len(texts), t=title: step(k, b, t))
-            panels.append(Panel(title, data))
+        if MODEL_SLOT.busy:
+            progress(None, desc="The model is busy with another request; yours starts when it is free.")
+        with MODEL_SLOT.hold(flag, "map"):
+            for n, (title, enc, kw) in enumerate(specs):
+                data = embed_corpus(enc, kw, texts, should_stop=flag.is_set,
+                                    on_batch=lambda k, b=n * len(texts), t=title: step(k, b, t))
+                panels.append(Panel(title, data))
         method = (projection or "UMAP").lower()
         for p in panels:
             progress(None, desc=f"Projecting {p.title} ({projection})…")
             p.coords(method)
+        out = _export(panels, columns, owner)
     except Cancelled:
         return (f"Cancelled after {done[0]} of {total} texts; nothing was written.",) + nothing
     except Exception as exc:
         return (f"⚠️ {one_line(exc)}",) + nothing
-    out = _export(panels, columns)
+    finally:
+        RUNNING.discard(page_token(page))
     state = {"panels": panels, "texts": texts, "columns": columns, "selected": None}
     colour = "label" if "label" in columns else (next(iter(columns), None))
     left, right, found = render(state, projection, colour, query)
     notes = sorted({p.projections[method].note for p in panels if p.projections[method].note})
     msg = " ".join([f"{len(texts)} texts mapped. Click a point for its neighbours."] + notes + ([found] if found else []))
-    return (msg, left, right, str(out), state,
-            gr.update(choices=list(columns), value=colour), "", [])
+    return (msg, left, right, str(out), MAPS.put(state), gr.update(choices=list(columns), value=colour), "", [])
 
 
-def _export(panels: list[Panel], columns: dict) -> str:
-    out = data_dir() / "exports" / f"map-{int(time.time() * 1000)}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
+def busy_note(page) -> str:
+    """A second click on Map it while this page's map is being made says so (the button itself
+    ignores that click)."""
+    if page_token(page) in RUNNING:
+        return "A map is already being made on this page: wait for it, or press Cancel."
+    return ""
+
+
+def _export(panels: list[Panel], columns: dict, owner: str = "local") -> str:
+    """Every panel's texts, columns, rationales, coordinates and embeddings, as CSV among the
+    visitor's exports (text cells formula-safe, written whole or not at all)."""
+    out = export_path(owner, "map")
     method = next(iter(panels[0].projections))
-    with open(out, "w", newline="", encoding="utf-8") as f:
+    with atomic_output(out, newline="") as f:
         w = csv.writer(f)
         dim = panels[0].data.embeddings.shape[1]
         w.writerow(["panel", "text"] + list(columns) + ["rationale", "x", "y"] + [f"e{i}" for i in range(dim)])
         for p in panels:
             xy = p.coords(method)
             for i, t in enumerate(p.data.texts):
-                w.writerow([p.title, t] + [columns[c][i] for c in columns] + [p.data.rationales[i],
-                           float(xy[i][0]), float(xy[i][1])] + [float(x) for x in p.data.embeddings[i]])
+                w.writerow([csv_safe(p.title), csv_safe(t)] + [csv_safe(columns[c][i]) for c in columns]
+                           + [csv_safe(p.data.rationales[i]), float(xy[i][0]), float(xy[i][1])]
+                           + [float(x) for x in p.data.embeddings[i]])
     return str(out)
 
 
-def cancel_map(token: str | None) -> str:
-    CANCELS.cancel(token)
+def cancel_map(page) -> str:
+    CANCELS.cancel(page_token(page), "map")
     return "Cancelling: the map stops after the current batch and writes nothing."
 
 
 def on_click(value: str, state, projection, colour, query):
     """A clicked point: its text and rationale(s), its nearest neighbours in each map, and the
     maps redrawn with it marked in both."""
+    state = _map(state)
     if not state or not value:
-        return gr.update(), gr.update(), "", []
+        return gr.update(), gr.update(), "" if not value or state else EXPIRED, []
     try:
         index = int(str(value).split(":")[0])
         if not 0 <= index < len(state["texts"]):
@@ -188,12 +221,12 @@ def on_click(value: str, state, projection, colour, query):
 
 def describe(state: dict, index: int) -> str:
     panels: list[Panel] = state["panels"]
-    lines = [f"**#{index + 1}** {state['texts'][index]}"]
+    lines = [f"**#{index + 1}** {md_escape(state['texts'][index])}"]
     for c, values in state["columns"].items():
-        lines.append(f"- {c}: {values[index]}")
+        lines.append(f"- {md_escape(c)}: {md_escape(values[index])}")
     for p in panels:
         if p.data.rationales[index]:
-            lines.append(f"- rationale ({p.title}): *{p.data.rationales[index]}*")
+            lines.append(f"- rationale ({md_escape(p.title)}): {md_escape(p.data.rationales[index])}")
     if len(panels) == 2:
         a, b = panels
         shared = len({j for j, _ in neighbours(a.data.embeddings, index, K)} &
@@ -211,7 +244,7 @@ def neighbour_rows(state: dict, index: int) -> list[list]:
     return rows
 
 
-def build(settings_components) -> None:
+def build(settings_components, page) -> None:
     with gr.Tab("Map"):
         gr.Markdown(f"Embed a corpus (up to {MAX_MAP_TEXTS:,} texts) with the current settings and look at it in "
                     "2-d. **Click a point** for its text, rationale and nearest neighbours (by cosine in the full "
@@ -231,9 +264,10 @@ def build(settings_components) -> None:
             go = gr.Button("Map it", variant="primary", elem_id="map-go")
             stop = gr.Button("Cancel", elem_id="map-cancel")
         note = gr.Markdown(elem_id="map-note")
+        busy = gr.Markdown(elem_id="map-busy")
         with gr.Row():
             left = gr.Plot(label="map", elem_id="map-left")
-            right = gr.Plot(label="second map", elem_id="map-right")
+            right = gr.Plot(label="second map", elem_id="map-right", visible=False)
         clicked = gr.Textbox(elem_id="map-click", elem_classes=["grace-hidden"], container=False)
         detail = gr.Markdown(elem_id="map-detail")
         near = gr.Dataframe(headers=NEIGHBOUR_HEADERS, interactive=False, wrap=True, elem_id="map-neighbours",
@@ -241,12 +275,12 @@ def build(settings_components) -> None:
                             column_widths=["16%", "7%", "7%", "58%", "12%"])
         download = gr.File(label="Embeddings and coordinates (CSV)", elem_id="map-download")
         state = gr.State(None)
-        token = session_token()
         upload.upload(lambda f: SOURCES[2], [upload], [source])
-        go.click(make_map, [token, source, upload, mode, projection, query] + settings_components,
+        go.click(busy_note, [page], [busy], queue=False, trigger_mode="multiple", show_progress="hidden")
+        go.click(make_map, [page, source, upload, mode, projection, query] + settings_components,
                  [note, left, right, download, state, colour, detail, near],
                  concurrency_limit=1, concurrency_id="model", show_progress_on=[note])
-        stop.click(cancel_map, [token], [note], show_progress="hidden")
+        stop.click(cancel_map, [page], [note], show_progress="hidden", queue=False)
         for control in (projection, colour):
             control.change(lambda st, pr, co, q: render(st, pr, co, q)[:2], [state, projection, colour, query],
                            [left, right], show_progress_on=[note])

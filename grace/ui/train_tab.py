@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -12,9 +14,12 @@ import gradio as gr
 from analysis.plots import training_curves
 from grace.training.config import GraceConfig
 from grace.training.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
-from grace.training.jobs import estimate_seconds
+from grace.training.jobs import estimate_seconds, measured_step_seconds
 
-from .common import adapter_choices, check_model_choice, data_dir, jobs, one_line, upload_path
+from .common import adapter_choices, check_model_choice, data_dir, is_public, jobs, one_line, upload_path
+from .identity import IdentityError, require_owner, visitor_from
+from .storage import MAX_RUNS_PER_VISITOR, MAX_RUNS_TOTAL, prune_uploads, store_upload
+from .text import md_escape
 
 D = GraceConfig(data="-")  # the form's defaults are GraceConfig's
 METHODS = ["grace / supervised", "grace / unsupervised", "cl / supervised", "simcse / unsupervised"]
@@ -22,7 +27,46 @@ METHODS = ["grace / supervised", "grace / unsupervised", "cl / supervised", "sim
 FORM_WORDS = {"--steps": "Steps", "--batch-size": "Batch size B", "--rollouts": "Rollouts K",
               "--max-new-tokens": "Max new tokens", "--lora-rank": "LoRA rank", "--lambda-hard": "λ2 hard negative",
               "--reward-temperature": "Reward temperature τ", "--method": "Method", "--mode": "mode"}
-RUN_HEADERS = ["run", "method", "state", "steps", "error"]
+RUN_HEADERS = ["run", "method", "state", "steps", "owner", "error"]
+FORM_DEFAULT_STEPS = D.steps
+
+# A public Space: every field bounded on the server (the form's numbers are no defence against a
+# script) and every job stopped (and saved) after PUBLIC_MAX_MINUTES, so the largest allowed job
+# holds the one training slot and the two cores for at most that long.
+PUBLIC_LIMITS = {"Steps": (1, 40), "Batch size B": (1, 8), "Rollouts K": (2, 8), "Max new tokens": (4, 64),
+                 "LoRA rank": (1, 32), "λ1 consistency": (0.0, 5.0), "λ2 hard negative": (0.0, 5.0),
+                 "reward temperature τ": (0.01, 10.0)}
+PUBLIC_MAX_MINUTES = 15.0
+OWNER_FILE = "owner.json"  # who started a run (public mode), beside its grace_config.json
+
+
+def public_note() -> str:
+    limits = ", ".join(f"{k} {lo:g}–{hi:g}" for k, (lo, hi) in PUBLIC_LIMITS.items())
+    return (f"**On this public Space** each job stops and saves after {PUBLIC_MAX_MINUTES:.0f} minutes, "
+            f"the fields are bounded ({limits}), and each visitor keeps at most {MAX_RUNS_PER_VISITOR} runs. "
+            "Others see your runs' curves and settings, never the texts of a file you uploaded.")
+
+
+def _number(value, label: str, *, integer: bool):
+    """A form number checked on the server: present, finite, whole where it must be, and within
+    the public bounds on a public Space."""
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"Fill in {label}.")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{label} must be a number, not {str(value)[:40]!r}.") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{label} must be a finite number.")
+    if integer:
+        if x != int(x):
+            raise ValueError(f"{label} must be a whole number.")
+        x = int(x)
+    if is_public() and label in PUBLIC_LIMITS:
+        lo, hi = PUBLIC_LIMITS[label]
+        if not lo <= x <= hi:
+            raise ValueError(f"{label} must be from {lo:g} to {hi:g} on this public Space.")
+    return x
 
 
 def form_words(message: str) -> str:
@@ -33,22 +77,22 @@ def form_words(message: str) -> str:
 
 
 def _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model) -> GraceConfig:
+    if method_mode not in METHODS:
+        raise ValueError(f"Method must be one of: {', '.join(METHODS)}.")
     method, mode = [x.strip() for x in method_mode.split("/")]
+    nums = dict(steps=_number(steps, "Steps", integer=True), batch_size=_number(batch, "Batch size B", integer=True),
+                rollouts=_number(rollouts, "Rollouts K", integer=True),
+                lambda_consistency=_number(lam1, "λ1 consistency", integer=False),
+                lambda_hard=_number(lam2, "λ2 hard negative", integer=False),
+                reward_temperature=_number(tau, "reward temperature τ", integer=False),
+                max_new_tokens=_number(new_tokens, "Max new tokens", integer=True),
+                lora_rank=_number(rank, "LoRA rank", integer=True))
     data = str(SAMPLE_TRIPLETS if mode == "supervised" else SAMPLE_PASSAGES)
     if upload is not None:
-        src = Path(upload_path(upload))
-        suffix = src.suffix.lower() if src.suffix.lower() in (".jsonl", ".txt", ".json") else ".txt"
-        dst = data_dir() / "uploads" / f"{int(time.time())}-{abs(hash(str(src))) % 10**6}{suffix}"
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        _prune_uploads(dst.parent)
-        shutil.copyfile(src, dst)
-        data = str(dst)
-    if any(v is None for v in (steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank)):
-        raise ValueError("Fill in every number of the form.")
-    cfg = GraceConfig(method=method, mode=mode, data=data, model=check_model_choice(model), steps=int(steps),
-                      batch_size=int(batch), rollouts=int(rollouts), lambda_consistency=float(lam1),
-                      lambda_hard=float(lam2), reward_temperature=float(tau), max_new_tokens=int(new_tokens),
-                      lora_rank=int(rank), sample_every=1, save_every=max(1, int(steps) // 4 or 1))
+        data = str(store_upload(upload_path(upload)))
+    cfg = GraceConfig(method=method, mode=mode, data=data, model=check_model_choice(model), sample_every=1,
+                      save_every=max(1, nums["steps"] // 4), max_minutes=PUBLIC_MAX_MINUTES if is_public() else 0.0,
+                      **nums)
     try:
         cfg.validate()
     except ValueError as exc:
@@ -56,17 +100,72 @@ def _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_to
     return cfg
 
 
-def _prune_uploads(folder: Path) -> None:
-    """Remove uploaded data files that no run on disk trains on."""
+def _used_uploads() -> set[str]:
     used = set()
     for cfg in jobs().runs_dir.glob("*/grace_config.json"):
         try:
             used.add(str(Path(json.loads(cfg.read_text())["data"]).resolve()))
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-    for f in folder.glob("*"):
-        if f.is_file() and str(f.resolve()) not in used:
-            f.unlink(missing_ok=True)
+    return used
+
+
+def run_owner(name: str) -> dict | None:
+    """Who started the run (``{"owner", "name", "uploaded"}``), or None for runs made before
+    owners were kept, or by the command line."""
+    try:
+        d = json.loads((jobs().run_dir(name) / OWNER_FILE).read_text())
+        return d if isinstance(d, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _write_owner(name: str, visitor, uploaded: bool) -> None:
+    path = jobs().run_dir(name) / OWNER_FILE
+    if path.exists():
+        return
+    tmp = path.with_name(f".{OWNER_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"owner": visitor.id, "name": visitor.name, "uploaded": uploaded}))
+    os.replace(tmp, path)
+
+
+def _uploaded(name: str) -> bool:
+    """Whether the run trains on a visitor's file (its probe texts are then the owner's only)."""
+    o = run_owner(name)
+    if o is not None:
+        return bool(o.get("uploaded"))
+    try:
+        data = json.loads((jobs().run_dir(name) / "grace_config.json").read_text()).get("data", "")
+    except (OSError, ValueError):
+        return True
+    return Path(data).resolve() not in (SAMPLE_TRIPLETS.resolve(), SAMPLE_PASSAGES.resolve())
+
+
+def can_see_probes(name: str, who) -> bool:
+    """Probe texts are the first records of the training file: everyone sees those of the sample
+    sets, only the owner those of an uploaded file."""
+    if not _uploaded(name):
+        return True
+    try:
+        return visitor_from(who).owns((run_owner(name) or {}).get("owner"))
+    except IdentityError:
+        return False
+
+
+def _check_quota(jm, visitor, name: str) -> None:
+    """Public mode: at most MAX_RUNS_PER_VISITOR runs each (refused, with how to make room), and at
+    most MAX_RUNS_TOTAL on disk (the oldest ended runs are removed to make room)."""
+    if not is_public() or (jm.runs_dir / name).exists():
+        return
+    mine = [r for r in jm.runs() if (run_owner(r["name"]) or {}).get("owner") == visitor.id]
+    if len(mine) >= MAX_RUNS_PER_VISITOR:
+        raise ValueError(f"You have {len(mine)} runs, the most a visitor keeps here: remove one "
+                         f"(e.g. '{mine[-1]['name']}') to start another.")
+    runs = jm.runs()  # newest first
+    if len(runs) >= MAX_RUNS_TOTAL:
+        ended = [r for r in reversed(runs) if r["state"] in ("finished", "cancelled", "failed", "unknown")]
+        for r in ended[:len(runs) - MAX_RUNS_TOTAL + 1]:  # oldest first
+            shutil.rmtree(jm.run_dir(r["name"]), ignore_errors=True)
 
 
 def estimate(method_mode, steps, batch, rollouts, new_tokens, model) -> str:
@@ -74,21 +173,46 @@ def estimate(method_mode, steps, batch, rollouts, new_tokens, model) -> str:
         cfg = _config(method_mode, None, steps, batch, rollouts, 0.2, 0.2, 0.1, new_tokens, 8, model)
     except Exception:
         return ""
-    sec = estimate_seconds(cfg)
+    measured = measured_step_seconds(jobs().runs_dir, cfg)
+    sec = estimate_seconds(cfg, measured)
     if sec is None:
         return "No time estimate for this backbone (measured only for the default model)."
-    return (f"Estimated time on a 2-core CPU: about **{sec / 60:.1f} min** (about a minute to start the job, then "
-            "the measured step time).")
+    basis = ("the step times of this machine's earlier runs" if measured else
+             "the step time measured on a 2-core CPU")
+    text = f"Estimated time: about **{sec / 60:.1f} min** (about a minute to start the job, then {basis})."
+    if cfg.max_minutes and sec > 60 * cfg.max_minutes + 60:
+        text += f" It will stop and save after {cfg.max_minutes:.0f} minutes of training."
+    busy = cores_busy()
+    if busy:
+        text += " " + busy
+    return text
 
 
-def start(name, method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model):
+def cores_busy() -> str:
+    """A sentence when other work shares the cores now (the load average against the core count)."""
+    try:
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    except OSError:
+        return ""
+    if load < 0.75 * cores:
+        return ""
+    return (f"Other work shares the {cores} cores now (load {load:.1f}): expect it to take longer.")
+
+
+def start(name, method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model, who=None):
     name = (name or "").strip()
     try:
+        visitor = visitor_from(who)
         jm = jobs()
         run = jm.run_dir(name)  # validates the name
+        if (run / "grace_config.json").exists():
+            require_owner(who, (run_owner(name) or {}).get("owner"), f"Run '{name}'")
+        _check_quota(jm, visitor, name)
         cfg = _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model)
         resumed = _check_reuse(jm, run, name, cfg)
         jm.start(cfg, name)
+        _write_owner(name, visitor, uploaded=upload is not None)
+        prune_uploads(_used_uploads())
     except Exception as exc:
         return f"⚠️ {one_line(exc)}", gr.update()
     return (f"Resuming **{name}** from step {resumed} (same settings)." if resumed is not None
@@ -123,38 +247,88 @@ def _check_reuse(jm, run: Path, name: str, cfg: GraceConfig) -> int | None:
     return json.loads((ckpt / "state.json").read_text())["step"] if ckpt else 0
 
 
-def cancel(name):
+def cancel(name, who=None):
     if not name:
         return "No job selected."
     try:
+        jobs().run_dir(name)
+        require_owner(who, (run_owner(name) or {}).get("owner"), f"Run '{name}'")
         jobs().cancel(name)
     except Exception as exc:
         return f"⚠️ {one_line(exc)}"
     return f"Cancelling **{name}** after its current step…"
 
 
-def refresh(name):
-    """Status line, curves, probe rationales, the run's settings, the runs table and the adapter choices."""
+def remove_run(name, who=None):
+    """Delete one of the visitor's runs (not while it trains)."""
+    if not name:
+        return "No run selected.", gr.update()
+    try:
+        jm = jobs()
+        run = jm.run_dir(name)
+        if not run.exists():
+            raise ValueError(f"There is no run '{name}'.")
+        require_owner(who, (run_owner(name) or {}).get("owner"), f"Run '{name}'")
+        active = jm.active()
+        if active and active["name"] == name:
+            raise ValueError(f"Run '{name}' is training: cancel it first.")
+        shutil.rmtree(run)
+        prune_uploads(_used_uploads())
+    except Exception as exc:
+        return f"⚠️ {one_line(exc)}", gr.update()
+    return f"Removed **{name}**.", ""
+
+
+def _owner_label(name: str, who) -> str:
+    owner = (run_owner(name) or {}).get("owner")
+    if not is_public():
+        return ""
+    try:
+        mine = visitor_from(who).owns(owner)
+    except IdentityError:
+        mine = False
+    return "you" if mine else ("another visitor" if owner else "–")
+
+
+def refresh(name, who=None, drawn=None):
+    """Status line, curves, probe rationales, the run's settings, the runs table, the adapter
+    choices, the shown run and what the curves were drawn from (unchanged curves are not redrawn:
+    a page's 2-second timer costs a file read, not a plot)."""
     jm = jobs()
     active = jm.active()
+    line_busy = ""
     if not name and active:
-        name = active["name"]
+        try:
+            mine = visitor_from(who).owns((run_owner(active["name"]) or {}).get("owner"))
+        except IdentityError:
+            mine = False
+        if mine:
+            name = active["name"]
+        else:
+            line_busy = (f" The training slot is busy: another visitor's job is at step {active.get('step', 0)} of "
+                         f"{active.get('steps')}.")
     runs = jm.runs()
     table = [[r["name"], f"{r['method']}/{r['mode']}", r["state"], f"{r['step'] or 0}/{r['steps']}",
-              r["error"] or ""] for r in runs]
+              _owner_label(r["name"], who), r["error"] or ""] for r in runs]
     adapters = gr.update(choices=adapter_choices())
     if not name:
-        return "No job yet. Start one, or pick a run in the table below.", training_curves([]), [], "", table, \
-            adapters, name
+        return ("No job of yours yet. Start one, or pick a run in the table below." + line_busy,
+                gr.skip() if drawn == "-" else training_curves([]), [], "", table, adapters, name, "-")
     st = jm.status(name)
     metrics = jm.metrics(name)
-    line = f"**{name}**: {st.get('state')} — step {st.get('step', 0)} of {st.get('steps')}"
+    validation = jm.validation(name)
+    line = f"**{md_escape(name)}**: {st.get('state')} — step {st.get('step', 0)} of {st.get('steps')}"
     if st.get("error"):
-        line += f" — {st['error']}"
+        line += f" — {md_escape(st['error'])}"
     if metrics:
         line += f" — last step {metrics[-1]['step_time']:.1f} s"
-    samples = [[s["step"], s["text"][:80], s["rationale"]] for s in jm.samples(name)][-30:]
-    return line, training_curves(metrics, jm.validation(name)), samples, run_settings(name), table, adapters, name
+    if can_see_probes(name, who):
+        samples = [[s["step"], s["text"][:80], s["rationale"]] for s in jm.samples(name)][-30:]
+    else:
+        samples = [["", "(hidden: this run trains on another visitor's file)", ""]]
+    signature = f"{name}:{len(metrics)}:{len(validation)}"
+    curves = gr.skip() if drawn == signature else training_curves(metrics, validation)
+    return line, curves, samples, run_settings(name), table, adapters, name, signature
 
 
 def run_settings(name: str) -> str:
@@ -165,9 +339,9 @@ def run_settings(name: str) -> str:
     c = json.loads(path.read_text())
     d = GraceConfig(data="-").to_dict()
     changed = {k: v for k, v in c.items() if k in d and v != d[k] and k not in ("output", "data")}
-    same = ", ".join(f"{k}={c[k]}" for k in c if k in d and k not in changed and k not in ("output", "data"))
-    lines = [f"**Settings of {name}** (data: `{Path(c.get('data', '')).name}`)"]
-    lines += [f"- **{k}**: {v}" for k, v in changed.items()]
+    same = ", ".join(f"{k}={md_escape(str(c[k]))}" for k in c if k in d and k not in changed and k not in ("output", "data"))
+    lines = [f"**Settings of {md_escape(name)}** (data: {md_escape(Path(c.get('data', '')).name)})"]
+    lines += [f"- **{k}**: {md_escape(str(v))}" for k, v in changed.items()]
     lines.append(f"<details><summary>defaults</summary>{same}</details>")
     return "\n".join(lines)
 
@@ -177,22 +351,25 @@ def select_run(evt: gr.SelectData, table):
     try:
         row = evt.index[0]
         name = table.iloc[row, 0] if hasattr(table, "iloc") else table[row][0]
-    except (IndexError, KeyError, TypeError, ValueError):
+        if not (jobs().run_dir(str(name)) / "grace_config.json").exists():
+            raise ValueError
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
         return gr.update(), "Pick a row of the runs table."
-    return name, f"Showing **{name}**."
+    return name, f"Showing **{md_escape(name)}**."
 
 
-def send_probes(name):
+def send_probes(name, who=None):
     """Queue a run's probe rationales (the same texts at several steps) for rating."""
     if not name:
         return "No run selected."
     try:
+        jobs().run_dir(name)
+        if not can_see_probes(name, who):
+            raise IdentityError(f"Run '{name}' trains on another visitor's file: its probe texts are theirs.")
         from analysis.annotations import default_store, items_from_samples
 
         jm = jobs()
         cfg = jm.run_dir(name) / "grace_config.json"
-        import json
-
         c = json.loads(cfg.read_text()) if cfg.exists() else {}
         settings = {"model": c.get("model"), "run": name, "prompt": c.get("prompt"),
                     "max_new_tokens": c.get("max_new_tokens"), "sampled": False}
@@ -202,17 +379,36 @@ def send_probes(name):
     return f"Sent {sum(1 for _, n in added if n)} probe rationale(s) of '{name}' to the annotation queue."
 
 
-def build(adapter_dropdown, model_box) -> None:
+FORM_FIELDS = ("name", "method", "steps", "batch", "rollouts", "new_tokens", "rank", "lam1", "lam2", "tau")
+
+
+def form_for(name, who=None) -> list:
+    """The form's values for a reopened run (so a reload shows the settings of the run the page
+    shows, not the defaults); unchanged when no run is shown."""
+    path = jobs().run_dir(name) / "grace_config.json" if name else None
+    if path is None or not path.exists():
+        return [gr.update()] * len(FORM_FIELDS)
+    try:
+        c = GraceConfig.load(path)
+    except Exception:
+        return [gr.update()] * len(FORM_FIELDS)
+    return [name, f"{c.method} / {c.mode}", c.steps, c.batch_size, c.rollouts, c.max_new_tokens, c.lora_rank,
+            c.lambda_consistency, c.lambda_hard, c.reward_temperature]
+
+
+def build(adapter_dropdown, model_box, page) -> tuple:
     with gr.Tab("Train"):
         gr.Markdown("Fine-tune a LoRA adapter. GRACE rewards sampled rationales by contrastive similarity; CL and "
                     "SimCSE are the paper's baselines. The job runs in its own process (one at a time); this page "
                     "re-attaches to it after a refresh, and any run on disk opens from the table below.")
+        if is_public():
+            gr.Markdown(public_note(), elem_id="train-public")
         with gr.Row():
             name = gr.Textbox(value="demo", label="Run name", elem_id="train-name")
             method = gr.Dropdown(METHODS, value=METHODS[0], label="Method / mode")
             upload = gr.File(label="Data (optional; default: the sample set)", file_types=[".jsonl", ".txt"])
         with gr.Row():
-            steps = gr.Number(value=20, precision=0, label="Steps", elem_id="train-steps")
+            steps = gr.Number(value=FORM_DEFAULT_STEPS, precision=0, label="Steps", elem_id="train-steps")
             batch = gr.Number(value=D.batch_size, precision=0, label="Batch size B")
             rollouts = gr.Number(value=D.rollouts, precision=0, label="Rollouts K")
             new_tokens = gr.Number(value=D.max_new_tokens, precision=0, label="Max new tokens", elem_id="train-tokens")
@@ -221,8 +417,8 @@ def build(adapter_dropdown, model_box) -> None:
             lam1 = gr.Number(value=D.lambda_consistency, label="λ1 consistency")
             lam2 = gr.Number(value=D.lambda_hard, label="λ2 hard negative")
             tau = gr.Number(value=D.reward_temperature, label="reward temperature τ")
-        est = gr.Markdown(estimate(METHODS[0], 20, D.batch_size, D.rollouts, D.max_new_tokens, model_box.value),
-                          elem_id="train-estimate")
+        est = gr.Markdown(estimate(METHODS[0], FORM_DEFAULT_STEPS, D.batch_size, D.rollouts, D.max_new_tokens,
+                                   model_box.value), elem_id="train-estimate")
         with gr.Row():
             go = gr.Button("Start", variant="primary", elem_id="train-start")
             stop = gr.Button("Cancel", elem_id="train-cancel")
@@ -231,20 +427,27 @@ def build(adapter_dropdown, model_box) -> None:
         curves = gr.Plot(label="Rewards, loss and rationale length", elem_id="train-curves")
         samples = gr.Dataframe(headers=["step", "probe text", "rationale"], label="How the probe rationales evolve",
                                interactive=False, wrap=True, elem_id="train-samples")
-        send = gr.Button("Send the probe rationales to annotation", elem_id="train-send")
+        with gr.Row():
+            send = gr.Button("Send the probe rationales to annotation", elem_id="train-send")
+            drop = gr.Button("Remove this run", elem_id="train-remove")
         settings = gr.Markdown(elem_id="train-settings")
         runs = gr.Dataframe(headers=RUN_HEADERS, label="Runs on disk (click a row to open it)", interactive=False,
                             elem_id="train-runs")
         current = gr.State("")
+        drawn = gr.State("")  # what the curves on the page were drawn from
+        form = [name, method, steps, batch, rollouts, new_tokens, rank, lam1, lam2, tau]
         for c in (method, steps, batch, rollouts, new_tokens, model_box):
-            c.change(estimate, [method, steps, batch, rollouts, new_tokens, model_box], [est])
-        go.click(start, [name, method, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model_box],
-                 [msg, current])
-        stop.click(cancel, [current], [msg])
-        send.click(send_probes, [current], [msg])
+            c.change(estimate, [method, steps, batch, rollouts, new_tokens, model_box], [est], queue=False)
+        go.click(start, [name, method, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model_box,
+                         page], [msg, current])
+        stop.click(cancel, [current, page], [msg])
+        send.click(send_probes, [current, page], [msg])
+        drop.click(remove_run, [current, page], [msg, current])
         runs.select(select_run, [runs], [current, msg])
         timer = gr.Timer(2.0)
-        outs = [status, curves, samples, settings, runs, adapter_dropdown, current]
-        timer.tick(refresh, [current], outs, show_progress="hidden")
-        current.change(refresh, [current], outs)
-        return refresh, current, outs
+        outs = [status, curves, samples, settings, runs, adapter_dropdown, current, drawn]
+        # status reads bypass the queue: idle tabs' timers never take the places visitors' clicks need
+        timer.tick(refresh, [current, page, drawn], outs, show_progress="hidden", queue=False)
+        current.change(refresh, [current, page, drawn], outs, queue=False)
+        current.change(form_for, [current, page], form, queue=False)
+        return refresh, [current, page, drawn], outs
