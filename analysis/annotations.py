@@ -205,11 +205,6 @@ class AnnotationStore:
                                   f"({SCHEMA_VERSION}); upgrade GRACE Studio to open it.")
         return version
 
-    def migrate_to(self, version: int) -> None:
-        """Apply one migration step (version - 1 -> version) in a single transaction."""
-        with self._tx() as c:
-            self._migrate(c, version)
-
     @staticmethod
     def _migrate(c: sqlite3.Connection, version: int) -> None:
         for stmt in MIGRATIONS[version - 1].split(";"):

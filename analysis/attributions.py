@@ -3,7 +3,7 @@
 With pooled vectors h_a = sum_t s_t (s_t: token t's share of the pooled vector),
 cos(h_a, h_b) = sum_t <s_t, h_b> / (||h_a|| ||h_b||), so c_t = <s_t, h_b> / (||h_a|| ||h_b||)
 and the c_t sum to the cosine exactly. The share depends on the pooling:
-mean: s_t = E_t / |M| (the README, "Exact token contributions"); last: s_t = E_t for the last
+mean: s_t = E_t / |M| (docs/internals.md, "Exact token contributions"); last: s_t = E_t for the last
 pooled token; max: s_t keeps the dimensions where token t holds the maximum.
 """
 

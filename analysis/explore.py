@@ -87,8 +87,7 @@ def compare_documents(encoder, query: str, docs: list[str], *, minilm=None, sett
         spread = [float(np.std([r[i] for r in runs])) for i in range(len(docs))]
     check()
     if s.rationale:
-        direct = _cosines(encoder, texts, s.with_(rationale=False, pooling="text-mean" if s.pooling == "rationale-mean"
-                                                  else s.pooling))
+        direct = _cosines(encoder, texts, s.direct())
     else:
         direct = grace[:]
     check()
@@ -106,11 +105,12 @@ class WhatIf:
     doc: EncodeResult
 
 
-def rescore(encoder, query: EncodeResult, doc: EncodeResult, query_rationale: str, doc_rationale: str, *,
-            pooling: str = "mean", layer: int = -1) -> WhatIf:
-    """Embed (text, edited rationale) pairs through the same pooling path; no generation."""
+def rescore(encoder, query: EncodeResult, doc: EncodeResult, query_rationale: str, doc_rationale: str,
+            settings: EncodeSettings | None = None) -> WhatIf:
+    """Embed (text, edited rationale) pairs with ``settings``' prompt and pooling (the encoder's own
+    settings when omitted) through the same pooling path; no generation."""
     before = float(np.dot(query.embedding, doc.embedding))
-    q2, d2 = encoder.encode([query.text, doc.text], rationales=[query_rationale, doc_rationale],
-                            return_details=True, pooling=pooling, layer=layer)
+    q2, d2 = encoder.encode([query.text, doc.text], settings, rationales=[query_rationale, doc_rationale],
+                            return_details=True)
     c = contributions(q2, d2)
     return WhatIf(before=before, after=c.cosine, contributions=c, query=q2, doc=d2)

@@ -43,7 +43,8 @@ def _disk_full(*args, **kwargs):
 @pytest.mark.parametrize("content", [b"", b'{"name": "old", "pi', b"\x00\x00\x00\x00", b"\xff\xfe not utf-8",
                                      b"[1, 2]", b'{"name": "../x", "pid": 1}', b'{"name": "old", "pid": "12"}'])
 def test_an_unreadable_claim_never_blocks(tmp_path, content):
-    from grace.training.jobs import ACTIVE, JobManager
+    from grace.files.run_folder import ACTIVE
+    from grace.training.jobs import JobManager
 
     jm = JobManager(tmp_path / "runs")
     (jm.runs_dir / ACTIVE).write_bytes(content)
@@ -56,7 +57,8 @@ def test_an_unreadable_claim_never_blocks(tmp_path, content):
 
 
 def test_a_claim_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
-    from grace.training.jobs import ACTIVE, JobError, JobManager
+    from grace.files.run_folder import ACTIVE
+    from grace.training.jobs import JobError, JobManager
 
     jm = JobManager(tmp_path / "runs")
     with monkeypatch.context() as m:
@@ -71,13 +73,14 @@ def test_a_claim_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
 
 
 def test_a_stale_claim_is_removed_only_while_unchanged(tmp_path):
-    from grace.training.jobs import _remove_stale
+    from grace.files.run_folder import RunsFolder
 
+    runs = RunsFolder(tmp_path)
     path = tmp_path / ".active.json"
     path.write_bytes(b"fresh claim")
-    _remove_stale(path, b"")  # judged stale when it was empty; another start has claimed since
+    runs.remove_active_if(b"")  # judged stale when it was empty; another start has claimed since
     assert path.read_bytes() == b"fresh claim" and sorted(tmp_path.iterdir()) == [path]
-    _remove_stale(path, b"fresh claim")
+    runs.remove_active_if(b"fresh claim")
     assert not path.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -93,7 +96,8 @@ def test_run_names_are_matched_whole(tmp_path):
 
 
 def test_finished_job_is_reaped_and_a_cut_claim_does_not_block_its_start(tiny_model_dir, tmp_path):
-    from grace.training.jobs import ACTIVE, JobManager
+    from grace.files.run_folder import ACTIVE
+    from grace.training.jobs import JobManager
 
     jm = JobManager(tmp_path / "runs")
     (jm.runs_dir / ACTIVE).write_bytes(b"")  # a start killed between creating the claim and writing it
@@ -127,15 +131,15 @@ def test_job_rows_split_on_line_feeds_only(tmp_path):
 
 
 def test_truncation_drops_cut_lines_and_keeps_the_rest(tmp_path):
-    from grace.training.trainer import _truncate_jsonl
+    from grace.files.run_folder import truncate_jsonl
 
     path = tmp_path / "metrics.jsonl"
     good = [{"step": 1, "text": "a\u2028b"}, {"step": 2, "text": "c\u0085d"}, {"step": 3, "text": "late"}]
     path.write_bytes(b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in good)
                      + b'{"step": 2, "lo\x00\x00\xff\n{"no step": 1}\n{"step": 4, "lo')
-    _truncate_jsonl(path, 2)
+    truncate_jsonl(path, 2)
     assert _rows(path) == good[:2]
-    _truncate_jsonl(tmp_path / "missing.jsonl", 2)  # nothing to truncate
+    truncate_jsonl(tmp_path / "missing.jsonl", 2)  # nothing to truncate
     assert not (tmp_path / "missing.jsonl").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
 
@@ -144,7 +148,8 @@ def test_resume_survives_a_cut_metrics_line_leftover_temp_folders_and_a_full_dis
                                                                                 monkeypatch):
     import torch
 
-    from grace.training.trainer import latest_checkpoint, train
+    from grace.files.run_folder import RunFolder
+    from grace.training.trainer import train
 
     run = tmp_path / "run"
     first = train(_cfg(tiny_model_dir, run, steps=2))
@@ -159,7 +164,7 @@ def test_resume_survives_a_cut_metrics_line_leftover_temp_folders_and_a_full_dis
     (run / "checkpoints" / ".step-000003-abc123" / "optimizer.pt").write_bytes(b"half")
     (run / "adapters" / ".step-000003-def456").mkdir()
     os.symlink("adapters/step-000002", run / ".adapter-link-99999")
-    assert latest_checkpoint(first.output).name == "step-000002"
+    assert RunFolder(first.output).latest_checkpoint().name == "step-000002"
 
     # a full disk while the checkpoint is written: the run fails, and the save leaves no temp folder
     with monkeypatch.context() as m:
@@ -167,7 +172,7 @@ def test_resume_survives_a_cut_metrics_line_leftover_temp_folders_and_a_full_dis
         with pytest.raises(OSError, match="No space left"):
             train(_cfg(tiny_model_dir, run, steps=3))
     assert not list((run / "checkpoints").glob(".step-*")) and not list((run / "adapters").glob(".step-*"))
-    assert not list(run.glob(".adapter-link-*")) and latest_checkpoint(run).name == "step-000002"
+    assert not list(run.glob(".adapter-link-*")) and RunFolder(run).latest_checkpoint().name == "step-000002"
 
     second = train(_cfg(tiny_model_dir, run, steps=3))
     assert second.steps_done == 3 and not second.stopped_early

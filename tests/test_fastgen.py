@@ -113,3 +113,24 @@ def test_auto_dtype_follows_the_cpu():
         m.setattr(backbone, "cpu_has_native_bf16", lambda: False)
         assert resolve_dtype("auto", cpu) == torch.float32
     assert isinstance(cpu_has_native_bf16(), bool)
+
+
+RESPONSE_TEXTS = ["Machu Picchu is an Inca citadel in Peru.", "Stocks fell.", "A dog runs in the park on a sunny day."]
+
+
+def test_responses_end_with_the_token_that_stopped_them(tiny_encoder):
+    """The trained responses (rollouts) are each rationale plus the token that ended it, on both paths."""
+    from grace.model.fastgen import generate_and_embed
+    from grace.model.generation import generate_rationales
+    from grace.model.settings import EncodeSettings
+
+    prompts = tiny_encoder.build_prompts(RESPONSE_TEXTS)
+    s = EncodeSettings(max_new_tokens=12, repetition_penalty=1.0, batch_size=3)
+    fast = generate_and_embed(tiny_encoder.model, tiny_encoder.tokenizer, prompts, s)
+    finished, responses = [], []
+    rats = generate_rationales(tiny_encoder.model, tiny_encoder.tokenizer, prompts, s, finished=finished,
+                               responses=responses)
+    assert fast.responses == responses and fast.rationales == rats
+    for r, resp, fin in zip(rats, responses, finished):
+        assert resp[:len(r)] == r
+        assert (resp[-1] == tiny_encoder.tokenizer.eos_token_id) if fin else resp == r

@@ -1,14 +1,10 @@
 """The policy-gradient machinery against references: log-probabilities vs the full model's
 log_softmax, the shared prefix vs the plain layout (values and gradients), the sign of an update,
-the stop decision in the loss, KL, dropout for SimCSE, device-safe rewards, several processes."""
+the stop decision in the loss, KL, dropout for SimCSE. (Several processes: test_multiprocess.py.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +12,8 @@ import torch
 from grace.model.embedding import embed_ids
 from grace.training.config import GraceConfig
 from grace.training.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
-from grace.training.rewards import grace_rewards
-from grace.training.trainer import Trainer, rollout_logprobs, train
+from grace.training.policy import rollout_logprobs
+from grace.training.trainer import Trainer, train
 
 TEXTS = ["Machu Picchu is an Inca citadel in Peru.", "Stocks fell.", "A dog runs in the park on a sunny day."]
 
@@ -96,45 +92,6 @@ def test_an_update_raises_positive_and_lowers_negative_advantage_rollouts(tiny_m
         assert (after[0][-1] > before[0][-1]) == (sign > 0)
 
 
-def test_responses_end_with_the_token_that_stopped_them(tiny_encoder):
-    from grace.model.fastgen import generate_and_embed
-    from grace.model.generation import generate_rationales
-    from grace.model.settings import EncodeSettings
-
-    prompts = tiny_encoder.build_prompts(TEXTS)
-    s = EncodeSettings(max_new_tokens=12, repetition_penalty=1.0, batch_size=3)
-    fast = generate_and_embed(tiny_encoder.model, tiny_encoder.tokenizer, prompts, s)
-    finished, responses = [], []
-    rats = generate_rationales(tiny_encoder.model, tiny_encoder.tokenizer, prompts, s, finished=finished,
-                               responses=responses)
-    assert fast.responses == responses and fast.rationales == rats
-    for r, resp, fin in zip(rats, responses, finished):
-        assert resp[:len(r)] == r
-        assert (resp[-1] == tiny_encoder.tokenizer.eos_token_id) if fin else resp == r
-
-
-def test_rewards_make_every_tensor_on_the_inputs_device():
-    """On the meta device any tensor created on the CPU by mistake makes this fail."""
-    b, k, d = 3, 4, 8
-    anchors = torch.empty(b, d, device="meta")
-    rollouts = torch.empty(b, k, d, device="meta")
-    finished = torch.ones(b, k, dtype=torch.bool, device="meta")
-    r = grace_rewards(anchors, rollouts, finished, lambda_consistency=0.2, lambda_hard=0.2, temperature=0.1)
-    for t in (r.main, r.consistency, r.hard_negative, r.length_penalty, r.total, r.advantage):
-        assert t.device.type == "meta" and t.shape == (b, k)
-
-
-def test_rewards_values_and_the_length_penalty():
-    a = torch.nn.functional.normalize(torch.randn(2, 5), dim=-1)
-    h = torch.nn.functional.normalize(torch.randn(2, 3, 5), dim=-1)
-    fin = torch.tensor([[True, False, True], [True, True, True]])
-    r = grace_rewards(a, h, fin, lambda_consistency=0.5, lambda_hard=0.0, temperature=0.5, length_penalty=-1.0)
-    assert r.total[0, 1] == -1.0
-    sim = torch.einsum("bd,bkd->bk", a, h)
-    assert torch.allclose(r.main, sim)
-    assert torch.allclose(r.advantage, r.total - r.total.mean(dim=1, keepdim=True))
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here); the meta-device test "
                                                           "covers tensors made on the wrong device")
 def test_one_step_on_cuda(tiny_model_dir, tmp_path):
@@ -183,15 +140,6 @@ def test_length_penalty_end_to_end(tiny_model_dir, tmp_path):
     assert row["truncation_rate"] > 0 and row["reward/length_penalty"] < 0
 
 
-def test_adapter_is_swapped_atomically_and_old_versions_pruned(tiny_model_dir, tmp_path):
-    res = train(_cfg(tiny_model_dir, tmp_path, steps=3, save_every=1))
-    link = res.output / "adapter"
-    assert link.is_symlink() and link.resolve().name == "step-000003"
-    assert sorted(p.name for p in (res.output / "adapters").iterdir() if not p.name.startswith(".")) == \
-        ["step-000002", "step-000003"]
-    assert json.loads((link / "encode_settings.json").read_text())["max_new_tokens"] == 6
-
-
 def test_new_refusals(tiny_model_dir, tmp_path, monkeypatch):
     from grace.model import backbone
     from grace.training.trainer import training_dtype
@@ -210,46 +158,3 @@ def test_new_refusals(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bfloat16"):
         assert training_dtype("bfloat16", torch.device("cpu")) == "float32"
-
-
-SCRIPT = r"""
-import json, sys, torch
-from grace.training.config import GraceConfig
-from grace.training.trainer import Trainer
-cfg = GraceConfig(**json.loads(sys.argv[1]))
-t = Trainer(cfg)
-t.run()
-from safetensors.torch import save_file
-rank = t.accelerator.process_index
-save_file({n: p.detach().contiguous() for n, p in t.policy.named_parameters() if p.requires_grad},
-          f"{sys.argv[2]}/rank{rank}.safetensors")
-"""
-
-
-@pytest.mark.parametrize("method", ["grace", "cl"])
-def test_two_processes_stay_in_sync(tiny_model_dir, tmp_path, method):
-    """accelerate launch --num_processes 2 on the CPU (gloo): both processes end with the same adapter
-    weights, which moved from the start, and the run folder is written once."""
-    from safetensors.torch import load_file
-
-    script = tmp_path / "run.py"
-    script.write_text(SCRIPT)
-    cfg = _cfg(tiny_model_dir, tmp_path, method=method, steps=2, sample_every=1, save_every=1,
-               penalize_truncated=False).to_dict()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
-    # accelerate's torchrun launcher (--multi_gpu); the job itself runs on the CPU (device="cpu"
-    # -> Accelerator(cpu=True) -> gloo). accelerate's --cpu flag alone would need MPI for 2 processes.
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                           str(script), json.dumps(cfg), str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    w0, w1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
-    assert w0.keys() == w1.keys()
-    assert all(torch.equal(w0[n], w1[n]) for n in w0)
-    assert any(float(w0[n].abs().max()) > 0 for n in w0 if "lora_B" in n)  # B starts at 0: it moved
-    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(r)["step"] for r in rows] == [1, 2]  # one writer
-    if method == "grace":
-        samples = (tmp_path / "run" / "samples.jsonl").read_text().splitlines()
-        assert len(samples) == 3 * 3  # probes at steps 0, 1, 2, written once

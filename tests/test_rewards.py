@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from grace.training.rewards import (consistency_reward, contrastive_reward, group_advantage,
-                                   hard_negative_reward, self_reward, total_reward)
+from grace.training.rewards import (consistency_reward, contrastive_reward, grace_rewards, group_advantage,
+                                   hard_negative_reward, negatives_by_example, self_reward,
+                                   total_reward)
 
 Q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
 POS = torch.tensor([[[1.0, 0.0], [0.6, 0.8]], [[0.0, 1.0], [1.0, 0.0]]])
@@ -58,3 +59,32 @@ def test_contrastive_with_ragged_negatives():
     neg = torch.tensor([[[0.0, 1.0], [9.0, 9.0]], [[1.0, 0.0], [0.6, 0.8]]])
     mask = torch.tensor([[True, False], [True, True]])
     assert torch.allclose(contrastive_reward(Q, POS, neg, mask), torch.tensor([[1.0, 0.6], [0.6, -0.4]]))
+
+
+def test_rewards_make_every_tensor_on_the_inputs_device():
+    """On the meta device any tensor created on the CPU by mistake makes this fail."""
+    b, k, d = 3, 4, 8
+    anchors = torch.empty(b, d, device="meta")
+    rollouts = torch.empty(b, k, d, device="meta")
+    finished = torch.ones(b, k, dtype=torch.bool, device="meta")
+    r = grace_rewards(anchors, rollouts, finished, lambda_consistency=0.2, lambda_hard=0.2, temperature=0.1)
+    for t in (r.main, r.consistency, r.hard_negative, r.length_penalty, r.total, r.advantage):
+        assert t.device.type == "meta" and t.shape == (b, k)
+
+
+def test_rewards_values_and_the_length_penalty():
+    a = torch.nn.functional.normalize(torch.randn(2, 5), dim=-1)
+    h = torch.nn.functional.normalize(torch.randn(2, 3, 5), dim=-1)
+    fin = torch.tensor([[True, False, True], [True, True, True]])
+    r = grace_rewards(a, h, fin, lambda_consistency=0.5, lambda_hard=0.0, temperature=0.5, length_penalty=-1.0)
+    assert r.total[0, 1] == -1.0
+    sim = torch.einsum("bd,bkd->bk", a, h)
+    assert torch.allclose(r.main, sim)
+    assert torch.allclose(r.advantage, r.total - r.total.mean(dim=1, keepdim=True))
+
+
+def test_negatives_are_laid_out_per_example():
+    h = torch.arange(6.0).view(3, 2)  # example 0 has two negatives, example 1 one
+    neg, mask = negatives_by_example(h, [2, 1])
+    assert torch.equal(neg, torch.tensor([[[0.0, 1.0], [2.0, 3.0]], [[4.0, 5.0], [0.0, 0.0]]]))
+    assert mask.tolist() == [[True, True], [True, False]]

@@ -1,5 +1,7 @@
 """One settings object: every EncodeSettings field reaches the encoder from every command line,
-the app's panel and the rationale cache key; the package layout keeps its import rules."""
+the app's panel and the rationale cache key, each at load (``EncodeSettings.LOAD``, through the one
+``load_encoder``) or on every ``encode`` call (the rest, the prompt included); the package layout
+keeps its import rules."""
 
 from __future__ import annotations
 
@@ -79,7 +81,7 @@ def test_every_field_on_the_command_line_reaches_the_encoder(command, tmp_path, 
     from grace.model import loading
 
     made = []
-    monkeypatch.setattr(loading, "encoder_for", lambda s: made.append(RecordingEncoder(s)) or made[-1])
+    monkeypatch.setattr(loading, "load_encoder", lambda s: made.append(RecordingEncoder(s)) or made[-1])
     if command == "eval":
         from mteb.mocks.mock_tasks.sts import MockSTSTask
 
@@ -96,6 +98,93 @@ def test_every_field_on_the_command_line_reaches_the_encoder(command, tmp_path, 
     enc = made[0]
     assert enc.loaded_with == want  # the load-time fields chose the encoder
     assert enc.calls and all(c == want for c in enc.calls)  # and every field reached each encode call
+
+
+@pytest.mark.parametrize("prompt", ["paper", "think"])
+def test_every_field_in_the_app_reaches_the_encoder_from_each_tab(prompt, tmp_path, monkeypatch):
+    """Explore, Map and Evaluate: one shared encoder per load fingerprint, loaded with the panel's
+    load-time fields; every other field, the prompt included, reaches each of its encode calls."""
+    monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GRACE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GRACE_PUBLIC", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    from grace.model import loading
+    from grace.ui import common
+    from grace.ui.evaluate_tab import run_eval
+    from grace.ui.explore import run_compare
+    from grace.ui.map_tab import MODES, SOURCES, make_map
+
+    made = []
+    monkeypatch.setattr(loading, "load_encoder", lambda s: made.append(RecordingEncoder(s)) or made[-1])
+    monkeypatch.setattr(common, "_ENCODERS", common.OrderedDict())
+    changed = _changed(tmp_path).with_(prompt=prompt)
+    fields = [n for n in common._panel_fields() if n != "adapter"]
+    want = common.APP_DEFAULTS.with_(**{n: getattr(changed, n) for n in fields})
+    values = common.panel_values(want)
+    for _ in run_compare(None, "a query", "one document\nanother document", "raw cosine", *values):
+        pass
+    assert make_map(None, SOURCES[1], None, MODES[0], "PCA", "", *values, progress=lambda *a, **k: None
+                    )[0].endswith("texts mapped. Click a point for its neighbours.")
+    assert "average" in run_eval(None, "quick", ["WordNetRetrieval"], *values, progress=lambda *a, **k: None)[0]
+    grace = [e for e in made if e.loaded_with.model != "minilm"]
+    assert len(grace) == 1 and grace[0].loaded_with == want  # one load, for all three tabs
+    assert len(grace[0].calls) > 3 and all(c == want for c in grace[0].calls)
+
+
+def test_the_prompt_is_chosen_per_call(tiny_model_dir):
+    """One loaded encoder serves every prompt: a call's prompt gives what an encoder loaded with
+    that prompt gives, and its rationale cache key follows it."""
+    from grace.model.loading import load_encoder
+
+    s = EncodeSettings(model=str(tiny_model_dir), device="cpu", max_new_tokens=5)
+    texts = ["Machu Picchu is in Peru.", "Stocks fell sharply."]
+    enc = load_encoder(s)
+    default = enc.encode(texts, s, return_details=True)
+    per_call = enc.encode(texts, s.with_(prompt="paper"), return_details=True)
+    loaded = load_encoder(s.with_(prompt="paper")).encode(texts, return_details=True)  # its own prompt
+    assert [r.tokens for r in per_call] == [r.tokens for r in loaded] != [r.tokens for r in default]
+    assert [r.rationale for r in per_call] == [r.rationale for r in loaded]
+    assert np.allclose([r.embedding for r in per_call], [r.embedding for r in loaded], atol=1e-5)
+    assert np.allclose(enc.encode(texts, prompt="paper"), [r.embedding for r in per_call], atol=1e-5)  # as an override
+    assert enc.cache_key(s.with_(prompt="paper")) != enc.cache_key(s)
+    with pytest.raises(TypeError, match="adapter chose the encoder when it was loaded"):
+        enc.encode(texts, adapter="grace-wordnet-sup")
+
+
+def test_the_prompt_reaches_the_encoder_from_the_command_line(tiny_model_dir, tmp_path):
+    import json
+
+    from grace.cli import main
+    from grace.model.loading import load_encoder
+
+    f, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    f.write_text("Machu Picchu is in Peru.\n")
+    argv = ["encode", "--input", str(f), "--output", str(out), "--model", str(tiny_model_dir), "--device", "cpu",
+            "--max-new-tokens", "5", "--prompt", "keywords"]
+    assert main(argv) == 0
+    row = json.loads(out.read_text())
+    want = load_encoder(model=str(tiny_model_dir), device="cpu").encode(
+        [row["text"]], prompt="keywords", max_new_tokens=5, return_details=True)[0]
+    assert row["rationale"] == want.rationale
+    assert np.allclose(row["embedding"], want.embedding, atol=1e-5)
+    assert not np.allclose(row["embedding"], load_encoder(model=str(tiny_model_dir), device="cpu").encode(
+        row["text"], max_new_tokens=5), atol=1e-4)  # not the default prompt's embedding
+
+
+def test_direct_forward_settings_follow_one_rule():
+    s = EncodeSettings(pooling="max", max_new_tokens=16)
+    assert s.direct() == s.with_(rationale=False)
+    assert EncodeSettings(pooling="rationale-mean").direct().pooling == "text-mean"
+
+
+def test_the_load_fingerprint_holds_the_load_fields_alone(tmp_path):
+    base = EncodeSettings()
+    changed = _changed(tmp_path)
+    for name in EncodeSettings.names():
+        other = base.with_(**{name: getattr(changed, name)})
+        assert (other.load_fingerprint() != base.load_fingerprint()) == (name in EncodeSettings.LOAD), name
+    minilm = EncodeSettings(model="minilm")
+    assert minilm.with_(dtype="auto", prompt="paper").load_fingerprint() == minilm.load_fingerprint()
 
 
 def test_every_field_has_one_role():

@@ -6,7 +6,8 @@ from safetensors.torch import load_file
 
 from grace.training.config import GraceConfig
 from grace.training.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
-from grace.training.trainer import RunExistsError, latest_checkpoint, train
+from grace.files.run_folder import RunFolder
+from grace.training.trainer import RunExistsError, train
 
 
 def _cfg(tiny_model_dir, tmp_path, **kw):
@@ -66,7 +67,7 @@ def test_resume_after_interruption(tiny_model_dir, tmp_path):
 
     first = train(cfg, callback=seen.append, should_stop=stop_after_one)
     assert first.stopped_early and first.steps_done == 1
-    assert latest_checkpoint(first.output).name == "step-000001"
+    assert RunFolder(first.output).latest_checkpoint().name == "step-000001"
     second = train(_cfg(tiny_model_dir, tmp_path, steps=3))
     assert second.steps_done == 3 and not second.stopped_early
     rows = [json.loads(line) for line in (second.output / "metrics.jsonl").read_text().splitlines()]
@@ -84,7 +85,7 @@ def test_crash_mid_run_leaves_the_last_checkpoint_loadable(tiny_model_dir, tmp_p
         train(_cfg(tiny_model_dir, tmp_path, steps=3), callback=crash)
     run = tmp_path / "run"
     (run / "checkpoints" / ".step-000002-tmp").mkdir()  # a half-written checkpoint is ignored
-    ckpt = latest_checkpoint(run)
+    ckpt = RunFolder(run).latest_checkpoint()
     assert ckpt.name == "step-000001"
     b = load_backbone(str(tiny_model_dir), adapter=str(ckpt / "adapter"), device="cpu")
     assert b.adapter.endswith("adapter")
@@ -121,7 +122,7 @@ def test_max_minutes_stops_cleanly_and_saves(tiny_model_dir, tmp_path):
     res = train(_cfg(tiny_model_dir, tmp_path, steps=50, max_minutes=0.0001))
     assert res.stopped_early and 1 <= res.steps_done < 50
     assert (res.output / "adapter" / "adapter_model.safetensors").exists()
-    assert latest_checkpoint(res.output).name == f"step-{res.steps_done:06d}"
+    assert RunFolder(res.output).latest_checkpoint().name == f"step-{res.steps_done:06d}"
 
 
 def test_kl_term_is_logged_when_used(tiny_model_dir, tmp_path):
@@ -134,7 +135,8 @@ def test_job_runner_claims_atomically_and_sees_through_reused_pids(tmp_path):
     import os
     import subprocess
 
-    from grace.training.jobs import ACTIVE, JobError, JobManager, _start_time
+    from grace.files.run_folder import ACTIVE
+    from grace.training.jobs import JobError, JobManager, _start_time
 
     jm = JobManager(tmp_path / "runs")
     jm._claim("one")

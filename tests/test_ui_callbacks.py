@@ -45,7 +45,7 @@ def test_explore_input_checks():
 
 
 def test_explore_compare_and_what_if(ui_env):
-    from grace.ui.explore import ATTRIBUTIONS, run_compare, select_doc, what_if
+    from grace.ui.explore import ATTRIBUTIONS, select_doc, what_if
 
     out = _compare("Where is Machu Picchu?", "Machu Picchu is in Peru.\nStocks fell.", ATTRIBUTIONS[0],
                             *ui_env)
@@ -70,7 +70,7 @@ def test_explore_pair_centred_and_ablation_views(ui_env):
 
     from analysis.contrast import ablate_rationale, explain_pair
     from grace.ui.common import encoder_for, settings_from
-    from grace.ui.explore import ATTRIBUTIONS, ablate, explain_choice, run_compare, select_doc
+    from grace.ui.explore import ATTRIBUTIONS, ablate, explain_choice, select_doc
 
     docs = "Machu Picchu is in Peru.\nStocks fell.\nThe Andes are high."
     *_, comp, pair_a, pair_b = _compare("Where is Machu Picchu?", docs, ATTRIBUTIONS[1], *ui_env)
@@ -100,8 +100,6 @@ def test_explore_pair_centred_and_ablation_views(ui_env):
 
 
 def test_explore_unloadable_model_is_a_message(ui_env):
-    from grace.ui.explore import run_compare
-
     bad = ["no-such-org/no-such-model"] + ui_env[1:]
     status = _compare("q", "d", "raw cosine", *bad)[0]
     assert status.startswith("⚠️") and "no-such-org/no-such-model" in status
@@ -294,22 +292,24 @@ def test_cached_encoder_follows_a_retrained_adapter(tiny_model_dir, tmp_path):
     from grace.training.config import GraceConfig
     from grace.training.data import SAMPLE_TRIPLETS
     from grace.training.trainer import train
-    from grace.ui.common import get_encoder
+    from grace.model.settings import EncodeSettings
+    from grace.ui.common import encoder_for
 
     cfg = dict(data=str(SAMPLE_TRIPLETS), output=str(tmp_path / "run"), model=str(tiny_model_dir), steps=1,
                rollouts=2, max_new_tokens=4, sample_every=0, device="cpu", lr=1e-2, penalize_truncated=False)
     adapter = str(train(GraceConfig(**cfg)).adapter)
-    first = get_encoder(str(tiny_model_dir), adapter)
-    assert get_encoder(str(tiny_model_dir), adapter) is first  # loaded once
+    s = EncodeSettings(model=str(tiny_model_dir), adapter=adapter)
+    first = encoder_for(s)
+    assert encoder_for(s.with_(prompt="paper", max_new_tokens=8)) is first  # loaded once, for every prompt
     train(GraceConfig(**{**cfg, "seed": 5}), overwrite=True)  # the same name, new weights
-    second = get_encoder(str(tiny_model_dir), adapter)
+    second = encoder_for(s)
     assert second is not first
     x = "Machu Picchu is in Peru."
     assert not (first.encode(x, rationale=False) == second.encode(x, rationale=False)).all()
 
 
 def test_a_public_app_serves_only_the_embedded_models(monkeypatch, tmp_path, tiny_model_dir):
-    from grace.ui.common import check_model_choice, get_encoder, settings_from, panel_values, APP_DEFAULTS
+    from grace.ui.common import check_model_choice, encoder_for, settings_from, panel_values, APP_DEFAULTS
     from grace.ui.train_tab import start
 
     monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path))
@@ -320,7 +320,7 @@ def test_a_public_app_serves_only_the_embedded_models(monkeypatch, tmp_path, tin
         with pytest.raises(ValueError, match="serves only the embedded models"):
             settings_from(*panel_values(APP_DEFAULTS.with_(model=bad)))
         with pytest.raises(ValueError, match="GRACE_ALLOW_ANY_MODEL=1"):
-            get_encoder(bad)
+            encoder_for(APP_DEFAULTS.with_(model=bad))
     assert "no visitor identity" in start("r1", "grace / supervised", None, 2, 2, 4, 0.2, 0.2, 0.1, 8, 8,
                                           "default")[0]  # a bare API call that skipped the page's identify
     who = {"id": "anon:0123", "name": "guest:0123"}
@@ -339,12 +339,12 @@ def test_the_encoder_cache_keeps_two_backbones(monkeypatch, tmp_path):
     loaded = []
     import grace.model.loading as loading
 
-    monkeypatch.setattr(loading, "load_encoder", lambda model, **kw: loaded.append(model) or object())
+    monkeypatch.setattr(loading, "load_encoder", lambda s: loaded.append(s.model) or object())
     for m in ("a", "b", "a", "c", "minilm", "a"):
-        common.get_encoder(m)
+        common.encoder_for(common.APP_DEFAULTS.with_(model=m))
     assert loaded == ["a", "b", "c", "minilm"]  # "a" stayed (used last), "b" went out first
     assert [k[0] for k in common._ENCODERS] == ["c", "minilm", "a"]
-    common.get_encoder("b")
+    common.encoder_for(common.APP_DEFAULTS.with_(model="b"))
     assert loaded[-1] == "b" and [k[0] for k in common._ENCODERS] == ["minilm", "a", "b"]
 
 
@@ -368,7 +368,7 @@ def test_uploads_are_limited_and_named_safely(ui_env, tmp_path, monkeypatch):
 
 
 def test_explore_says_what_the_model_reads_of_a_long_document(ui_env):
-    from grace.ui.explore import parse_inputs, run_compare
+    from grace.ui.explore import parse_inputs
 
     long_doc = " ".join(["Machu Picchu is an Inca citadel."] * 200)  # far over 512 tokens
     out = _compare("Where is Machu Picchu?", f"A short one.\n{long_doc}", "raw cosine", *ui_env)
@@ -404,11 +404,11 @@ def test_explore_datapoint_table_across_models_and_seeds(ui_env, tiny_model_dir,
     import csv
 
     from analysis.explore import HEADERS, compare_documents
-    from grace.model.loading import encoder_for
+    from grace.model.loading import load_encoder
     from grace.training.trainer import train
     from grace.training.config import GraceConfig
     from grace.model.settings import EncodeSettings
-    from grace.ui.explore import ATTRIBUTIONS, export_table
+    from grace.ui.explore import export_table
 
     docs = ["Machu Picchu is in Peru.", "Stocks fell.", "The Andes are high."]
     cfg = GraceConfig(method="cl", data=str(tmp_path / "t.jsonl"), output=str(tmp_path / "run"), model=str(tiny_model_dir),
@@ -417,9 +417,9 @@ def test_explore_datapoint_table_across_models_and_seeds(ui_env, tiny_model_dir,
         '{"query": "q%d", "positive": "p%d", "negatives": ["n%d"]}\n' % (i, i, i) for i in range(4)))
     adapter = str(train(cfg).adapter)
     s = EncodeSettings(model=str(tiny_model_dir), max_new_tokens=4, device="cpu")
-    base = encoder_for(s)
+    base = load_encoder(s)
     # with an adapter: the base column is GRACE without it, computed by the same path
-    tuned = encoder_for(s.with_(adapter=adapter))
+    tuned = load_encoder(s.with_(adapter=adapter))
     comp = compare_documents(tuned, "Where is Machu Picchu?", docs, settings=s.with_(adapter=adapter), base_encoder=base)
     plain = compare_documents(base, "Where is Machu Picchu?", docs, settings=s)
     assert comp.base == pytest.approx(plain.grace, abs=1e-5) and comp.grace != pytest.approx(plain.grace, abs=1e-5)
@@ -439,6 +439,7 @@ def test_explore_datapoint_table_across_models_and_seeds(ui_env, tiny_model_dir,
 def test_shipped_adapters_are_offered_and_load(ui_env, tiny_model_dir, tmp_path, monkeypatch):
     import shutil
 
+    from grace.model import backbone
     from grace.training.config import GraceConfig
     from grace.training.trainer import train
     from grace.ui import common
@@ -449,7 +450,7 @@ def test_shipped_adapters_are_offered_and_load(ui_env, tiny_model_dir, tmp_path,
                             model=str(tiny_model_dir), steps=1, batch_size=2, device="cpu"))
     shipped = tmp_path / "assets" / "demo-adapter"
     shutil.copytree(run.adapter, shipped)
-    monkeypatch.setattr(common, "SHIPPED_DIR", shipped.parent)
+    monkeypatch.setattr(backbone, "SHIPPED_DIR", shipped.parent)
     assert common.adapter_choices()[:2] == ["(none)", "shipped: demo-adapter"]
     values = list(ui_env)
     values[common._panel_fields().index("adapter")] = "shipped: demo-adapter"
@@ -485,8 +486,7 @@ def test_a_closed_compare_stops_its_generation_before_the_slot_frees(ui_env, mon
                 time.sleep(0.01)
             raise AssertionError("the generation was not stopped")
 
-    monkeypatch.setattr(explore, "encoder_for", lambda s: Slow())
-    monkeypatch.setattr(explore, "get_encoder", lambda m: None)
+    monkeypatch.setattr(explore, "encoder_for", lambda s: None if s.model == "minilm" else Slow())
 
     def generating(gen):
         for out in gen:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 from typing import TypeVar
 
 from ..model.settings import EncodeSettings
@@ -36,6 +35,7 @@ def from_args(cls: type[T], args: argparse.Namespace) -> T:
 
 def encode_settings(args: argparse.Namespace) -> EncodeSettings:
     """The command's ``EncodeSettings``, refused with one line before any model is loaded."""
+    from ..model.backbone import adapter_not_found, resolve_adapter
     from ..model.prompts import get_template
 
     s = from_args(EncodeSettings, args)
@@ -43,13 +43,7 @@ def encode_settings(args: argparse.Namespace) -> EncodeSettings:
         s.validate()
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    if s.adapter is not None and not Path(s.adapter).is_dir():
-        raise CliError(f"Adapter folder not found: {s.adapter}.")
+    if s.adapter is not None and not resolve_adapter(s.adapter).is_dir():
+        raise CliError(adapter_not_found(s.adapter))
     get_template(s.prompt)
     return s
-
-
-def load_encoder_for(settings: EncodeSettings):
-    from ..model.loading import encoder_for
-
-    return encoder_for(settings)

@@ -6,15 +6,16 @@ import argparse
 import json
 import sys
 
-from .common import add_command, encode_settings, load_encoder_for
+from .common import add_command, encode_settings
 
 
 def run(args: argparse.Namespace) -> int:
     from ..files.textio import atomic_output, read_texts
+    from ..model.loading import load_encoder
 
     settings = encode_settings(args)
     texts = read_texts(args.input)
-    enc = load_encoder_for(settings)
+    enc = load_encoder(settings)
     results = enc.encode(texts, settings, return_details=True, show_progress_bar=True)
     with atomic_output(args.output) as f:
         for r in results:

@@ -7,17 +7,18 @@ import json
 import sys
 import warnings
 
-from .common import CliError, add_command, encode_settings, load_encoder_for
+from .common import CliError, add_command, encode_settings
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..evaluation.mteb_adapter import check_datasets, evaluate, resolve_tasks
     from ..files.textio import atomic_output
+    from ..model.loading import load_encoder
 
     settings = encode_settings(args)
     tasks = resolve_tasks(args.suite, quick=args.quick, limit=args.limit)  # unknown names fail before loading
     check_datasets(tasks)
-    encoder = load_encoder_for(settings)
+    encoder = load_encoder(settings)
     print(f"evaluating {settings.label()} on {len(tasks)} task(s)", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn's per-class notes on tiny splits

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import CliError, add_command, encode_settings, load_encoder_for
+from .common import CliError, add_command, encode_settings
 
 
 def run(args: argparse.Namespace) -> int:
     from analysis.attributions import rank_documents
 
     from ..model.encoder import validate_texts
+    from ..model.loading import load_encoder
 
     settings = encode_settings(args)
     texts = [args.query] + list(args.doc)
@@ -24,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         i, j = args.explain_pair
         if not (1 <= i <= len(args.doc) and 1 <= j <= len(args.doc)) or i == j:
             raise CliError(f"--explain-pair takes two different document numbers between 1 and {len(args.doc)}.")
-    enc = load_encoder_for(settings)
+    enc = load_encoder(settings)
     results = enc.encode(texts, settings, return_details=True, show_progress_bar=len(texts) > 4)
     report = rank_documents(results[0], results[1:])
     add_explanations(report, args, enc, settings, results)

@@ -46,6 +46,6 @@ def register(sub) -> None:
                     description="Train a LoRA adapter. GRACE treats contrastive similarity as a reward for "
                                 "sampled rationales (policy gradient); cl and simcse are the paper's "
                                 "contrastive baselines on the direct-forward embedding. Every option is a field "
-                                "of GraceConfig, saved as grace_config.json in the run folder.")
+                                "of GraceConfig, saved in the run folder.")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder that holds a different run")
     p.set_defaults(func=run)

@@ -148,14 +148,14 @@ def evaluate(settings: EncodeSettings, tasks: list, *, encoder=None, cache=None,
     ``should_stop`` is asked before every chunk of texts; True raises ``Cancelled``."""
     import mteb
 
-    from ..model.loading import encoder_for
+    from ..model.loading import load_encoder
     from .cache import RationaleCache
 
     settings.validate()
     check_datasets(tasks)
     started = time.perf_counter()
     if encoder is None:
-        encoder = encoder_for(settings)
+        encoder = load_encoder(settings)
     if cache is None and settings.rationale and settings.model != "minilm":
         cache = RationaleCache()
     model = MtebModel(encoder, settings, cache, should_stop)

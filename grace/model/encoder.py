@@ -4,7 +4,8 @@ For a text x: build P(x), let the model write a rationale r ~ pi(. | P(x)), run 
 body over P(x) + r and mean-pool the hidden states of the text and rationale tokens (eq. 10-11).
 The pooling itself is ``grace.model.embedding`` (one embedding path for the encoder, the
 trainer's rewards and the evaluation adapter); what decides an embedding is one
-``EncodeSettings``.
+``EncodeSettings``: its load-time fields when the encoder is loaded (``from_pretrained``, through
+``grace.model.loading.load_encoder`` for every interface), all others on each ``encode`` call.
 """
 
 from __future__ import annotations
@@ -22,45 +23,55 @@ from .generation import generate_rationales
 from .prompts import PromptBuilder, PromptIds
 from .settings import EncodeSettings, file_fingerprint, settings_key
 
+MAX_TEXT_TOKENS = 512  # what the model reads of a text: a longer one is cut (with a warning), in training too
+BACKENDS = ("transformers", "vllm")
+
+
 class GraceEncoder:
     """Encode texts the GRACE way: rationale, then mean-pooled hidden states.
 
-    >>> enc = GraceEncoder.from_pretrained("default")
-    >>> vecs = enc.encode(["Where is Machu Picchu?"], max_new_tokens=32)
+    >>> enc = GraceEncoder.from_pretrained("default", adapter="grace-wordnet-sup")
+    >>> vecs = enc.encode(["Where is Machu Picchu?"], max_new_tokens=32, prompt="keywords")
     """
 
-    def __init__(self, backbone: Backbone, prompt: str | None = None, max_text_tokens: int = 512,
-                 fast: bool = True, generator=None):
+    def __init__(self, backbone: Backbone, settings: EncodeSettings | None = None, *, prompt=None,
+                 generator=None, fast: bool = True, max_text_tokens: int = MAX_TEXT_TOKENS):
+        """Usually made by ``from_pretrained``. ``settings``: what it was loaded with, and the defaults
+        of an ``encode`` call that passes none (``prompt`` replaces their prompt)."""
         self.backbone = backbone
         self.fast = fast  # generate and embed in one pass (grace.model.fastgen) where the model allows
         self.generator = generator  # an alternative rationale generator (vLLM), or None for transformers
         self.model = backbone.model
         self.tokenizer = backbone.tokenizer
-        self.prompts = PromptBuilder(self.tokenizer, prompt)
+        base = settings or EncodeSettings(model=backbone.name, adapter=backbone.adapter)
+        self.settings = base if prompt is None else base.with_(prompt=prompt)
+        self._builders: dict = {}
+        self.prompts = self.prompt_builder()  # the default prompt's builder
         self.max_text_tokens = max_text_tokens
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str = "default", *, adapter: str | None = None,
-                        prompt: str | None = None, device: str = "auto", dtype: str | None = None,
-                        trust_remote_code: bool = False, backend: str = "transformers") -> "GraceEncoder":
+    def from_pretrained(cls, settings: EncodeSettings | str = "default", **fields) -> "GraceEncoder":
+        """The constructor: the backbone, adapter, precision, device and generation backend that the
+        load-time fields of ``settings`` name (an ``EncodeSettings``, or a model name; ``fields``
+        change single fields). ``adapter`` is a folder, a training run or a shipped adapter's name.
+
+        ``grace.model.loading.load_encoder`` (every interface's) calls this for any model but MiniLM."""
+        s = settings if isinstance(settings, EncodeSettings) else EncodeSettings(model=settings)
+        s = s.with_(**fields).validate()
+        if s.backend not in BACKENDS:
+            raise ValueError(f"Unknown backend {s.backend!r}: use {' or '.join(BACKENDS)}.")
+        if s.backend == "vllm":
+            from .vllm_backend import check_available
+
+            check_available(str(s.device))  # refused before any weights load
+        backbone = load_backbone(s.model, adapter=s.adapter, device=s.device, dtype=s.dtype,
+                                 trust_remote_code=s.trust_remote_code)
         generator = None
-        if backend == "vllm":
-            from .vllm_backend import VllmGenerator, check_available
+        if s.backend == "vllm":
+            from .vllm_backend import VllmGenerator
 
-            check_available(str(device))  # refused before any weights load
-        backbone = load_backbone(name_or_path, adapter=adapter, device=device, dtype=dtype,
-                                 trust_remote_code=trust_remote_code)
-        if backend == "vllm":
             generator = VllmGenerator.for_backbone(backbone)
-        elif backend != "transformers":
-            raise ValueError(f"Unknown backend {backend!r}: use transformers or vllm.")
-        return cls(backbone, prompt=prompt, generator=generator)
-
-    @classmethod
-    def from_settings(cls, settings: EncodeSettings) -> "GraceEncoder":
-        return cls.from_pretrained(settings.model, adapter=settings.adapter, prompt=settings.prompt,
-                                   device=settings.device, dtype=settings.dtype,
-                                   trust_remote_code=settings.trust_remote_code, backend=settings.backend)
+        return cls(backbone, s, generator=generator)
 
     @property
     def name(self) -> str:
@@ -81,22 +92,32 @@ class GraceEncoder:
             raise ValueError(f"Layer {layer} does not exist: this model has layers -{n + 1} to {n} "
                              f"(-1 is the last, 0 the embeddings).")
 
+    def prompt_builder(self, prompt=None) -> PromptBuilder:
+        """The builder of P(x) for a template (a name, a file or a ``PromptTemplate``; None: the
+        encoder's default), made once per template."""
+        prompt = self.settings.prompt if prompt is None else prompt
+        if prompt not in self._builders:
+            self._builders[prompt] = PromptBuilder(self.tokenizer, prompt)
+        return self._builders[prompt]
+
     # -- building blocks -------------------------------------------------------------------
-    def build_prompts(self, texts: Sequence[str]) -> list[PromptIds]:
+    def build_prompts(self, texts: Sequence[str], prompt=None) -> list[PromptIds]:
+        """P(x) for each text with ``prompt`` (None: the encoder's default)."""
         validate_texts(texts)
-        return [self.prompts.build(t, self.max_text_tokens) for t in texts]
+        builder = self.prompt_builder(prompt)
+        return [builder.build(t, self.max_text_tokens) for t in texts]
 
     def generate(self, prompts: Sequence[PromptIds], settings: EncodeSettings,
                  on_batch: Callable[[int], None] | None = None,
                  on_token: Callable[[int, list[int]], None] | None = None,
                  finished: list[bool] | None = None, fixed_length: bool = False) -> list[list[int]]:
-        """Rationale token ids for each prompt (cut at EOS or the template's stop string);
-        ``fixed_length`` (benchmarks) always generates ``max_new_tokens``."""
+        """Rationale token ids for each prompt (cut at EOS or the stop string of the settings'
+        template); ``fixed_length`` (benchmarks) always generates ``max_new_tokens``."""
+        stop = self.prompt_builder(settings.prompt).stop_strings()
         if self.generator is not None:
-            return self.generator.generate(prompts, settings, stop_strings=self.prompts.stop_strings(),
-                                           on_batch=on_batch, finished=finished)
+            return self.generator.generate(prompts, settings, stop_strings=stop, on_batch=on_batch, finished=finished)
         return generate_rationales(self.model, self.tokenizer, prompts, settings,
-                                   stop_strings=self.prompts.stop_strings(), on_batch=on_batch,
+                                   stop_strings=stop, on_batch=on_batch,
                                    on_token=on_token, finished=finished, fixed_length=fixed_length)
 
     def embed(self, prompts: Sequence[PromptIds], rationales: Sequence[Sequence[int]], *,
@@ -120,14 +141,17 @@ class GraceEncoder:
 
     def cache_key(self, settings: EncodeSettings) -> str:
         """Fingerprint of what decides a rationale besides the text: the loaded model and adapter,
-        the prompt, and the settings' rationale fields."""
+        the settings' prompt template (its content) and their other rationale fields."""
         if not hasattr(self, "_adapter_fp"):  # the weights do not change under a loaded encoder
             self._adapter_fp = file_fingerprint(self.backbone.adapter)
+        builder = self.prompt_builder(settings.prompt)
+        rationale = settings.rationale_key()
+        del rationale["prompt"]  # in the key as the template's content, not its name or path
         return settings_key(model=self.name, adapter=self._adapter_fp,
                             dtype=str(next(self.model.parameters()).dtype),
-                            template=self.prompts.template.to_dict(), chat=self.prompts.use_chat,
+                            template=builder.template.to_dict(), chat=builder.use_chat,
                             max_text_tokens=self.max_text_tokens, backend=type(self.generator).__name__,
-                            **settings.rationale_key())
+                            **rationale)
 
     def rationales(self, texts: Sequence[str], prompts: Sequence[PromptIds], settings: EncodeSettings, *,
                    cache=None, on_batch: Callable[[int], None] | None = None,
@@ -166,26 +190,32 @@ class GraceEncoder:
     ) -> np.ndarray | list[EncodeResult]:
         """L2-normalised float32 embeddings [N, d] (or one ``EncodeResult`` per text).
 
-        ``settings`` (an ``EncodeSettings``; its defaults when omitted) decides the rationale and
-        the pooling; keyword ``overrides`` change single fields (``max_new_tokens=32``,
-        ``rationale=False`` for the direct-forward baseline, ...). The fields that choose the
-        encoder (model, adapter, dtype, ...) were fixed when it was loaded and are ignored here.
+        ``settings`` (an ``EncodeSettings``; when omitted, those the encoder was loaded with)
+        decide the prompt, the rationale and the pooling; keyword ``overrides`` change single
+        fields (``max_new_tokens=32``, ``prompt="paper"``, ``rationale=False`` for the
+        direct-forward baseline, ...). The fields that choose the encoder (``EncodeSettings.LOAD``:
+        model, adapter, dtype, ...) were honoured when it was loaded: as overrides they are refused.
         ``rationales`` gives the rationale text of each input instead of generating one (what-if
         editing): it is tokenised once and pooled through the same path. ``cache`` (any object
         with ``get_many`` / ``put_many``, e.g. ``grace.evaluation.cache.RationaleCache``) re-uses rationales generated before with the same model, adapter and
         settings.
         """
-        s = (settings or EncodeSettings()).with_(**overrides).validate()
+        load = [name for name in overrides if name in EncodeSettings.LOAD]
+        if load:
+            raise TypeError(f"{', '.join(load)} chose the encoder when it was loaded: load another one "
+                            "(grace.model.loading.load_encoder) instead of passing it to encode.")
+        s = (settings or self.settings).with_(**overrides).validate()
         self.check_layer(s.layer)
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
-        prompts = self.build_prompts(texts)
+        prompts = self.build_prompts(texts, s.prompt)
         bar = tqdm(total=len(texts), desc="rationales", disable=not show_progress_bar)
         with torch.inference_mode():
             if rationales is not None:
                 if len(rationales) != len(texts):
                     raise ValueError(f"Got {len(rationales)} rationales for {len(texts)} texts.")
-                rat_ids = [self.prompts._tok(r) if r else [] for r in rationales]
+                tokenize = self.prompt_builder(s.prompt)._tok
+                rat_ids = [tokenize(r) if r else [] for r in rationales]
                 bar.update(len(texts))
             elif s.rationale:
                 if cache is None and self.generator is None and self.fast and _fast_ok(self.model, prompts, s):
@@ -209,6 +239,7 @@ class GraceEncoder:
         from .fastgen import generate_and_embed
 
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
+        stop = self.prompt_builder(settings.prompt).stop_strings()
         embs, pooled, details = [None] * len(prompts), [None] * len(prompts), [None] * len(prompts)
         rat_ids: list[list[int]] = [[] for _ in prompts]
         for n, start in enumerate(range(0, len(order), settings.batch_size)):
@@ -216,7 +247,7 @@ class GraceEncoder:
             s = settings if settings.seed is None else replace(settings, seed=settings.seed + n)
             cb = None if on_token is None else (lambda row, ids, idx=idx: on_token(idx[row], ids))
             res = generate_and_embed(self.model, self.tokenizer, [prompts[i] for i in idx], s,
-                                     stop_strings=self.prompts.stop_strings(), keep_states=keep_states,
+                                     stop_strings=stop, keep_states=keep_states,
                                      on_token=cb, fixed_length=fixed_length)
             for j, i in enumerate(idx):
                 embs[i], pooled[i], rat_ids[i] = res.embed.embeddings[j], res.embed.pooled[j], res.rationales[j]

@@ -30,6 +30,9 @@ from .prompts import PromptIds
 from .settings import EncodeSettings
 
 
+Forward = Callable[..., tuple[torch.Tensor, torch.Tensor]]  # (ids, attn, pos, cache) -> (states, logits)
+
+
 @dataclass
 class FastResult:
     rationales: list[list[int]]
@@ -60,17 +63,32 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
                        stop_strings: Sequence[str] = (), keep_states: bool = False, fixed_length: bool = False,
                        on_token: Callable[[int, list[int]], None] | None = None) -> FastResult:
     """Rationales and embeddings (pooled as ``settings.pooling`` / ``settings.layer``) for one batch
-    of prompts. ``fixed_length`` (benchmarks) always generates ``max_new_tokens``."""
+    of prompts. ``fixed_length`` (benchmarks) always generates ``max_new_tokens``.
+
+    Four steps: ``_prefill`` runs the prompts (the shared prefix once), ``_decode`` generates while
+    rows leave the batch as they end, ``_Rows.finish`` cuts the rationales, ``_pool`` pools the states
+    that generation computed."""
     device = next(model.parameters()).device
-    body = decoder_body(model)
-    pooling, layer = settings.pooling, settings.layer
-    want_all = layer != -1
-    cache_kw = cache_keyword(body)
-    stop_ids = _eos_ids(model, tokenizer) | ({tokenizer.pad_token_id} if tokenizer.pad_token_id is not None else set())
-    b = len(prompts)
     gen = None
     if settings.sample and settings.seed is not None:
         gen = torch.Generator(device=device).manual_seed(settings.seed)
+    run = _forward(model, settings.layer)
+    start = _prefill(model, tokenizer, prompts, run)
+    stop_ids = _eos_ids(model, tokenizer) | ({tokenizer.pad_token_id} if tokenizer.pad_token_id is not None else set())
+    rows = _Rows(len(prompts), tokenizer, stop_ids, stop_strings, fixed_length, on_token)
+    _decode(run, start, rows, settings, gen)
+    rationales, finished, responses = rows.finish()
+    embed = _pool(prompts, start.text_states, rows.states, rationales, tokenizer.pad_token_id,
+                  pooling=settings.pooling, keep_states=keep_states)
+    return FastResult(rationales=rationales, finished=finished, responses=responses, embed=embed)
+
+
+def _forward(model, layer: int) -> Forward:
+    """``run(ids, attn, pos, cache)``: the decoder body over new tokens, extending ``cache``; the
+    states of layer ``layer`` and the logits at the last position only."""
+    body = decoder_body(model)
+    want_all = layer != -1
+    cache_kw = cache_keyword(body)
 
     def run(ids, attn, pos, cache):
         out = body(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
@@ -78,10 +96,26 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
         states = out.hidden_states[layer] if want_all else out.last_hidden_state
         return states, lm_logits(model, out.last_hidden_state[:, -1])
 
-    # 1) the shared prefix, once
+    return run
+
+
+@dataclass
+class _Start:
+    """The batch after its prompts were run: what decoding continues from."""
+    cache: object
+    attn: torch.Tensor  # [B, prefix + suffix width]
+    next_pos: torch.Tensor  # [B] each row's next position id
+    logits: torch.Tensor  # [B, vocab] at the last prompt position
+    text_states: list[torch.Tensor]  # each row's states over its text tokens
+
+
+def _prefill(model, tokenizer, prompts: Sequence[PromptIds], run: Forward) -> _Start:
+    """1) the shared prefix, once (its KV cache repeated for the batch); 2) each row's text + cue,
+    right-aligned after it, with position ids that skip the padding in the middle."""
+    device = next(model.parameters()).device
+    b = len(prompts)
     n_pre = common_prefix(prompts)
     cache = shared_prefix_cache(model, prompts, n_pre)
-    # 2) each row's text + cue, right-aligned after the prefix
     suffixes = [p.ids[n_pre:] for p in prompts]
     ids, smask = left_pad(suffixes, tokenizer.pad_token_id, device)
     width = ids.shape[1]
@@ -92,85 +126,124 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
     for i, p in enumerate(prompts):
         off = width - len(suffixes[i])
         text_states.append(states[i, off + p.text_start - n_pre: off + p.text_end - n_pre])
-    # 3) decode, dropping finished rows
-    next_pos = pos[:, -1] + 1
-    alive = list(range(b))
-    generated: list[list[int]] = [[] for _ in range(b)]
-    rat_states: list[list[torch.Tensor]] = [[] for _ in range(b)]
-    done = [False] * b
-    ended_by: list[int | None] = [None] * b
+    return _Start(cache=cache, attn=attn, next_pos=pos[:, -1] + 1, logits=logits, text_states=text_states)
+
+
+class _Rows:
+    """Each row's decoding: the tokens fed back (and their states), and how the row ended."""
+
+    def __init__(self, b: int, tokenizer, stop_ids: set[int], stop_strings: Sequence[str], fixed_length: bool,
+                 on_token: Callable[[int, list[int]], None] | None):
+        self.tokenizer, self.stop_ids, self.stop_strings = tokenizer, stop_ids, stop_strings
+        self.fixed_length, self.on_token = fixed_length, on_token
+        self.generated: list[list[int]] = [[] for _ in range(b)]
+        self.states: list[list[torch.Tensor]] = [[] for _ in range(b)]
+        self.done = [False] * b
+        self.ended_by: list[int | None] = [None] * b  # the stop token that ended the row
+
+    def accept(self, r: int, t: int) -> bool:
+        """Record token ``t`` of row ``r``; whether the row goes on (and ``t`` is fed back)."""
+        if t in self.stop_ids:
+            self.done[r], self.ended_by[r] = True, t
+            return False
+        self.generated[r].append(t)
+        if self.on_token is not None:
+            self.on_token(r, list(self.generated[r]))
+        if self.stop_strings and not self.fixed_length:
+            text = self.tokenizer.decode(self.generated[r][-8:], skip_special_tokens=False)
+            if any(s in text for s in self.stop_strings):
+                # the rationale ends before the stop string, so every token it keeps has
+                # already been fed (and has its state): the row can leave now
+                self.done[r] = True
+                return False
+        return True
+
+    def history(self, alive: list[int], device) -> torch.Tensor:
+        """The alive rows' generated tokens, [alive, longest], right-padded (for the processors)."""
+        pad = self.tokenizer.pad_token_id
+        width = max(len(self.generated[r]) for r in alive)
+        hist = torch.full((len(alive), width), pad, dtype=torch.long, device=device)
+        for j, r in enumerate(alive):
+            hist[j, :len(self.generated[r])] = torch.tensor(self.generated[r], device=device)
+        return hist
+
+    def finish(self) -> tuple[list[list[int]], list[bool], list[list[int]]]:
+        """(rationales, finished, responses): a response is the rationale's tokens plus the stop
+        token that ended it; rows still alive hit the length limit."""
+        rationales, finished = [], []
+        responses = [g + ([e] if e is not None else []) for g, e in zip(self.generated, self.ended_by)]
+        for r, g in enumerate(self.generated):
+            if self.fixed_length:
+                ids_r, fin = g, False
+            else:
+                ids_r, fin = cut_rationale(g, self.tokenizer, set(), self.stop_strings)
+                fin = fin or self.done[r]
+            rationales.append(ids_r)
+            finished.append(fin)
+        return rationales, finished, responses
+
+
+def _processors(settings: EncodeSettings) -> list:
     processors = []
     if settings.repetition_penalty and settings.repetition_penalty != 1.0:
         processors.append(RationaleRepetitionPenalty(0, settings.repetition_penalty))
     if settings.no_repeat_ngram:
         processors.append(RationaleNoRepeatNgram(0, settings.no_repeat_ngram))
+    return processors
+
+
+def _decode(run: Forward, start: _Start, rows: _Rows, settings: EncodeSettings, gen: torch.Generator | None) -> None:
+    """3) decode up to ``max_new_tokens``, dropping finished rows (and their cache rows), so one long
+    rationale does not keep the finished ones computing. The state of every token fed back is kept
+    in ``rows`` (a row at the length limit had its last token fed in the final step)."""
+    cache, attn, next_pos, logits = start.cache, start.attn, start.next_pos, start.logits
+    device, pad = attn.device, rows.tokenizer.pad_token_id
+    processors = _processors(settings)
+    alive = list(range(len(rows.done)))
     for step in range(settings.max_new_tokens):
         if processors and step > 0:
-            width_g = max(len(generated[r]) for r in alive)
-            hist = torch.full((len(alive), width_g), tokenizer.pad_token_id, dtype=torch.long, device=device)
-            for j, r in enumerate(alive):
-                hist[j, :len(generated[r])] = torch.tensor(generated[r], device=device)
-            pad_col = logits[:, tokenizer.pad_token_id].clone()
+            pad_col = logits[:, pad].clone()
+            hist = rows.history(alive, device)
             for proc in processors:
                 logits = proc(hist, logits)
             # alive rows share one history length, so ``hist`` holds no padding today; should that
             # change, padding is not a token a row generated: undo what the processors did to the
             # pad id (it is the EOS id for some models, e.g. Qwen)
-            logits[:, tokenizer.pad_token_id] = pad_col
-        if fixed_length and stop_ids:
-            logits[:, sorted(stop_ids)] = float("-inf")
+            logits[:, pad] = pad_col
+        if rows.fixed_length and rows.stop_ids:
+            logits[:, sorted(rows.stop_ids)] = float("-inf")
         tok = _sample(logits, settings, gen)
         keep = []
         for j, r in enumerate(alive):
-            t = int(tok[j])
-            if t in stop_ids:
-                done[r], ended_by[r] = True, t
-                continue
-            generated[r].append(t)
-            if on_token is not None:
-                on_token(r, list(generated[r]))
-            if stop_strings and not fixed_length:
-                text = tokenizer.decode(generated[r][-8:], skip_special_tokens=False)
-                if any(s in text for s in stop_strings):
-                    # the rationale ends before the stop string, so every token it keeps has
-                    # already been fed (and has its state): the row can leave now
-                    done[r] = True
-                    continue
-            keep.append(j)
+            if rows.accept(r, int(tok[j])):
+                keep.append(j)
         if not keep:
-            alive = []
-            break
+            return
         sel = torch.tensor(keep, device=device)
         if len(keep) < len(alive):
             cache.batch_select_indices(sel)
-            attn = attn[sel]
-            next_pos = next_pos[sel]
+            attn, next_pos = attn[sel], next_pos[sel]
         alive = [alive[j] for j in keep]
-        last_tok = tok[sel].unsqueeze(1)
         attn = torch.cat([attn, torch.ones((len(alive), 1), dtype=torch.long, device=device)], dim=1)
-        st, logits = run(last_tok, attn, next_pos.unsqueeze(1), cache)
+        st, logits = run(tok[sel].unsqueeze(1), attn, next_pos.unsqueeze(1), cache)
         for j, r in enumerate(alive):
-            rat_states[r].append(st[j, 0])
+            rows.states[r].append(st[j, 0])
         next_pos = next_pos + 1
-    # rows still alive hit the length limit: their last token was fed in the final step above
-    rationales, finished = [], []
-    responses = [generated[r] + ([ended_by[r]] if ended_by[r] is not None else []) for r in range(b)]
-    for r in range(b):
-        if fixed_length:
-            ids_r, fin = generated[r], False
-        else:
-            ids_r, fin = cut_rationale(generated[r], tokenizer, set(), stop_strings)
-            fin = fin or done[r]
-        rationales.append(ids_r)
-        finished.append(fin)
-    # 4) pool the collected states through the shared pooling path
+
+
+def _pool(prompts: Sequence[PromptIds], text_states: list[torch.Tensor], rat_states: list[list[torch.Tensor]],
+          rationales: list[list[int]], pad_id: int, *, pooling: str, keep_states: bool) -> EmbedBatch:
+    """4) pool the collected states through the shared pooling path: each row [text | rationale],
+    left-padded, with its segment codes and token ids."""
+    b = len(prompts)
+    device = text_states[0].device
     rows = [torch.cat([text_states[r]] + [s.unsqueeze(0) for s in rat_states[r][:len(rationales[r])]], dim=0)
             for r in range(b)]
     length = max(x.shape[0] for x in rows)
     d = rows[0].shape[1]
     states_b = torch.zeros((b, length, d), dtype=rows[0].dtype, device=device)
     seg_b = torch.full((b, length), PAD, dtype=torch.long, device=device)
-    ids_b = torch.full((b, length), tokenizer.pad_token_id, dtype=torch.long, device=device)
+    ids_b = torch.full((b, length), pad_id, dtype=torch.long, device=device)
     for r in range(b):
         n_t, n_r = text_states[r].shape[0], len(rationales[r])
         start = length - n_t - n_r
@@ -179,5 +252,4 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
         seg_b[r, start + n_t:] = RATIONALE
         p = prompts[r]
         ids_b[r, start:] = torch.tensor(p.ids[p.text_start:p.text_end] + rationales[r], device=device)
-    return FastResult(rationales=rationales, finished=finished, responses=responses,
-                      embed=pool_states(states_b, seg_b, ids_b, pooling=pooling, keep_states=keep_states))
+    return pool_states(states_b, seg_b, ids_b, pooling=pooling, keep_states=keep_states)

@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional
 
+from .backbone import resolve_adapter
 from .pooling import POOLINGS
-from .prompts import DEFAULT_TEMPLATE, TEMPLATES
+from .prompts import DEFAULT_TEMPLATE, TEMPLATES, PromptTemplate
 
 DTYPES = ("float32", "bfloat16", "auto")
 
@@ -28,10 +29,11 @@ def _opt(default, help: str, **kw):
 
 @dataclass
 class EncodeSettings:
-    # -- which encoder (chosen when it is loaded) --------------------------------------------
+    # -- which encoder (chosen when it is loaded; the prompt is chosen per call) ----------------
     model: str = _opt("default", "'default' (embedded Gemma 3 270M), 'minilm' (all-MiniLM-L6-v2 baseline), "
                       "a Hugging Face id or a local folder")
-    adapter: Optional[str] = _opt(None, "folder of a PEFT adapter (a training run's output)")
+    adapter: Optional[str] = _opt(None, "folder of a PEFT adapter (a training run's output), or the name of an "
+                                  "adapter shipped with GRACE Studio (grace-wordnet-sup)")
     prompt: str = _opt(DEFAULT_TEMPLATE, "prompt template: fewshot, paper, think, keywords, or a .json/.txt template file")
     dtype: Optional[str] = _opt(None, "float32 (CPU default, exact), bfloat16 (CUDA default), or auto: bfloat16 "
                                 "where the CPU has native bf16 matmuls (see benchmarks/RESULTS.md)", choices=DTYPES)
@@ -56,8 +58,10 @@ class EncodeSettings:
 
     # What each field decides: the encoder that is loaded, the rationale that is generated, the
     # pooling of its states, or only the speed. Every field is in exactly one group (tested).
-    LOAD = ("model", "adapter", "prompt", "dtype", "device", "trust_remote_code", "backend")
-    RATIONALE = ("rationale", "max_new_tokens", "sample", "temperature", "top_p", "repetition_penalty",
+    # LOAD fields are honoured when an encoder is loaded (``load_encoder``); the others by each
+    # ``encode`` call, so one loaded encoder serves every prompt, length and pooling.
+    LOAD = ("model", "adapter", "dtype", "device", "trust_remote_code", "backend")
+    RATIONALE = ("prompt", "rationale", "max_new_tokens", "sample", "temperature", "top_p", "repetition_penalty",
                  "no_repeat_ngram", "seed")
     EMBEDDING = ("pooling", "layer")
     SPEED = ("batch_size",)
@@ -73,10 +77,12 @@ class EncodeSettings:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                     flag = "--" + f.name.replace("_", "-")
                     raise ValueError(f"{flag} must be a finite number, not {value!r}.")
-        # a registered template, or a template file's path (read, or refused, when the encoder loads)
+        # a registered template, or a template file's path (read, or refused, when it is first used);
+        # in the library also a ``PromptTemplate`` itself
         prompt = self.prompt if isinstance(self.prompt, str) else None
         is_file = prompt is not None and (prompt == "" or Path(prompt).suffix in (".json", ".txt"))
-        if prompt not in TEMPLATES and (known_prompt_only or not is_file):
+        is_template = isinstance(self.prompt, PromptTemplate)
+        if prompt not in TEMPLATES and (known_prompt_only or not (is_file or is_template)):
             files = "" if known_prompt_only else " or a .json/.txt template file"
             raise ValueError(f"Unknown prompt {self.prompt!r}: use one of {', '.join(TEMPLATES)}{files}.")
         if not 1 <= self.max_new_tokens <= 512:
@@ -137,6 +143,22 @@ class EncodeSettings:
         """Everything that decides an embedding, the adapter by its weights' hash (not its path)."""
         return settings_key(**{**self.to_dict(), "adapter": file_fingerprint(self.adapter)})
 
+    def load_fingerprint(self) -> str:
+        """The ``LOAD`` fields alone, the adapter by its weights' hash: two settings with the same
+        load fingerprint are served by the same loaded encoder (the app's encoder cache key).
+        The MiniLM baseline is chosen by its device only."""
+        names = ("model", "device") if self.model == "minilm" else self.LOAD
+        load = {k: getattr(self, k) for k in names}
+        if "adapter" in load:
+            load["adapter"] = file_fingerprint(self.adapter)
+        return settings_key(**load)
+
+    def direct(self) -> "EncodeSettings":
+        """These settings' direct forward pass (no rationale; the paper's 'Base'): the same pooling of
+        the text's states, ``text-mean`` where the pooling was the rationale's alone. Explore's
+        'direct forward' column, the Map's direct panel and the contrastive baselines' embedding."""
+        return self.with_(rationale=False, pooling="text-mean" if self.pooling == "rationale-mean" else self.pooling)
+
     def differences(self) -> list[str]:
         """The settings that decide an embedding and differ from the defaults, shortly (prompt, length,
         decoding, pooling, layer, precision): what tells two rows of one model apart."""
@@ -144,7 +166,8 @@ class EncodeSettings:
         out = []
         if self.rationale:
             if self.prompt != d.prompt:
-                out.append(f"prompt {Path(self.prompt).name}")
+                name = self.prompt.name if isinstance(self.prompt, PromptTemplate) else Path(self.prompt).name
+                out.append(f"prompt {name}")
             if self.max_new_tokens != d.max_new_tokens:
                 out.append(f"{self.max_new_tokens} tokens")
             if self.sample:
@@ -171,7 +194,7 @@ def file_fingerprint(path: str | Path | None) -> str:
     """Content hash of an adapter's weights (so a retrained adapter does not reuse old rationales)."""
     if not path:
         return ""
-    p = Path(path)
+    p = resolve_adapter(path)
     weights = p / "adapter_model.safetensors" if p.is_dir() else p
     if not weights.exists():
         return str(p)

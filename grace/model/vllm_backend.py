@@ -4,7 +4,7 @@
 prompt token ids (so the segment spans stay exact); the embedding then runs through the usual
 ``embed_ids`` on the transformers model. A LoRA adapter is served with vLLM's LoRA support.
 vLLM's repetition penalty also counts the prompt's tokens (ours looks at the rationale only).
-Not exercised by the test suite on CPU beyond its refusal; see the README.
+Not exercised by the test suite on CPU beyond its refusal; see docs/internals.md, "Precision and devices".
 """
 
 from __future__ import annotations

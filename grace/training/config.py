@@ -1,7 +1,9 @@
 """GraceConfig: every hyper-parameter of a training run, one source for defaults, docs and CLI.
 
 Each field's ``metadata["help"]`` is its documentation and its ``--flag`` help; the config is
-saved as ``grace_config.json`` next to the run's checkpoints.
+saved in the run folder (``RunFolder.config``), next to the run's checkpoints. The fields that
+decide the embedding (model, prompt, rationale length, pooling, layer, device, dtype) take their
+defaults and choices from ``EncodeSettings``: each default has one source.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
-
+from ..files.run_folder import METRICS, SAMPLES
 from ..model.pooling import POOLINGS
-from ..model.prompts import DEFAULT_TEMPLATE
-from ..model.settings import EncodeSettings
+from ..model.settings import DTYPES, EncodeSettings
+
+E = EncodeSettings  # the encoder's defaults, which a run's embeddings share
 
 METHODS = ("grace", "cl", "simcse")
 MODES = ("supervised", "unsupervised")
@@ -35,9 +38,9 @@ class GraceConfig:
     mode: str = _f("supervised", "supervised (query/positive/negatives) or unsupervised (raw passages)",
                    choices=MODES)
     data: str = _f("", "training data: JSONL triplets (supervised) or one passage per line / JSONL 'text'")
-    output: str = _f("runs/grace", "run folder: adapter, checkpoints, metrics.jsonl, samples.jsonl")
-    model: str = _f("default", "backbone: 'default' (Gemma 3 270M), an HF id or a local folder")
-    prompt: str = _f(DEFAULT_TEMPLATE, "prompt template name or file")
+    output: str = _f("runs/grace", f"run folder: adapter, checkpoints, {METRICS}, {SAMPLES}")
+    model: str = _f(E.model, "backbone: 'default' (Gemma 3 270M), an HF id or a local folder")
+    prompt: str = _f(E.prompt, "prompt template name or file")
     # -- optimisation ------------------------------------------------------------------------
     steps: int = _f(20, "optimizer steps")
     batch_size: int = _f(2, "examples per step (B)")
@@ -48,9 +51,9 @@ class GraceConfig:
     updates_per_batch: int = _f(4, "optimizer steps on each batch of rollouts (PPO-style clipped ratio; 1 = plain "
                                 "on-policy policy gradient)")
     clip_eps: float = _f(0.2, "PPO clip range of the probability ratio (the reference code's 0.2)")
-    dtype: Optional[str] = _f(None, "precision: float32 (CPU default), bfloat16 (CUDA default), or auto: bfloat16 "
+    dtype: Optional[str] = _f(E.dtype, "precision: float32 (CPU default), bfloat16 (CUDA default), or auto: bfloat16 "
                               "on CPUs with native bf16; the LoRA weights and optimizer state stay float32",
-                              choices=("float32", "bfloat16", "auto"))
+                              choices=DTYPES)
     # -- GRACE rollouts and rewards (eq. 12-18) ---------------------------------------------
     rollouts: int = _f(4, "K sampled rationales per positive (the group of the advantage)")
     lambda_consistency: float = _f(0.2, "lambda1: weight of the consistency reward (eq. 14)")
@@ -59,7 +62,7 @@ class GraceConfig:
     reward_temperature: float = _f(0.1, "tau: the total reward is divided by it (eq. 17)")
     length_penalty: float = _f(-1.0, "reward of a rollout that hit the length limit without ending")
     penalize_truncated: bool = _f(True, "give truncated rollouts the length penalty (the reference code does)")
-    max_new_tokens: int = _f(EncodeSettings.max_new_tokens, "rationale length limit (the same default as encoding)")
+    max_new_tokens: int = _f(E.max_new_tokens, "rationale length limit (the same default as encoding)")
     sampling_temperature: float = _f(0.7, "temperature of the sampled rollouts (0.7 by the validation sweep: "
                                           "72.5 vs 67.4 at 1.0; closer to the greedy decoding used at inference)")
     top_p: float = _f(1.0, "nucleus mass of the sampled rollouts")
@@ -68,8 +71,8 @@ class GraceConfig:
                                   "contrastive reward (eq. 13 with its negative term, which cancels in the "
                                   "advantage and is not generated otherwise); 0 = never")
     # -- embedding ---------------------------------------------------------------------------
-    pooling: str = _f("mean", "pooling of the embedding used by the reward", choices=POOLINGS)
-    layer: int = _f(-1, "hidden layer pooled (-1 last)")
+    pooling: str = _f(E.pooling, "pooling of the embedding used by the reward", choices=POOLINGS)
+    layer: int = _f(E.layer, "hidden layer pooled (-1 last)")
     cl_temperature: float = _f(0.05, "InfoNCE temperature of the cl and simcse baselines")
     # -- LoRA --------------------------------------------------------------------------------
     lora_rank: int = _f(8, "LoRA rank r")
@@ -77,7 +80,7 @@ class GraceConfig:
     lora_dropout: float = _f(0.05, "LoRA dropout (simcse uses at least 0.1: its positives come from dropout)")
     lora_targets: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get LoRA")
     # -- bookkeeping -------------------------------------------------------------------------
-    sample_every: int = _f(5, "write the probe texts' rationales to samples.jsonl every N steps")
+    sample_every: int = _f(5, f"write the probe texts' rationales to {SAMPLES} every N steps")
     save_every: int = _f(10, "checkpoint every N steps (and at the end)")
     keep_adapters: int = _f(2, "adapter versions kept in adapters/step-N (0 = all: for a validation curve over "
                             "training, see benchmarks/checkpoint_curve.py)")
@@ -85,7 +88,7 @@ class GraceConfig:
     probe_texts: list[str] = _f([], "texts whose rationales are logged over training (default: the first 3 "
                            "positives or passages)")
     skip_bad: bool = _f(False, "drop bad data records instead of refusing the file")
-    device: str = _f("auto", "auto, cpu or cuda")
+    device: str = _f(E.device, "auto, cpu or cuda")
 
     def validate(self) -> None:
         """Refuse settings the method cannot run with, before anything is loaded."""

@@ -1,8 +1,9 @@
 """Training jobs in a separate process: one at a time, cancellable, state on disk.
 
-Everything a UI needs lives in the run folder, so a browser refresh or an app restart finds
-the job again: ``status.json`` (state, step, error), ``metrics.jsonl``, ``samples.jsonl``,
-and a ``cancel`` file the job checks between steps. A crash of the job leaves the app running.
+Everything a UI needs lives in the run folder (``RunFolder``), so a browser refresh or an app
+restart finds the job again: the job's status (state, step, error), its metrics and probe
+samples, and a cancel file the job checks between steps. One job runs at a time: it holds the
+runs folder's active-job claim. A crash of the job leaves the app running.
 """
 
 from __future__ import annotations
@@ -12,33 +13,19 @@ import json
 import multiprocessing as mp
 import os
 import re
-import tempfile
 import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..files.run_folder import RunFolder, RunsFolder
 from .config import GraceConfig
 
-ACTIVE = ".active.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch: "$" accepts a final "\n"
 
 
 class JobError(ValueError):
     """A job that cannot start; the message says why."""
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _start_time(pid: int) -> str | None:
@@ -99,56 +86,6 @@ def _claim_info(raw: bytes) -> dict | None:
     return info
 
 
-def _remove_stale(path: Path, raw: bytes) -> None:
-    """Remove the active-job file only if it still holds ``raw`` (what was judged stale): it is
-    first moved aside atomically, so a claim another start made meanwhile is put back, not lost."""
-    aside = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.stale")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return
-    try:
-        if aside.read_bytes() != raw:  # a fresh claim replaced the stale one: put it back
-            try:
-                os.link(aside, path)  # unless yet another claim took the name meanwhile
-            except FileExistsError:
-                pass
-            except OSError:  # no hard links on this filesystem
-                os.rename(aside, path)
-    finally:
-        aside.unlink(missing_ok=True)
-
-
-def _publish_exclusive(path: Path, data: bytes) -> bool:
-    """Publish ``data`` as ``path`` unless it exists (False then)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".claim", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        except OSError:  # no hard links on this filesystem: an exclusive create, then the content
-            try:
-                out = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
-            try:
-                os.write(out, data)
-            except OSError:
-                path.unlink(missing_ok=True)
-                raise
-            finally:
-                os.close(out)
-        return True
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-
-
 def _child(cfg_dict: dict, overwrite: bool) -> None:
     """Runs in the job's own process."""
     import logging
@@ -159,28 +96,27 @@ def _child(cfg_dict: dict, overwrite: bool) -> None:
     from .trainer import train
 
     cfg = GraceConfig(**cfg_dict)
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    status = out / "status.json"
+    run = RunFolder(cfg.output)
+    run.create()
     state = {"state": "running", "step": 0, "steps": cfg.steps, "pid": os.getpid(), "started": time.time(),
              "error": None}
-    _write_json(status, state)
+    run.write_status(state)
 
     def on_event(e: dict) -> None:
         if e["event"] == "step":
             state["step"] = e["step"]
-            _write_json(status, state)
+            run.write_status(state)
         elif e["event"] == "start":
             state["summary"] = e["summary"]
-            _write_json(status, state)
+            run.write_status(state)
 
     try:
-        res = train(cfg, overwrite=overwrite, callback=on_event, should_stop=lambda: (out / "cancel").exists())
+        res = train(cfg, overwrite=overwrite, callback=on_event, should_stop=run.cancel_requested)
         state.update(state="cancelled" if res.stopped_early else "finished", step=res.steps_done)
     except Exception as exc:  # the job's failure is reported, never raised into the app
         state.update(state="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
     state["ended"] = time.time()
-    _write_json(status, state)
+    run.write_status(state)
 
 
 class JobManager:
@@ -189,23 +125,26 @@ class JobManager:
     def __init__(self, runs_dir: str | Path):
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.folder = RunsFolder(self.runs_dir)
 
     def run_dir(self, name: str) -> Path:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise JobError("A run name uses letters, digits, '-', '_' or '.', at most 64 characters.")
         return self.runs_dir / name
 
+    def run(self, name: str) -> RunFolder:
+        """The run folder of ``name`` (checked like ``run_dir``)."""
+        return RunFolder(self.run_dir(name))
+
     def active(self) -> dict | None:
         """The running job, if any. Whether it runs is decided by its process (PID and start
         time), not by its status file; a job whose process died is marked failed."""
-        path = self.runs_dir / ACTIVE
-        try:
-            raw = path.read_bytes()
-        except OSError:  # none (no job), or unreadable
+        raw = self.folder.read_active()
+        if raw is None:  # none (no job), or unreadable
             return None
         info = _claim_info(raw)
         if info is None:  # empty, cut or garbage (a start killed or out of disk): it never blocks
-            _remove_stale(path, raw)
+            self.folder.remove_active_if(raw)
             return None
         status = self.status(info["name"])
         # a job's final status ends it even while its process exits; during a start's claim the
@@ -219,25 +158,23 @@ class JobManager:
             _reap(info["pid"], info.get("started"))
         else:
             status.update(state="failed", error=status.get("error") or "the training process stopped unexpectedly")
-            run = self.run_dir(info["name"])
-            if run.is_dir():  # a start killed before its folder was made leaves none to mark
+            run = self.run(info["name"])
+            if run.path.is_dir():  # a start killed before its folder was made leaves none to mark
                 with contextlib.suppress(OSError):  # a full disk must not keep the dead job active
-                    _write_json(run / "status.json", status)
-        _remove_stale(path, raw)
+                    run.write_status(status)
+        self.folder.remove_active_if(raw)
         return None
 
     def _claim(self, name: str) -> None:
-        """Create the active-job file exclusively: of two simultaneous starts one wins.
+        """Create the active-job claim exclusively: of two simultaneous starts one wins.
 
-        The claim is written completely to a temp file first, then hard-linked to its name (a link
-        fails if the name exists), so the active-job file never exists without its content: a
-        kill or a full disk during a start leaves no empty claim behind."""
-        path = self.runs_dir / ACTIVE
+        The claim is written completely before it exists (``RunsFolder.claim_active``): a kill or a
+        full disk during a start leaves no empty claim behind."""
         data = json.dumps({"name": name, "pid": os.getpid(), "started": _start_time(os.getpid()),
                            "claimed": True}).encode("utf-8")
         for _ in range(3):
             try:
-                if _publish_exclusive(path, data):
+                if self.folder.claim_active(data):
                     return
             except OSError as exc:
                 raise JobError(f"Could not start the job: the job file could not be written "
@@ -255,8 +192,8 @@ class JobManager:
         if running:
             raise JobError(f"Job '{running['name']}' is still running (step {running.get('step', 0)} of "
                            f"{running.get('steps')}); cancel it or wait for it to finish.")
-        out = self.run_dir(name)
-        cfg.output = str(out)
+        run = self.run(name)
+        cfg.output = str(run.path)
         cfg.validate()
         from .trainer import Trainer
 
@@ -267,70 +204,51 @@ class JobManager:
             Trainer(cfg, overwrite=overwrite)
             ctx = mp.get_context("spawn")
             proc = ctx.Process(target=_child, args=(asdict(cfg), False), daemon=False)
-            (out / "cancel").unlink(missing_ok=True)
-            _write_json(out / "status.json", {"state": "starting", "step": 0, "steps": cfg.steps, "error": None,
-                                               "started": time.time()})
+            run.clear_cancel()
+            run.write_status({"state": "starting", "step": 0, "steps": cfg.steps, "error": None,
+                              "started": time.time()})
             proc.start()
         except BaseException:
-            (self.runs_dir / ACTIVE).unlink(missing_ok=True)
+            self.folder.remove_active()
             raise
-        _write_json(self.runs_dir / ACTIVE, {"name": name, "pid": proc.pid, "started": _start_time(proc.pid)})
+        self.folder.write_active({"name": name, "pid": proc.pid, "started": _start_time(proc.pid)})
         return name
 
     def cancel(self, name: str) -> None:
-        (self.run_dir(name) / "cancel").write_text("cancel requested\n")
+        self.run(name).request_cancel()
 
     def status(self, name: str) -> dict:
-        return _read_json(self.run_dir(name) / "status.json") or {"state": "unknown"}
+        return self.run(name).read_status() or {"state": "unknown"}
 
     def metrics(self, name: str) -> list[dict]:
-        return _read_jsonl(self.run_dir(name) / "metrics.jsonl")
+        return self.run(name).metric_rows()
 
     def samples(self, name: str) -> list[dict]:
-        return _read_jsonl(self.run_dir(name) / "samples.jsonl")
+        return self.run(name).sample_rows()
 
     def validation(self, name: str) -> list[dict]:
-        """Validation scores of the run's checkpoints (``validation.jsonl``: step, minutes, average),
-        written by ``benchmarks/checkpoint_curve.py``; empty when the run was not scored."""
-        return _read_jsonl(self.run_dir(name) / "validation.jsonl")
+        """Validation scores of the run's checkpoints (step, minutes, average), written by
+        ``benchmarks/checkpoint_curve.py``; empty when the run was not scored."""
+        return self.run(name).validation_rows()
 
     def runs(self) -> list[dict]:
         """Every run on disk, newest first: name, method, mode, state, steps, adapter folder."""
         out = []
-        for cfg_path in self.runs_dir.glob("*/grace_config.json"):
-            run = cfg_path.parent
-            cfg = _read_json(cfg_path) or {}
-            st = self.status(run.name) if (run / "status.json").exists() else {
-                "state": "finished" if (run / "adapter").exists() else "unknown"}
-            out.append({"name": run.name, "method": cfg.get("method"), "mode": cfg.get("mode"),
+        for run in self.folder.runs():
+            name = run.path.name
+            cfg = run.read_config() or {}
+            st = self.status(name) if run.status.exists() else {
+                "state": "finished" if run.has_adapter() else "unknown"}
+            out.append({"name": name, "method": cfg.get("method"), "mode": cfg.get("mode"),
                         "model": cfg.get("model"), "state": st.get("state"), "step": st.get("step"),
                         "steps": cfg.get("steps"), "error": st.get("error"),
-                        "adapter": str(run / "adapter") if (run / "adapter").exists() else None,
-                        "mtime": cfg_path.stat().st_mtime})
+                        "adapter": str(run.adapter) if run.has_adapter() else None,
+                        "mtime": run.config.stat().st_mtime})
         return sorted(out, key=lambda r: -r["mtime"])
 
     def adapters(self) -> list[str]:
         """Names of runs with a usable adapter (finished or stopped early)."""
         return [r["name"] for r in self.runs() if r["adapter"] and r["state"] in ("finished", "cancelled")]
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    """The rows of a JSONL file the job writes; a line that is not a JSON object (being written
-    right now, or cut by a crash) is skipped. Lines end at "\n" only: U+2028 and U+0085 are legal
-    inside a JSON line (``str.splitlines`` would split there)."""
-    try:
-        raw = path.read_bytes()
-    except OSError:  # missing (not written yet) or unreadable
-        return []
-    rows = []
-    for line in raw.split(b"\n"):
-        try:
-            row = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 # Measured on 2 CPU cores with the default model (benchmarks/RESULTS.md, train_speed): seconds per
@@ -354,12 +272,11 @@ def measured_step_seconds(runs_dir: str | Path, cfg: GraceConfig, recent: int = 
     import statistics
 
     rates = []
-    cfgs = sorted(Path(runs_dir).glob("*/grace_config.json"), key=lambda p: -p.stat().st_mtime)
-    for path in cfgs:
-        c = _read_json(path) or {}
+    for run in RunsFolder(runs_dir).runs():  # newest first
+        c = run.read_config() or {}
         if c.get("method") != cfg.method or c.get("model") != cfg.model:
             continue
-        times = [m.get("step_time") for m in _read_jsonl(path.parent / "metrics.jsonl")][-10:]
+        times = [m.get("step_time") for m in run.metric_rows()][-10:]
         times = [t for t in times if isinstance(t, (int, float)) and t > 0]
         if times:
             per = statistics.median(times)

@@ -25,6 +25,19 @@ def contrastive_reward(q: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | N
     return r
 
 
+def negatives_by_example(h: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layout ``contrastive_reward`` takes: negatives' embeddings h [N,d] (``counts[i]`` of
+    example i, in order) as [B,M,d] zero-padded, and the [B,M] mask of the real ones."""
+    m = max(counts)
+    neg = h.new_zeros((len(counts), m, h.shape[1]))
+    mask = torch.zeros((len(counts), m), dtype=torch.bool, device=h.device)
+    pos = 0
+    for i, c in enumerate(counts):
+        neg[i, :c], mask[i, :c] = h[pos:pos + c], True
+        pos += c
+    return neg, mask
+
+
 def self_reward(anchor: torch.Tensor, rollouts: torch.Tensor) -> torch.Tensor:
     """eq. 20: R_self = sim(h_anchor, h_x^k) for the unsupervised mode.  anchor [B,d], rollouts [B,K,d]."""
     return torch.einsum("bd,bkd->bk", anchor, rollouts)

@@ -22,8 +22,9 @@ import torch
 
 from ..model.embedding import embed_ids
 from ..model.generation import generate_rationales
-from ..model.prompts import DEFAULT_TEMPLATE, PromptBuilder
+from ..model.prompts import PromptBuilder
 from ..model.settings import EncodeSettings
+from .config import GraceConfig
 from .rewards import consistency_reward, contrastive_reward, hard_negative_reward, total_reward
 
 
@@ -38,9 +39,11 @@ class GraceReward:
 
     __name__ = "grace"
 
-    def __init__(self, model: torch.nn.Module, tokenizer, *, prompt: str = DEFAULT_TEMPLATE,
-                 lambda_consistency: float = 0.2, lambda_hard: float = 0.2, reward_temperature: float = 0.1,
-                 settings: EncodeSettings | None = None):
+    def __init__(self, model: torch.nn.Module, tokenizer, *, prompt: str = GraceConfig.prompt,
+                 lambda_consistency: float = GraceConfig.lambda_consistency,
+                 lambda_hard: float = GraceConfig.lambda_hard,
+                 reward_temperature: float = GraceConfig.reward_temperature,
+                 settings: EncodeSettings | None = None):  # the defaults of ``grace train``
         self.model, self.tokenizer = model, tokenizer
         self.prompts = PromptBuilder(tokenizer, prompt)
         self.settings = settings or EncodeSettings(prompt=prompt)

@@ -6,6 +6,8 @@ import os
 
 import gradio as gr
 
+from grace.model.backbone import CONVERSION_TIME
+
 from . import annotate_tab, evaluate_tab, explore, map_tab, train_tab
 from .common import MAX_UPLOAD_MB, WARMUP, is_public, model_bar
 from .identity import browser_token_state, identify, left, page_state
@@ -14,10 +16,10 @@ from .storage import served_paths
 # Gradio's own copies of uploads and returned files: every hour, those older than an hour go
 DELETE_CACHE = (3600, 3600)
 
-INTRO = """# GRACE Studio
+INTRO = f"""# GRACE Studio
 Embeddings whose reasoning you can read ([GRACE, arXiv 2510.04506](https://arxiv.org/abs/2510.04506)):
 the model writes a rationale about each text, and the embedding pools the text **and** its rationale.
-The first use of the embedded Gemma 3 270M converts it once (about a minute); later loads take seconds."""
+The first use of the embedded Gemma 3 270M converts it once ({CONVERSION_TIME}); later loads take seconds."""
 
 
 def build(default_model: str = "default") -> gr.Blocks:

@@ -1,4 +1,4 @@
-"""What the tabs share: the app's data folders, the model bar and the encoder cache."""
+"""What the tabs share: the app's data folders, the model bar and the encoder cache (``encoder_for``)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def settings_from(*values) -> EncodeSettings:
     elif name and name != "(none)":
         if not isinstance(name, str) or name not in jobs().adapters():
             try:
-                run_exists = (jobs().run_dir(name) / "grace_config.json").exists()
+                run_exists = jobs().run(name).has_config()
             except ValueError:
                 run_exists = False
             if run_exists:
@@ -85,23 +85,15 @@ def panel_values(settings: EncodeSettings = APP_DEFAULTS, adapter_run: str = "(n
     return [adapter_run if n == "adapter" else getattr(settings, n) for n in _panel_fields()]
 
 
-def encoder_for(settings: EncodeSettings):
-    """The shared encoder for these settings (loaded once per model, adapter and dtype)."""
-    return get_encoder(settings.model, settings.adapter, settings.prompt,
-                       None if settings.dtype == "float32" else settings.dtype)
-
-
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "assets" / "adapters"
 SHIPPED_PREFIX = "shipped: "  # run names cannot hold ':' or ' ', so a shipped name never shadows a run
 
 
 def shipped_adapters() -> dict[str, Path]:
-    """Adapters that come with the app (``assets/adapters/NAME``, each with a model card), by their
-    label in the adapter list: a visitor compares base vs trained without training anything."""
-    if not SHIPPED_DIR.is_dir():
-        return {}
-    return {SHIPPED_PREFIX + d.name: d for d in sorted(SHIPPED_DIR.iterdir())
-            if (d / "adapter_model.safetensors").is_file()}
+    """Adapters that come with the package (``grace/adapters/NAME``, each with a model card), by
+    their label in the adapter list: a visitor compares base vs trained without training anything."""
+    from grace.model.backbone import shipped_adapters as shipped
+
+    return {SHIPPED_PREFIX + name: folder for name, folder in shipped().items()}
 
 
 def adapter_choices() -> list[str]:
@@ -139,31 +131,24 @@ def check_model_choice(model: str) -> str:
     return model
 
 
-def get_encoder(model: str, adapter: str | None = None, prompt: str | None = None, dtype: str | None = None):
-    """Encoders are loaded once per (model, adapter weights, dtype) and shared; the prompt is per
-    call. The key holds the adapter's content hash, so a run retrained under the same name loads
-    its new weights instead of the cached old ones."""
-    from grace.model.encoder import GraceEncoder
-    from grace.model.loading import load_encoder
-    from grace.model.prompts import PromptBuilder
-    from grace.model.settings import file_fingerprint
+def encoder_for(settings: EncodeSettings):
+    """The app's shared encoder for these settings: loaded once per (model, load fingerprint), the
+    fingerprint of the load-time fields alone (``EncodeSettings.LOAD``, the adapter by its weights'
+    hash: a run retrained under the same name loads its new weights); the least recently used
+    backbone goes past ``MAX_BACKBONES``. Every other field, the prompt included, is honoured by
+    each ``encode`` call, so pass the same settings there."""
+    from grace.model import loading
 
-    key = (model, adapter, file_fingerprint(adapter), dtype)
-    check_model_choice(model)
+    check_model_choice(settings.model)
+    key = (settings.model, settings.load_fingerprint())
     with _LOCK:
         if key not in _ENCODERS:
-            _ENCODERS[key] = load_encoder(model, adapter=adapter, dtype=dtype)
+            _ENCODERS[key] = loading.load_encoder(settings)
             lms = [k for k in _ENCODERS if k[0] != "minilm"]
             for old in lms[:-MAX_BACKBONES]:  # least recently used out
                 del _ENCODERS[old]
         _ENCODERS.move_to_end(key)
-        enc = _ENCODERS[key]
-    if isinstance(enc, GraceEncoder) and prompt and enc.prompts.template.name != prompt:
-        view = GraceEncoder.__new__(GraceEncoder)
-        view.__dict__.update(enc.__dict__)
-        view.prompts = PromptBuilder(enc.tokenizer, prompt)
-        return view
-    return enc
+        return _ENCODERS[key]
 
 
 def model_bar(default_model: str):
@@ -368,11 +353,12 @@ class Warmup:
         self.done = threading.Event()
 
     def start(self, model: str, load=None) -> None:
-        from grace.model.backbone import default_model_converted
+        from grace.model.backbone import CONVERSION_TIME, default_model_converted
 
-        load = load or (lambda m: (get_encoder(m), get_encoder("minilm")))
+        load = load or (lambda m: (encoder_for(APP_DEFAULTS.with_(model=m)),
+                                   encoder_for(APP_DEFAULTS.with_(model="minilm"))))
         self.state, self.done = "loading", threading.Event()
-        self.message = ("Converting the embedded Gemma 3 270M to safetensors: about a minute, once."
+        self.message = (f"Converting the embedded Gemma 3 270M to safetensors: {CONVERSION_TIME}, once."
                         if model == "default" and not default_model_converted() else f"Loading the model {model}…")
 
         def work() -> None:

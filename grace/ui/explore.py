@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 
 import gradio as gr
 
@@ -17,7 +16,7 @@ from analysis.plots import token_heat_html
 from grace.files.cancel import Cancelled
 
 from .common import (CANCELS, MAX_CHARS, MAX_DOCS, MODEL_SLOT, WARMUP, SessionStore, adapter_name, encoder_for,
-                     get_encoder, is_public, one_line, settings_from)
+                     is_public, one_line, settings_from)
 from .identity import page_token, visitor_from
 from .storage import export_path
 
@@ -128,7 +127,7 @@ def run_compare(page, query, docs_text, mode, *settings_values):
         if s.adapter:
             yield (f"Loading the adapter {adapter_name(s)} (the first use takes a few seconds)…",) + empty
         enc = encoder_for(s)
-        minilm = get_encoder("minilm") if s.model != "minilm" else None
+        minilm = encoder_for(s.with_(model="minilm", adapter=None)) if s.model != "minilm" else None
         base = encoder_for(s.with_(adapter=None)) if s.adapter else None
     except Exception as exc:  # shown in the UI
         yield (f"⚠️ {one_line(exc)}",) + empty
@@ -326,7 +325,7 @@ def what_if(choice, query_rat, doc_rat, comp, *settings_values):
         query_rat, q_note = _bounded_rationale(enc, query_rat, "query")
         doc_rat, d_note = _bounded_rationale(enc, doc_rat, "document")
         with MODEL_SLOT.hold(what="what-if"):
-            w = rescore(enc, comp.query, comp.docs[i], query_rat, doc_rat, pooling=s.pooling, layer=int(s.layer))
+            w = rescore(enc, comp.query, comp.docs[i], query_rat, doc_rat, s)
     except Exception as exc:
         return f"⚠️ {one_line(exc)}", "", ""
     c = w.contributions

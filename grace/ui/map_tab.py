@@ -83,7 +83,7 @@ def _panels_for(mode: str, s):
     enc = encoder_for(s)
     panels = []
     if mode == MODES[1]:
-        panels.append(("direct forward", enc, s.with_(rationale=False, pooling="mean")))
+        panels.append(("direct forward", enc, s.direct()))
     panels.append(("with rationale" if s.rationale else "direct forward", enc, s))
     return panels
 

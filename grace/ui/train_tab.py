@@ -6,17 +6,17 @@ import json
 import math
 import os
 import shutil
-import time
 from pathlib import Path
 
 import gradio as gr
 
 from analysis.plots import training_curves
+from grace.files.run_folder import RunFolder
 from grace.training.config import GraceConfig
 from grace.training.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
 from grace.training.jobs import estimate_seconds, measured_step_seconds
 
-from .common import adapter_choices, check_model_choice, data_dir, is_public, jobs, one_line, upload_path
+from .common import adapter_choices, check_model_choice, is_public, jobs, one_line, upload_path
 from .identity import IdentityError, require_owner, visitor_from
 from .storage import MAX_RUNS_PER_VISITOR, MAX_RUNS_TOTAL, prune_uploads, store_upload
 from .text import md_escape
@@ -37,7 +37,6 @@ PUBLIC_LIMITS = {"Steps": (1, 40), "Batch size B": (1, 8), "Rollouts K": (2, 8),
                  "LoRA rank": (1, 32), "λ1 consistency": (0.0, 5.0), "λ2 hard negative": (0.0, 5.0),
                  "reward temperature τ": (0.01, 10.0)}
 PUBLIC_MAX_MINUTES = 15.0
-OWNER_FILE = "owner.json"  # who started a run (public mode), beside its grace_config.json
 
 
 def public_note() -> str:
@@ -102,9 +101,9 @@ def _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_to
 
 def _used_uploads() -> set[str]:
     used = set()
-    for cfg in jobs().runs_dir.glob("*/grace_config.json"):
+    for run in jobs().folder.runs():
         try:
-            used.add(str(Path(json.loads(cfg.read_text())["data"]).resolve()))
+            used.add(str(Path(json.loads(run.config.read_text())["data"]).resolve()))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return used
@@ -114,19 +113,13 @@ def run_owner(name: str) -> dict | None:
     """Who started the run (``{"owner", "name", "uploaded"}``), or None for runs made before
     owners were kept, or by the command line."""
     try:
-        d = json.loads((jobs().run_dir(name) / OWNER_FILE).read_text())
-        return d if isinstance(d, dict) else None
-    except (OSError, ValueError):
+        return jobs().run(name).read_owner()
+    except ValueError:  # not a run name
         return None
 
 
 def _write_owner(name: str, visitor, uploaded: bool) -> None:
-    path = jobs().run_dir(name) / OWNER_FILE
-    if path.exists():
-        return
-    tmp = path.with_name(f".{OWNER_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"owner": visitor.id, "name": visitor.name, "uploaded": uploaded}))
-    os.replace(tmp, path)
+    jobs().run(name).write_owner({"owner": visitor.id, "name": visitor.name, "uploaded": uploaded})
 
 
 def _uploaded(name: str) -> bool:
@@ -135,7 +128,7 @@ def _uploaded(name: str) -> bool:
     if o is not None:
         return bool(o.get("uploaded"))
     try:
-        data = json.loads((jobs().run_dir(name) / "grace_config.json").read_text()).get("data", "")
+        data = json.loads(jobs().run(name).config.read_text()).get("data", "")
     except (OSError, ValueError):
         return True
     return Path(data).resolve() not in (SAMPLE_TRIPLETS.resolve(), SAMPLE_PASSAGES.resolve())
@@ -205,7 +198,7 @@ def start(name, method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, ne
         visitor = visitor_from(who)
         jm = jobs()
         run = jm.run_dir(name)  # validates the name
-        if (run / "grace_config.json").exists():
+        if jm.run(name).has_config():
             require_owner(who, (run_owner(name) or {}).get("owner"), f"Run '{name}'")
         _check_quota(jm, visitor, name)
         cfg = _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model)
@@ -230,7 +223,7 @@ def _check_reuse(jm, run: Path, name: str, cfg: GraceConfig) -> int | None:
     """A finished run's name is refused (its adapter would be overwritten); a stopped run with the
     same settings resumes (returns its step); other settings under that name are refused; a new
     name gives None."""
-    saved = run / "grace_config.json"
+    saved = RunFolder(run).config
     if not saved.exists():
         return None
     state = jm.status(name).get("state")
@@ -241,10 +234,7 @@ def _check_reuse(jm, run: Path, name: str, cfg: GraceConfig) -> int | None:
     if state == "finished":
         raise ValueError(f"Run '{name}' has finished; choose a new name, e.g. '{_free_name(jm, name)}' "
                          "(its adapter is kept).")
-    from grace.training.trainer import latest_checkpoint
-
-    ckpt = latest_checkpoint(run)
-    return json.loads((ckpt / "state.json").read_text())["step"] if ckpt else 0
+    return RunFolder(run).resume_step()
 
 
 def cancel(name, who=None):
@@ -333,7 +323,7 @@ def refresh(name, who=None, drawn=None):
 
 def run_settings(name: str) -> str:
     """The run's settings as a readable list (what differs from GraceConfig's defaults first)."""
-    path = jobs().run_dir(name) / "grace_config.json"
+    path = jobs().run(name).config
     if not path.exists():
         return ""
     c = json.loads(path.read_text())
@@ -351,7 +341,7 @@ def select_run(evt: gr.SelectData, table):
     try:
         row = evt.index[0]
         name = table.iloc[row, 0] if hasattr(table, "iloc") else table[row][0]
-        if not (jobs().run_dir(str(name)) / "grace_config.json").exists():
+        if not jobs().run(str(name)).has_config():
             raise ValueError
     except (AttributeError, IndexError, KeyError, TypeError, ValueError):
         return gr.update(), "Pick a row of the runs table."
@@ -369,7 +359,7 @@ def send_probes(name, who=None):
         from analysis.annotations import default_store, items_from_samples
 
         jm = jobs()
-        cfg = jm.run_dir(name) / "grace_config.json"
+        cfg = jm.run(name).config
         c = json.loads(cfg.read_text()) if cfg.exists() else {}
         settings = {"model": c.get("model"), "run": name, "prompt": c.get("prompt"),
                     "max_new_tokens": c.get("max_new_tokens"), "sampled": False}
@@ -385,7 +375,7 @@ FORM_FIELDS = ("name", "method", "steps", "batch", "rollouts", "new_tokens", "ra
 def form_for(name, who=None) -> list:
     """The form's values for a reopened run (so a reload shows the settings of the run the page
     shows, not the defaults); unchanged when no run is shown."""
-    path = jobs().run_dir(name) / "grace_config.json" if name else None
+    path = jobs().run(name).config if name else None
     if path is None or not path.exists():
         return [gr.update()] * len(FORM_FIELDS)
     try:
