@@ -1,12 +1,26 @@
-"""Writing measured figures into benchmarks/RESULTS.md, one section per benchmark."""
+"""Writing measured figures into benchmarks/RESULTS.md, one section per benchmark.
+
+Every benchmark ends the same way: ``report(section, title, body, write=not args.no_write)``
+prints its figures and stores them under ``## title (`benchmarks/SCRIPT.py`)``.
+
+The benchmarks import the installed package (``pip install -e .``), never a path of this checkout.
+"""
 
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 import platform
 import re
 from pathlib import Path
+
+try:
+    import grace  # noqa: F401
+except ModuleNotFoundError as e:
+    if e.name != "grace":
+        raise
+    raise SystemExit("The benchmarks import the installed package: run `pip install -e .` in the repository once.") from None
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -35,3 +49,16 @@ def write_section(name: str, body: str) -> None:
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text, encoding="utf-8")
+
+
+def report(section: str, title: str, body: str, *, write: bool = True, command: str | None = None) -> None:
+    """Print ``body`` and, when ``write``, store it as the section ``section`` of RESULTS.md.
+
+    The heading names the benchmark that measured it: ``command``, by default the calling script
+    (``benchmarks/encode_speed.py``)."""
+    print(body)
+    if not write:
+        return
+    if command is None:
+        command = f"benchmarks/{Path(inspect.currentframe().f_back.f_code.co_filename).name}"
+    write_section(section, f"## {title} (`{command}`)\n\n" + body)

@@ -1,6 +1,6 @@
 """The validation score over a GRACE run: train with every adapter version kept, then score the
 untrained start and each saved adapter on WordNet's validation pool (resumable: a scored step is
-not scored again). Writes ``validation.jsonl`` into the run folder (the app's Train tab and
+not scored again). Writes the validation scores into the run folder (the app's Train tab and
 ``plot_run.py`` draw it) and a PNG of the rewards and the score against training minutes.
 
     python benchmarks/checkpoint_curve.py [--minutes 5] [--every 4] [--limit 40] [--set lr=3e-4 ...]
@@ -16,15 +16,13 @@ import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reproduce import training_data
 
-from reproduce import training_data  # noqa: E402
-
-from grace.evaluation.cache import RationaleCache  # noqa: E402
-from grace.evaluation.mteb_adapter import evaluate, resolve_tasks  # noqa: E402
-from grace.training.config import GraceConfig  # noqa: E402
-from grace.training.trainer import train  # noqa: E402
+from grace.evaluation.cache import RationaleCache
+from grace.evaluation.mteb_adapter import evaluate, resolve_tasks
+from grace.files.run_folder import RunFolder
+from grace.training.config import GraceConfig
+from grace.training.trainer import train
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -49,21 +47,21 @@ def main() -> None:
     out = Path(args.out)
     run = Path(args.run) if args.run else out / "run"
     out.mkdir(parents=True, exist_ok=True)
-    if not args.run and not (run / "adapter").exists():
+    if not args.run and not RunFolder(run).adapter.exists():
         triplets, _ = training_data(out)
         cfg = GraceConfig(data=str(triplets), output=str(run), steps=100_000, max_minutes=args.minutes,
                           save_every=args.every, keep_adapters=0, sample_every=0, device="cpu", seed=0,
                           **parse_sets(args.set))
         train(cfg)
-    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    metrics = [json.loads(x) for x in RunFolder(run).metrics.read_text().splitlines() if x.strip()]
     minutes, acc = {0: 0.0}, 0.0
     for m in metrics:
         acc += m["step_time"]
         minutes[m["step"]] = acc / 60
-    vpath = run / "validation.jsonl"
+    vpath = RunFolder(run).validation
     done = {json.loads(x)["step"] for x in vpath.read_text().splitlines() if x.strip()} if vpath.exists() else set()
-    versions = [(0, None)] + [(int(p.name.split("-")[1]), p) for p in sorted((run / "adapters").glob("step-*"))]
-    cfg = GraceConfig.load(run / "grace_config.json")
+    versions = [(0, None)] + RunFolder(run).adapter_versions()
+    cfg = GraceConfig.load(RunFolder(run).config)
     for step, folder in versions:
         if step in done:
             continue

@@ -18,18 +18,15 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import machine, report
 
-from _results import machine, write_section  # noqa: E402
-
-from grace.evaluation.cache import RationaleCache  # noqa: E402
-from grace.evaluation.mteb_adapter import evaluate, resolve_tasks  # noqa: E402
-from grace.model.settings import EncodeSettings  # noqa: E402
+from grace.evaluation.cache import RationaleCache
+from grace.evaluation.mteb_adapter import evaluate, resolve_tasks
+from grace.files.run_folder import RunFolder
+from grace.model.settings import EncodeSettings
 
 RUNS = Path("results/reproduce/runs")
 OUT = Path("results/claims")
@@ -42,7 +39,7 @@ MODELS = {"Base": None, "GRACE supervised": "grace-sup", "GRACE unsupervised": "
 def adapter(run: str | None) -> str | None:
     if run is None:
         return None
-    path = RUNS / run / "adapter"
+    path = RunFolder(RUNS / run).adapter
     if not path.exists():
         raise SystemExit(f"{path} is missing: run benchmarks/reproduce.py first.")
     return str(path)
@@ -63,7 +60,7 @@ def pooling(args) -> dict:
 
 
 def length(args) -> dict:
-    metrics = [json.loads(x) for x in (RUNS / "grace-sup" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    metrics = [json.loads(x) for x in RunFolder(RUNS / "grace-sup").metrics.read_text().splitlines() if x.strip()]
     n = max(1, len(metrics) // 3)
     return {"steps": len(metrics), "first_third": statistics.mean(m["rationale_length"] for m in metrics[:n]),
             "last_third": statistics.mean(m["rationale_length"] for m in metrics[-n:]),
@@ -107,14 +104,14 @@ def perplexity(args) -> dict:
 
 def probes(args) -> dict:
     from grace.evaluation.offline_tasks import _pool, _wordnet
-    from grace.model.loading import encoder_for
+    from grace.model.loading import load_encoder
 
     pool = _pool(_wordnet(), "validation")
     texts = [pool[i].definition for i in (3, 300, 1200)]
     out = {"texts": texts}
     for who, run in (("Base", None), ("GRACE supervised", "grace-sup")):
         s = EncodeSettings(adapter=adapter(run), device="cpu")
-        res = encoder_for(s).encode(texts, s, return_details=True)
+        res = load_encoder(s).encode(texts, s, return_details=True)
         out[who] = [r.rationale for r in res]
     return out
 
@@ -172,9 +169,7 @@ def main() -> None:
         done[name] = STEPS[name](args)
         (OUT / f"{name}.json").write_text(json.dumps(done[name], indent=1))
     body = render(done, args)
-    print(body)
-    if not args.no_write:
-        write_section("claims", "## The paper's other claims at this scale (`benchmarks/claims.py`)\n\n" + body)
+    report("claims", "The paper's other claims at this scale", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -10,20 +10,15 @@ WordNet definitions (the offline suite's texts) with the default model, float32,
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import torch
+from _results import machine, report
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from _results import machine, write_section  # noqa: E402
-
-from grace.evaluation.offline_tasks import build_task_data  # noqa: E402
-from grace.model.embedding import embed_ids  # noqa: E402
-from grace.model.encoder import GraceEncoder  # noqa: E402
+from grace.evaluation.offline_tasks import build_task_data
+from grace.model.embedding import embed_ids
+from grace.model.encoder import GraceEncoder
 
 
 def main() -> None:
@@ -56,9 +51,7 @@ def main() -> None:
         f"{len(texts) / t_shared:.1f} |", "",
         f"Shared / plain: **{t_plain / t_shared:.1f}x** (target: at least 10 texts/s). Largest difference "
         f"between the two embeddings: {diff:.1e}."])
-    print(body)
-    if not args.no_write:
-        write_section("direct_forward", "## Direct-forward speed (`benchmarks/direct_forward.py`)\n\n" + body)
+    report("direct_forward", "Direct-forward speed", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

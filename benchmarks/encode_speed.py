@@ -10,18 +10,12 @@ path (grace.model.fastgen, float32). Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import machine, report
+from _speed import encoder_run, naive_loop
+from sample_texts import TEXTS
 
-from _results import machine, write_section  # noqa: E402
-from _speed import encoder_run, naive_loop  # noqa: E402
-from sample_texts import TEXTS  # noqa: E402
-
-from grace.model.encoder import GraceEncoder  # noqa: E402
+from grace.model.encoder import GraceEncoder
 
 
 def main() -> None:
@@ -46,9 +40,7 @@ def main() -> None:
         lines.append(f"| {name} | {t:.1f} | {len(texts) / t:.2f} | {n_tok / t:.1f} |")
     lines += ["", f"Batched encoder / naive loop: **{t_naive / t_batch:.1f}x** (target: at least 4x)."]
     body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("encode_speed", "## Encode speed (`benchmarks/encode_speed.py`)\n\n" + body)
+    report("encode_speed", "Encode speed", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

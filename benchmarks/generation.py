@@ -17,20 +17,15 @@ speed per sequence does not depend on how many). Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
+from _results import machine, report
+from _speed import encoder_run, naive_loop
+from sample_texts import TEXTS
 
-from _results import machine, write_section  # noqa: E402
-from _speed import encoder_run, naive_loop  # noqa: E402
-from sample_texts import TEXTS  # noqa: E402
-
-from grace.model.encoder import GraceEncoder  # noqa: E402
+from grace.model.encoder import GraceEncoder
 
 
 def flops_per_token(model) -> float:
@@ -162,9 +157,7 @@ def main() -> None:
     lines.append(f"- Fast path / naive loop (target: at least 8x): float32 **{fast_tps / naive_tps:.1f}x**, "
                  f"bfloat16 **{bf16_tps / naive_tps:.1f}x**.")
     body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("generation", "## Generation speed (`benchmarks/generation.py`)\n\n" + body)
+    report("generation", "Generation speed", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import machine, report
 
-from _results import machine, write_section  # noqa: E402
-
-from grace.evaluation.cache import RationaleCache  # noqa: E402
-from grace.model.settings import EncodeSettings  # noqa: E402
-from grace.evaluation.mteb_adapter import compare_table, evaluate, resolve_tasks  # noqa: E402
-from grace.evaluation.offline_tasks import SIZES, build_task_data  # noqa: E402
+from grace.evaluation.cache import RationaleCache
+from grace.model.settings import EncodeSettings
+from grace.evaluation.mteb_adapter import compare_table, evaluate, resolve_tasks
+from grace.evaluation.offline_tasks import SIZES, build_task_data
 
 
 def main() -> None:
@@ -58,9 +54,7 @@ def main() -> None:
     body = (f"Offline WordNet suite ({size}), rationales of up to {args.max_new_tokens} tokens, greedy, "
             f"`fewshot` prompt, each row from an empty rationale cache. Machine: {machine()}.\n\n"
             f"Sizes: {sizes}.\n\n" + compare_table(results))
-    print(body)
-    if not args.no_write:
-        write_section(f"offline_suite_{size}", f"## Offline evaluation suite, {size} (`benchmarks/offline_suite.py`)\n\n" + body)
+    report(f"offline_suite_{size}", f"Offline evaluation suite, {size}", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Reward components of a training run (and its validation score, where the run folder holds a
-``validation.jsonl`` from ``benchmarks/checkpoint_curve.py``) against training time, as a PNG.
+"""Reward components of a training run (and its validation score, where
+``benchmarks/checkpoint_curve.py`` wrote one into the run folder) against training time, as a PNG.
 
     python benchmarks/plot_run.py results/reproduce/runs/grace-sup benchmarks/grace_sup_curves.png
 """
@@ -11,16 +11,18 @@ import json
 import statistics
 from pathlib import Path
 
+from grace.files.run_folder import RunFolder
+
 KEYS = ["reward/positive", "reward/self", "reward/consistency", "reward/hard_negative", "rationale_length"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", help="a run folder (with metrics.jsonl)")
+    ap.add_argument("run", help="a run folder (with its metrics)")
     ap.add_argument("png")
     ap.add_argument("--smooth", type=int, default=5, help="moving mean over this many steps")
     args = ap.parse_args()
-    rows = [json.loads(x) for x in (Path(args.run) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = [json.loads(x) for x in RunFolder(args.run).metrics.read_text().splitlines() if x.strip()]
     if not rows:
         raise SystemExit(f"{args.run}: no metrics yet.")
     import matplotlib
@@ -33,7 +35,7 @@ def main() -> None:
         acc += r["step_time"]
         t.append(acc / 60)
     keys = [k for k in KEYS if k in rows[0]]
-    vpath = Path(args.run) / "validation.jsonl"
+    vpath = RunFolder(args.run).validation
     val = [json.loads(x) for x in vpath.read_text().splitlines() if x.strip()] if vpath.exists() else []
     fig, axes = plt.subplots(len(keys) + bool(val), 1, figsize=(7, 2.0 * (len(keys) + bool(val))), sharex=True)
     if val:

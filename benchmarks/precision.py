@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import machine, report
 
-from _results import machine, write_section  # noqa: E402
-
-from grace.evaluation.cache import RationaleCache  # noqa: E402
-from grace.evaluation.mteb_adapter import evaluate, resolve_tasks  # noqa: E402
-from grace.model.backbone import cpu_has_native_bf16  # noqa: E402
-from grace.model.settings import EncodeSettings  # noqa: E402
+from grace.evaluation.cache import RationaleCache
+from grace.evaluation.mteb_adapter import evaluate, resolve_tasks
+from grace.files.run_folder import RunFolder
+from grace.model.backbone import cpu_has_native_bf16
+from grace.model.settings import EncodeSettings
 
 REPRO = Path("results/reproduce")
 OUT = Path("results/precision")
@@ -43,7 +40,7 @@ def main() -> None:
         f32 = json.loads((REPRO / f"{slug}.json").read_text())
         path = OUT / f"{slug}.json"
         if not path.exists():
-            adapter = REPRO / "runs" / slug / "adapter"
+            adapter = RunFolder(REPRO / "runs" / slug).adapter
             s = EncodeSettings(adapter=str(adapter) if adapter.exists() else None, dtype="auto", device="cpu")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -54,9 +51,7 @@ def main() -> None:
                      f"{100 * (b16['average'] - f32['average']):+.1f} |")
         print(lines[-1], flush=True)
     body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("precision", "## Float32 vs bfloat16 (`benchmarks/precision.py`)\n\n" + body)
+    report("precision", "Float32 vs bfloat16", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

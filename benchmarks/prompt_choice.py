@@ -7,22 +7,18 @@ template (with rationales) and the direct forward pass, on the same tasks. Run f
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import machine, report
 
-from _results import machine, write_section  # noqa: E402
-
-from grace.evaluation.cache import RationaleCache  # noqa: E402
-from grace.model.settings import EncodeSettings  # noqa: E402
-from grace.evaluation.mteb_adapter import compare_table, evaluate, resolve_tasks  # noqa: E402
-from grace.model.encoder import GraceEncoder  # noqa: E402
-from grace.model.loading import load_encoder  # noqa: E402
-from grace.model.prompts import TEMPLATES  # noqa: E402
+from grace.evaluation.cache import RationaleCache
+from grace.model.settings import EncodeSettings
+from grace.evaluation.mteb_adapter import compare_table, evaluate, resolve_tasks
+from grace.model.encoder import GraceEncoder
+from grace.model.loading import load_encoder
+from grace.model.prompts import TEMPLATES
 
 
 def main() -> None:
@@ -48,9 +44,7 @@ def main() -> None:
     body = (f"Offline WordNet suite capped at {args.limit} per task, rationales of up to {args.max_new_tokens} "
             f"tokens, greedy, default model. Machine: {machine()}.\n\n" + compare_table(results) +
             f"\nBest template here: {best['label']} (the default is `fewshot`).")
-    print(body)
-    if not args.no_write:
-        write_section("prompt_choice", "## Prompt choice (`benchmarks/prompt_choice.py`)\n\n" + body)
+    report("prompt_choice", "Prompt choice", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

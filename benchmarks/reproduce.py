@@ -21,23 +21,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import machine, report
 
-from _results import machine, write_section  # noqa: E402
-
-from grace.evaluation.cache import RationaleCache  # noqa: E402
-from grace.evaluation.mteb_adapter import CATEGORY_ORDER, evaluate, resolve_tasks  # noqa: E402
-from grace.evaluation.offline_tasks import training_split  # noqa: E402
-from grace.model.settings import EncodeSettings  # noqa: E402
-from grace.training.config import GraceConfig  # noqa: E402
-from grace.training.trainer import train  # noqa: E402
+from grace.evaluation.cache import RationaleCache
+from grace.evaluation.mteb_adapter import CATEGORY_ORDER, evaluate, resolve_tasks
+from grace.evaluation.offline_tasks import training_split
+from grace.model.settings import EncodeSettings
+from grace.training.config import GraceConfig
+from grace.training.trainer import train
 
 
 @dataclass
@@ -166,10 +162,8 @@ def main() -> None:
             f"{args.model}, dtype {args.dtype or 'float32'}. Machine: {machine()}.\n\n" + table(results, args) +
             "\n\nRows marked … have not run yet (the command resumes). CL and SimCSE are evaluated on the "
             "direct-forward embedding they train; GRACE rows with their rationales.")
-    print(body)
     (out / "TABLE.md").write_text(body + "\n")
-    if not args.no_write:
-        write_section("reproduce", "## GRACE vs the baselines (`benchmarks/reproduce.py`)\n\n" + body)
+    report("reproduce", "GRACE vs the baselines", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

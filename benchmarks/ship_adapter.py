@@ -1,9 +1,10 @@
-"""Copy a reproduction run's adapter into ``assets/adapters/NAME`` with a model card, so the app
-offers it in its adapter list (a visitor compares base vs GRACE-trained without training).
+"""Copy a reproduction run's adapter into ``grace/adapters/NAME`` (package data) with a model card,
+so every interface names it: the app's adapter list (a visitor compares base vs GRACE-trained
+without training), ``grace encode --adapter NAME``, ``load_encoder(adapter=NAME)``.
 
     python benchmarks/ship_adapter.py grace-sup grace-wordnet-sup
 
-The card is written from the run's own files: its settings (grace_config.json), its training
+The card is written from the run's own files: its settings (the run's config), its training
 figures and its row of the reproduction table (results/reproduce/ROW.json).
 """
 
@@ -12,12 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
+from grace.files.run_folder import RunFolder
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-FILES = ["adapter_model.safetensors", "adapter_config.json", "encode_settings.json", "tokenizer_info.json"]
+FILES = ["adapter_model.safetensors", "adapter_config.json", RunFolder.ENCODE_SETTINGS, RunFolder.TOKENIZER_INFO]
 
 
 def card(name: str, row: dict, base: dict, cfg: dict, reasoning: dict) -> str:
@@ -62,8 +63,8 @@ The full table, with every baseline, is in `benchmarks/RESULTS.md`.
 
 ## Use
 In the app: Model settings → Adapter → `shipped: {name}`. In Python:
-`GraceEncoder.from_pretrained("default", adapter="assets/adapters/{name}")`. On the CLI:
-`python -m grace similarity --adapter assets/adapters/{name} --query ... --doc ...`.
+`GraceEncoder.from_pretrained("default", adapter="{name}")`. On the CLI:
+`grace similarity --adapter {name} --query ... --doc ...`.
 Encode with the settings in `encode_settings.json` (the prompt and length it was trained with).
 
 ## Limits
@@ -75,16 +76,16 @@ embedding model (all-MiniLM-L6-v2 scores higher on this suite; see the table).
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("row", help="a row slug of benchmarks/reproduce.py (its run folder and result)")
-    ap.add_argument("name", help="folder name under assets/adapters/")
+    ap.add_argument("name", help="folder name under grace/adapters/")
     ap.add_argument("--results", default="results/reproduce")
     args = ap.parse_args()
     res = Path(args.results)
-    run = res / "runs" / args.row / "adapter"
+    run = RunFolder(res / "runs" / args.row).adapter
     row = json.loads((res / f"{args.row}.json").read_text())
     base = json.loads((res / "base.json").read_text())
     reasoning = json.loads((res / "base-reasoning.json").read_text())
-    cfg = json.loads((run / "grace_config.json").read_text())
-    out = ROOT / "assets" / "adapters" / args.name
+    cfg = json.loads((run / RunFolder.CONFIG).read_text())
+    out = ROOT / "grace" / "adapters" / args.name
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -93,8 +94,8 @@ def main() -> None:
     ac = json.loads((out / "adapter_config.json").read_text())
     ac["base_model_name_or_path"] = "default"  # not this machine's cache path
     (out / "adapter_config.json").write_text(json.dumps(ac, indent=2))
-    cfg["data"], cfg["output"] = Path(cfg["data"]).name, f"assets/adapters/{args.name}"
-    (out / "grace_config.json").write_text(json.dumps(cfg, indent=1))
+    cfg["data"], cfg["output"] = Path(cfg["data"]).name, f"grace/adapters/{args.name}"
+    (out / RunFolder.CONFIG).write_text(json.dumps(cfg, indent=1))
     (out / "README.md").write_text(card(args.name, row, base, cfg, reasoning))
     print(f"wrote {out} ({sum(f.stat().st_size for f in out.iterdir()) / 1e6:.1f} MB)")
 

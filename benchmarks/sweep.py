@@ -13,22 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import machine, report
+from reproduce import training_data
 
-from _results import machine, write_section  # noqa: E402
-from reproduce import training_data  # noqa: E402
-
-from grace.evaluation.cache import RationaleCache  # noqa: E402
-from grace.evaluation.mteb_adapter import CATEGORY_ORDER, evaluate, resolve_tasks  # noqa: E402
-from grace.model.settings import EncodeSettings  # noqa: E402
-from grace.training.config import GraceConfig  # noqa: E402
-from grace.training.trainer import train  # noqa: E402
+from grace.evaluation.cache import RationaleCache
+from grace.evaluation.mteb_adapter import CATEGORY_ORDER, evaluate, resolve_tasks
+from grace.model.settings import EncodeSettings
+from grace.training.config import GraceConfig
+from grace.training.trainer import train
 
 # name -> (GraceConfig overrides or None for an untrained row, EncodeSettings overrides).
 # Encode overrides apply to the training run as well (its rollouts use the same prompt, length,
@@ -114,9 +110,7 @@ def main() -> None:
             lines.append(f"| {name} | " + " | ".join(f"{100 * r['categories'][c]:.1f}" for c in cats) +
                          f" | {100 * r['average']:.1f} | {t.get('steps', '–')} | {r['wall_seconds'] / 60:.1f} |")
     body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("sweep", "## Settings on the validation split (`benchmarks/sweep.py`)\n\n" + body)
+    report("sweep", "Settings on the validation split", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -14,19 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import machine, report
 
-from _results import machine, write_section  # noqa: E402
-
-from grace.training.config import GraceConfig  # noqa: E402
-from grace.training.data import SAMPLE_TRIPLETS  # noqa: E402
-from grace.training.trainer import train  # noqa: E402
+from grace.files.run_folder import RunFolder
+from grace.training.config import GraceConfig
+from grace.training.data import SAMPLE_TRIPLETS
+from grace.training.trainer import train
 
 DEFAULT_UPDATES = GraceConfig.updates_per_batch
 
@@ -39,7 +36,7 @@ def measure(model: str, steps: int, dtype: str | None, updates: int) -> dict:
         t0 = time.perf_counter()
         train(cfg)
         wall = time.perf_counter() - t0
-        rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()][1:]
+        rows = [json.loads(line) for line in RunFolder(Path(tmp) / "run").metrics.read_text().splitlines()][1:]
     mean = {k: statistics.mean(r[k] for r in rows) for k in ("step_time", "time/generate", "time/backward",
                                                              "rationale_length")}
     trained_tokens = 2 * 4 * mean["rationale_length"] * updates
@@ -75,9 +72,7 @@ def main() -> None:
               "float32 and train each rollout token that many times. Target: at most 10 s per step with "
               "`--dtype auto` and the default updates."]
     body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("train_speed", "## Training step time (`benchmarks/train_speed.py`)\n\n" + body)
+    report("train_speed", "Training step time", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

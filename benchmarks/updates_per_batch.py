@@ -13,18 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import machine, report
 
-from _results import machine, write_section  # noqa: E402
-
-from grace.training.config import GraceConfig  # noqa: E402
-from grace.training.data import SAMPLE_TRIPLETS  # noqa: E402
-from grace.training.trainer import train  # noqa: E402
+from grace.files.run_folder import RunFolder
+from grace.training.config import GraceConfig
+from grace.training.data import SAMPLE_TRIPLETS
+from grace.training.trainer import train
 
 
 def run(updates: int, minutes: float, model: str) -> list[dict]:
@@ -33,7 +30,7 @@ def run(updates: int, minutes: float, model: str) -> list[dict]:
                           batch_size=2, rollouts=4, sample_every=0, save_every=100_000, device="cpu",
                           dtype="auto", updates_per_batch=updates, max_minutes=minutes)
         train(cfg)
-        return [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+        return [json.loads(x) for x in RunFolder(Path(tmp) / "run").metrics.read_text().splitlines()]
 
 
 def main() -> None:
@@ -83,10 +80,7 @@ def main() -> None:
     lines += ["", f"Curves: `benchmarks/{png.name}`. With B=2 every step sees different examples, so the "
               "curves are noisy; compare the last third."]
     body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("updates_per_batch", "## Updates per batch of rollouts (`benchmarks/updates_per_batch.py`)\n\n"
-                      + body)
+    report("updates_per_batch", "Updates per batch of rollouts", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

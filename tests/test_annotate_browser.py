@@ -7,7 +7,7 @@ import pytest
 from analysis.annotations import AnnotationStore
 from browser import browser_page, running_app, shot
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_rate_three_items_with_the_keyboard(tiny_model_dir, tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import pytest
 
 from browser import browser_page, running_app, shot
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,9 @@
 """The embedded Gemma 3 270M for real: load, a short greedy rationale, a sensible ranking."""
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # loads the real 270M model (converted once, then ~3 s to load)
 
 
 def test_default_model_ranks_a_paraphrase_above_an_unrelated_text(default_encoder):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from browser import CHROMIUM, CHROMIUM_ARGS, running_app
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 LIMITS_ENV = {"GRACE_PUBLIC": "1", "GRACE_ALLOW_ANY_MODEL": "1"}  # the tiny model stands in for the default
 
@@ -63,6 +62,12 @@ def _msg(out) -> str:
 
 def _status(client) -> str:
     return _msg(client.predict(api_name="/refresh_2"))
+
+
+def _picked(compare_out) -> str:
+    """The document Compare selected for inspection (its dropdown's value; States are not outputs)."""
+    pick = compare_out[6]
+    return pick["value"] if isinstance(pick, dict) else pick
 
 
 TRAIN = ("grace / supervised", None, 40, 2, 2, 0.2, 0.2, 0.1, 4, 4)
@@ -179,8 +184,7 @@ def test_explore_what_if_is_bounded_and_downloads_work_outside_tmp(space, tiny_m
     out = c.predict("Where is Machu Picchu?", "Machu Picchu is in Peru.\nStocks fell.", "raw cosine", *s,
                     api_name="/run_compare")
     assert out[0].startswith("Ranked by GRACE cosine"), out[0]
-    choice = out[5]["value"] if isinstance(out[5], dict) else None
-    choice = choice or "1. #1 Machu Picchu is in Peru."
+    choice = _picked(out)
     huge = "Peru " * 40_000  # 200,000 characters
     t0 = time.time()
     msg = c.predict(choice, "a query rationale", huge, *s, api_name="/what_if")[0]
@@ -252,3 +256,18 @@ def test_annotations_are_the_visitors_own_and_imports_are_checked(space, tmp_pat
     assert "a text to rate" in item_panel
     saved = c.predict(4, 4, 4, False, "x" * 5000, False, api_name="/save")
     assert any(isinstance(v, str) and "2,000" in v for v in saved)
+
+
+def test_the_server_keeps_a_bounded_number_of_comparisons(space, tiny_model_dir):
+    """A script that opens many sessions piles up keys, not hidden states: after 8 newer
+    comparisons the oldest is gone, and its page says so in one line instead of failing."""
+    url, _, _ = space
+    s = settings(str(tiny_model_dir))
+    first = visitor(url)
+    out = first.predict("q", "doc one\ndoc two", "raw cosine", *s, api_name="/run_compare")
+    assert out[0].startswith("Ranked")
+    choice = _picked(out)
+    for _ in range(8):
+        visitor(url).predict("q", "another doc", "raw cosine", *s, api_name="/run_compare")
+    msg = first.predict(choice, "a", "b", *s, api_name="/what_if")[0]
+    assert "no longer kept on the server" in msg

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 
+@pytest.mark.slow  # two real trl.GRPOTrainer steps
 def test_grpo_trainer_runs_two_steps_with_grace_rewards(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer

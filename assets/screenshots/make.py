@@ -1,4 +1,4 @@
-"""Remake the README's screenshots from the real app with the default model.
+"""Remake the screenshots of the README and docs/app.md from the real app with the default model.
 
     python assets/screenshots/make.py      (about 5 minutes on 2 CPU cores)
 """
