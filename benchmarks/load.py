@@ -364,7 +364,8 @@ def cpu_seconds(pid: int | None) -> float | None:
 def cpu_note(cpu: dict, wall: float) -> str:
     """Who used the cores during the crowd: the visitors' clients share the machine with the app."""
     app = "" if cpu.get("app") is None else f", the app's process {cpu['app']:.0f} s (its training job not counted)"
-    return (f"CPU used during the {wall:.0f} s: the visitors' clients (this process) {cpu['clients']:.0f} s{app}.")
+    return (f"CPU used during the {wall:.0f} s: the visitors' clients (this process, at nice 19) "
+            f"{cpu['clients']:.0f} s{app}.")
 
 
 def mixed_report(crowd: Crowd, args, warm: float, wall: float, cpu: dict) -> tuple[str, bool]:
@@ -411,6 +412,9 @@ def mixed_main(args) -> None:
         ctx = (running_app(args.model, str(data), timeout=min(300.0, args.timeout), env=env, pid=pid)
                if not args.url else _given(args.url))
         with ctx as url:
+            # the app (started above) keeps its priority; the 32 clients in this process take the
+            # lowest: on a Space they run on the visitors' own machines, not on its 2 cores
+            os.nice(19)
             warm = warm_up(url, deadline)
             print(f"warm-up request: {warm:.1f} s; {len(plan)} visitors arrive", flush=True)
             crowd = Crowd(url, args.model, files, deadline, parties=len(plan))

@@ -12,16 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from grace.training.config import GraceConfig
-from grace.training.data import SAMPLE_TRIPLETS
-
-
-def _cfg(tiny_model_dir, tmp_path, **kw):
-    base = dict(method="grace", mode="supervised", data=str(SAMPLE_TRIPLETS), output=str(tmp_path / "run"),
-                model=str(tiny_model_dir), steps=2, batch_size=2, rollouts=3, max_new_tokens=6,
-                sample_every=0, save_every=10, device="cpu", lr=1e-2)
-    base.update(kw)
-    return GraceConfig(**base)
+from tiny_model import tiny_config as _cfg
 
 
 SCRIPT = r"""

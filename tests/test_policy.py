@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from grace.model.embedding import embed_ids
-from grace.training.config import GraceConfig
-from grace.training.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
+from grace.training.data import SAMPLE_PASSAGES
 from grace.training.policy import rollout_logprobs
 from grace.training.trainer import Trainer, train
+from tiny_model import tiny_config as _cfg
 
 TEXTS = ["Machu Picchu is an Inca citadel in Peru.", "Stocks fell.", "A dog runs in the park on a sunny day."]
 
@@ -29,14 +29,6 @@ def _lora_model(tiny_model_dir, seed=0):
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.2)
     return model.eval()
-
-
-def _cfg(tiny_model_dir, tmp_path, **kw):
-    base = dict(method="grace", mode="supervised", data=str(SAMPLE_TRIPLETS), output=str(tmp_path / "run"),
-                model=str(tiny_model_dir), steps=2, batch_size=2, rollouts=3, max_new_tokens=6,
-                sample_every=0, save_every=10, device="cpu", lr=1e-2)
-    base.update(kw)
-    return GraceConfig(**base)
 
 
 @pytest.mark.parametrize("share", [False, True])

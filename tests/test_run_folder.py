@@ -11,21 +11,12 @@ import time
 from pathlib import Path
 
 from grace.files.run_folder import RunFolder, RunsFolder
-from grace.training.config import GraceConfig
-from grace.training.data import SAMPLE_TRIPLETS
 from grace.training.trainer import train
+from tiny_model import tiny_config as _cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILE_NAMES = ["metrics.jsonl", "samples.jsonl", "validation.jsonl", "grace_config.json", "state.json",
                   "status.json", "owner.json", ".active.json", '"cancel"']
-
-
-def _cfg(tiny_model_dir, tmp_path, **kw):
-    base = dict(method="grace", mode="supervised", data=str(SAMPLE_TRIPLETS), output=str(tmp_path / "run"),
-                model=str(tiny_model_dir), steps=2, batch_size=2, rollouts=3, max_new_tokens=6,
-                sample_every=0, save_every=10, device="cpu", lr=1e-2)
-    base.update(kw)
-    return GraceConfig(**base)
 
 
 def _fake_weights(tag: str):

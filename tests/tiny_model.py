@@ -70,3 +70,15 @@ def build_tiny_model(path: str | Path, *, chat: bool = False, seed: int = 0, hid
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+def tiny_config(tiny_model_dir, tmp_path, **kw):
+    """A short GRACE supervised run on the tiny model and the sample triplets (``kw`` overrides)."""
+    from grace.training.config import GraceConfig
+    from grace.training.data import SAMPLE_TRIPLETS
+
+    base = dict(method="grace", mode="supervised", data=str(SAMPLE_TRIPLETS), output=str(tmp_path / "run"),
+                model=str(tiny_model_dir), steps=2, batch_size=2, rollouts=3, max_new_tokens=6,
+                sample_every=0, save_every=10, device="cpu", lr=1e-2)
+    base.update(kw)
+    return GraceConfig(**base)
