@@ -96,7 +96,9 @@ def limited(size: str, limit: int | None) -> SuiteSize:
 
 def build_task_data(size: str | SuiteSize = "quick", wordnet_dir: str | None = None, split: str = "test") -> dict:
     """The four tasks' data as plain Python (lists and dicts), deterministic for a size and a split
-    ('test': the evaluation pool; 'validation': the pool for tuning)."""
+    ('test': the evaluation pool; 'validation': the pool for tuning). Long on purpose: the four
+    tasks are built from one shuffled draw of WordNet, and keeping them in one function keeps that
+    draw (and so each task's items) in one visible order."""
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}: use test or validation.")
     sz = SIZES[size] if isinstance(size, str) else size
