@@ -1,6 +1,8 @@
 """The policy-gradient machinery against references: log-probabilities vs the full model's
-log_softmax, the shared prefix vs the plain layout (values and gradients), the sign of an update,
-the stop decision in the loss, KL, dropout for SimCSE. (Several processes: test_multiprocess.py.)"""
+log_softmax, the shared prefix vs the plain layout (values and gradients), the clipped loss
+against hand-computed values, the sign of an update, the wiring of a GRACE step (which prompts,
+responses and advantages reach the update), the optimizer's moments across a resume, the stop
+decision in the loss, KL, dropout for SimCSE. (Several processes: test_multiprocess.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import torch
 
 from grace.model.embedding import embed_ids
 from grace.training.data import SAMPLE_PASSAGES
-from grace.training.policy import rollout_logprobs
+from grace.files.run_folder import RunFolder
+from grace.training.policy import clipped_policy_loss, rollout_logprobs
 from grace.training.trainer import Trainer, train
 from tiny_model import tiny_config as _cfg
 
@@ -82,6 +85,189 @@ def test_an_update_raises_positive_and_lowers_negative_advantage_rollouts(tiny_m
         assert after[up].sum() > before[up].sum() and after[down].sum() < before[down].sum()
         # the ending token (EOS) is trained too: up with a positive advantage, down with a negative one
         assert (after[0][-1] > before[0][-1]) == (sign > 0)
+
+
+# clipped_policy_loss at eps = 0.2, written out by hand (rho = pi / pi_old):
+#   PPO:       loss = max(-rho A, -clip(rho, 0.8, 1.2) A); "clipped" when the second term wins
+#   dual clip: for A < 0 also loss = min(loss, -c A), c = 3; "capped" when that cap wins
+#   d loss / d log pi = -rho A where the unclipped term is the loss, 0 where a clip or the cap is
+# columns: rho, A, c, loss, clipped, capped, d loss / d log pi
+LOSS_TABLE = [
+    (0.5, 1.0, 3.0, -0.5, False, False, -0.5),  # A > 0, ratio fell: unclipped, pushed back up
+    (1.0, 1.0, 3.0, -1.0, False, False, -1.0),
+    (1.5, 1.0, 3.0, -1.2, True, False, 0.0),  # A > 0, ratio above 1.2: clipped, no gradient
+    (5.0, 1.0, 3.0, -1.2, True, False, 0.0),
+    (0.5, -1.0, 3.0, 0.8, True, False, 0.0),  # A < 0, ratio below 0.8: clipped
+    (1.0, -1.0, 3.0, 1.0, False, False, 1.0),
+    (1.5, -1.0, 3.0, 1.5, False, False, 1.5),  # A < 0, ratio rose: PPO does not clip it
+    (2.5, -1.0, 3.0, 2.5, False, False, 2.5),  # below the cap -c A = 3
+    (5.0, -1.0, 3.0, 3.0, False, True, 0.0),  # dual clip: min(5, 3)
+    (5.0, -2.0, 3.0, 6.0, False, True, 0.0),  # min(10, 6)
+    (5.0, -1.0, None, 5.0, False, False, 5.0),  # dual clip off (None or 0): unbounded
+    (5.0, -2.0, 0.0, 10.0, False, False, 10.0),
+    (5.0, 1.0, None, -1.2, True, False, 0.0),  # the cap never touches A > 0
+]
+
+
+@pytest.mark.parametrize("rho,adv,c,loss,clipped,capped,grad", LOSS_TABLE)
+def test_clipped_policy_loss_by_hand(rho, adv, c, loss, clipped, capped, grad):
+    old = torch.tensor([-1.3])
+    logp = (old + torch.log(torch.tensor([rho]))).requires_grad_(True)
+    got, was_clipped, was_capped = clipped_policy_loss(logp, old, torch.tensor([adv]), 0.2, c)
+    got.sum().backward()
+    assert got.item() == pytest.approx(loss, abs=1e-5)
+    assert was_clipped.item() is clipped and was_capped.item() is capped
+    assert logp.grad.item() == pytest.approx(grad, abs=1e-5)
+
+
+def test_clipped_policy_loss_whole_table_at_once():
+    """The same table as one tensor (per-token, no mixing between tokens), dual clip c = 3."""
+    rows = [r for r in LOSS_TABLE if r[2] == 3.0]
+    logp = torch.log(torch.tensor([r[0] for r in rows])).requires_grad_(True)
+    adv = torch.tensor([r[1] for r in rows])
+    got, was_clipped, was_capped = clipped_policy_loss(logp, torch.zeros(len(rows)), adv, 0.2, 3.0)
+    got.sum().backward()
+    assert torch.allclose(got, torch.tensor([r[3] for r in rows]), atol=1e-5)
+    assert was_clipped.tolist() == [r[4] for r in rows] and was_capped.tolist() == [r[5] for r in rows]
+    assert torch.allclose(logp.grad, torch.tensor([r[6] for r in rows]), atol=1e-5)
+
+
+def test_log_ratio_is_clamped_to_20_as_verl_does():
+    """verl clamps log(pi / pi_old) to [-20, 20] before exp: log-ratio 25 counts as 20, with no
+    gradient beyond the bound; 19 is inside it."""
+    old = torch.zeros(4)
+    logp = torch.tensor([25.0, 19.0, -25.0, -19.0], requires_grad=True)
+    adv = torch.tensor([-1.0, -1.0, 1.0, 1.0])
+    got, _, _ = clipped_policy_loss(logp, old, adv, 0.2, None)  # no dual clip: the ratio shows through
+    got.sum().backward()
+    assert got[0].item() == pytest.approx(4.851652e8, rel=1e-5)  # e^20, not e^25 = 7.2e10
+    assert got[1].item() == pytest.approx(1.784823e8, rel=1e-5)  # e^19
+    assert got[2].item() == pytest.approx(-2.061154e-9, rel=1e-4)  # -e^-20
+    assert torch.isfinite(got).all()
+    assert logp.grad[0].item() == 0.0 and logp.grad[2].item() == 0.0
+    assert logp.grad[1].item() == pytest.approx(1.784823e8, rel=1e-5)
+    assert logp.grad[3].item() == pytest.approx(-5.602796e-9, rel=1e-4)  # -e^-19
+
+
+def test_dual_clip_setting_is_validated(tiny_model_dir, tmp_path):
+    assert _cfg(tiny_model_dir, tmp_path).dual_clip == 3.0  # verl's clip_ratio_c
+    for off in (0.0, None, 1.5):
+        _cfg(tiny_model_dir, tmp_path, dual_clip=off).validate()
+    for bad in (1.0, 0.5, -2.0):
+        with pytest.raises(ValueError, match="--dual-clip must be above 1"):
+            _cfg(tiny_model_dir, tmp_path, dual_clip=bad).validate()
+
+
+def test_one_update_moves_each_rollout_the_way_its_advantage_says(tiny_model_dir, tmp_path):
+    """Two groups of three fixed rollouts, one optimizer step through ``policy_update`` (chunked by
+    group, as the trainer does): the highest-advantage rollout gains log-probability, the lowest
+    loses it, and within each group the rollouts move in the order of their advantages. A flipped
+    sign, or advantages paired with the wrong rollouts (reversed, or one group's read for the
+    other's), fail it."""
+    trainer = Trainer(_cfg(tiny_model_dir, tmp_path, lr=2e-3, updates_per_batch=1, rollouts=3))
+    trainer._setup()
+    p1 = trainer._build("Machu Picchu is an Inca citadel in Peru.")
+    p2 = trainer._build("Stocks fell sharply today.")
+    prompts = [p1, p1, p1, p2, p2, p2]
+    responses = [[40, 41, 1], [50, 51, 52], [60, 61, 62], [70, 71], [80, 81, 82], [90, 91, 92]]  # distinct tokens
+    advantages = torch.tensor([0.2, -0.5, 0.3, -1.0, 1.2, -0.2])  # highest: 4, lowest: 3
+
+    def logprobs() -> torch.Tensor:
+        with torch.no_grad():
+            return torch.stack([x.sum() for x in rollout_logprobs(trainer.policy, prompts, responses, trainer.pad_id,
+                                                                   trainer.cfg.sampling_temperature)])
+
+    before = logprobs()
+    trainer._policy_update(prompts, responses, advantages.clone())
+    change = logprobs() - before
+    assert change[4] > 0 and change[3] < 0, change
+    for g in (slice(0, 3), slice(3, 6)):
+        assert torch.argsort(change[g]).tolist() == torch.argsort(advantages[g]).tolist(), (change, advantages)
+
+
+def test_grace_step_feeds_the_update_the_right_prompts_responses_and_advantages(tiny_model_dir, tmp_path):
+    """The step's wiring: anchors are the queries' greedy rationales, rollouts are sampled from the
+    positives (K each, in order), and each rollout's advantage (computed here by hand from the
+    recorded embeddings: eq. 13-18 in loops) reaches the update next to that rollout's response."""
+    k, tau, l1, l2 = 3, 0.1, 0.2, 1.0
+    trainer = Trainer(_cfg(tiny_model_dir, tmp_path, rollouts=k, batch_size=2, updates_per_batch=1,
+                           lambda_consistency=l1, lambda_hard=l2, reward_temperature=tau,
+                           penalize_truncated=False, max_new_tokens=6))
+    trainer._setup()
+    calls, updates = [], []
+    real_rollouts, real_update = trainer._rollouts, trainer._policy_update
+
+    def rollouts(prompts, *, sample, seed):
+        out = real_rollouts(prompts, sample=sample, seed=seed)
+        calls.append((list(prompts), sample, out))
+        return out
+
+    def update(prompts, responses, advantages):
+        updates.append((list(prompts), [list(r) for r in responses], advantages.detach().clone()))
+        return real_update(prompts, responses, advantages)
+
+    trainer._rollouts, trainer._policy_update = rollouts, update
+    batch = trainer._batch(1)
+    row = trainer._grace_step(batch, 1)
+    assert "dual_clip_fraction" in row  # cfg.dual_clip (3.0 by default) reaches policy_update
+    (anchor_prompts, anchor_sampled, anchor), (roll_prompts, roll_sampled, roll) = calls
+    queries = [trainer._build(t.query) for t in batch]
+    positives = [trainer._build(t.positive) for t in batch for _ in range(k)]
+    assert not anchor_sampled and [p.ids for p in anchor_prompts] == [p.ids for p in queries]
+    assert roll_sampled and [p.ids for p in roll_prompts] == [p.ids for p in positives]
+    (u_prompts, u_responses, u_adv), = updates
+    assert [p.ids for p in u_prompts] == [p.ids for p in positives]
+    assert u_responses == [list(r) for r in roll.responses]
+    ha, hr = anchor.embeddings.double(), roll.embeddings.double()
+    b = len(batch)
+    reward = torch.zeros(b, k, dtype=torch.float64)
+    for i in range(b):
+        for j in range(k):
+            h = hr[i * k + j]
+            main = float(ha[i] @ h)
+            cons = sum(float(h @ hr[i * k + m]) for m in range(k) if m != j) / (k - 1)
+            hard = -sum(float(ha[o] @ h) for o in range(b) if o != i) / (b - 1)
+            reward[i, j] = (main + l1 * cons + l2 * hard) / tau
+    want = (reward - reward.mean(dim=1, keepdim=True)).flatten()
+    # the tiny model's rollouts differ by little (advantages ~1e-4..1e-3), the float32 rounding of
+    # the code is ~1e-6: a flipped sign or a permutation moves the values by far more than atol
+    atol = 1e-5
+    assert want.abs().max() > 20 * atol
+    assert (want - want.flip(0)).abs().max() > 20 * atol and (want - want.roll(1)).abs().max() > 20 * atol
+    assert torch.allclose(u_adv.double(), want, atol=atol, rtol=0), (u_adv, want)
+
+
+def test_resume_restores_the_optimizer_moments(tiny_model_dir, tmp_path):
+    """A resumed run's AdamW state is the checkpoint's (exp_avg, exp_avg_sq, step per tensor), and
+    a run stopped after step 1 and resumed ends where an uninterrupted run does."""
+    kw = dict(steps=2, save_every=1, updates_per_batch=2, lr=5e-3, penalize_truncated=False)  # A != 0
+    seen = []
+    train(_cfg(tiny_model_dir, tmp_path / "a", **kw), callback=seen.append,
+          should_stop=lambda: any(e.get("event") == "step" for e in seen))
+    ckpt = RunFolder(tmp_path / "a" / "run").latest_checkpoint()
+    assert ckpt.name == "step-000001"
+    saved = torch.load(RunFolder.checkpoint_optimizer(ckpt), weights_only=True)
+    trainer = Trainer(_cfg(tiny_model_dir, tmp_path / "a", **kw))
+    trainer._setup()
+    state = trainer.optimizer.state_dict()["state"]
+    assert saved["state"] and state.keys() == saved["state"].keys()
+    for i, s in saved["state"].items():
+        assert s["exp_avg"].abs().max() > 0 and s["exp_avg_sq"].abs().max() > 0
+        assert torch.equal(state[i]["exp_avg"], s["exp_avg"]) and torch.equal(state[i]["exp_avg_sq"], s["exp_avg_sq"])
+        assert float(state[i]["step"]) == float(s["step"]) == 2.0  # two updates on step 1's rollouts
+    # the moments sit on the parameters they belong to (the optimizer's own view, by tensor)
+    for p, i in zip(trainer.params, saved["param_groups"][0]["params"]):
+        assert torch.equal(trainer.optimizer.state[p]["exp_avg"], saved["state"][i]["exp_avg"])
+    resumed = train(_cfg(tiny_model_dir, tmp_path / "a", **kw))
+    straight = train(_cfg(tiny_model_dir, tmp_path / "b", **kw))
+    assert resumed.steps_done == straight.steps_done == 2
+    from safetensors.torch import load_file
+
+    wa = load_file(str(resumed.adapter / "adapter_model.safetensors"))
+    wb = load_file(str(straight.adapter / "adapter_model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], atol=1e-6), name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here); the meta-device test "

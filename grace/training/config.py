@@ -51,6 +51,8 @@ class GraceConfig:
     updates_per_batch: int = _f(4, "optimizer steps on each batch of rollouts (PPO-style clipped ratio; 1 = plain "
                                 "on-policy policy gradient)")
     clip_eps: float = _f(0.2, "PPO clip range of the probability ratio (the reference code's 0.2)")
+    dual_clip: Optional[float] = _f(3.0, "dual-clip bound c of negative-advantage tokens: their loss is at most "
+                                    "-c A (verl's clip_ratio_c, the reference code's 3.0); 0 = off")
     dtype: Optional[str] = _f(E.dtype, "precision: float32 (CPU default), bfloat16 (CUDA default), or auto: bfloat16 "
                               "on CPUs with native bf16; the LoRA weights and optimizer state stay float32",
                               choices=DTYPES)
@@ -95,6 +97,8 @@ class GraceConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if _is_number_field(f):
+                if value is None and "Optional" in str(f.type):
+                    continue
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                     flag = "--" + f.name.replace("_", "-")
                     raise ValueError(f"{flag} must be a finite number, not {value!r}.")
@@ -135,6 +139,8 @@ class GraceConfig:
             raise ValueError("--updates-per-batch must be at least 1.")
         if self.clip_eps <= 0:
             raise ValueError("--clip-eps must be above 0.")
+        if self.dual_clip and self.dual_clip <= 1:
+            raise ValueError("--dual-clip must be above 1 (verl's bound), or 0 (off).")
         if self.log_negatives_every < 0:
             raise ValueError("--log-negatives-every must be 0 (never) or more.")
         if self.lr <= 0:

@@ -234,7 +234,7 @@ class Trainer:
         return policy_update(self.policy, prompts, responses, advantages, pad_id=self.pad_id,
                              optimizer_step=self._optimizer_step, updates=cfg.updates_per_batch,
                              clip_eps=cfg.clip_eps, temperature=cfg.sampling_temperature, kl_beta=cfg.kl_beta,
-                             chunk=max(1, cfg.rollouts))
+                             chunk=max(1, cfg.rollouts), dual_clip=cfg.dual_clip)
 
     def _infonce_step(self, batch: list, step: int) -> dict:
         """cl (eq. 1-2): InfoNCE of the query against every positive and negative in the batch, on
