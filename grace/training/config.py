@@ -96,8 +96,8 @@ class GraceConfig:
         """Refuse settings the method cannot run with, before anything is loaded."""
         for f in fields(self):
             value = getattr(self, f.name)
-            if _is_number_field(f):
-                if value is None and "Optional" in str(f.type):
+            if _is_number_field(type(self), f):
+                if value is None and _annotation(type(self), f).startswith(("Optional", "typing.Optional")):
                     continue
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                     flag = "--" + f.name.replace("_", "-")
@@ -180,8 +180,12 @@ class GraceConfig:
         return a == b
 
 
-def _is_number_field(f) -> bool:
-    """Whether a dataclass field holds a number. ``f.type`` is the annotation's text here, but
-    HfArgumentParser replaces it with the type itself when it builds flags, so both are read."""
-    return f.type in (int, float, "int", "float", "Optional[int]", "Optional[float]") or \
-        str(f.type) in ("typing.Optional[int]", "typing.Optional[float]")
+def _annotation(cls, f) -> str:
+    """A field's annotation as written. ``f.type`` will not do: HfArgumentParser replaces it with a
+    resolved type (``Optional[float]`` becomes ``float``) when it builds flags."""
+    return str(cls.__annotations__.get(f.name, f.type))
+
+
+def _is_number_field(cls, f) -> bool:
+    """Whether a dataclass field holds a number (``Optional`` ones may also hold None)."""
+    return _annotation(cls, f).replace("typing.", "") in ("int", "float", "Optional[int]", "Optional[float]")

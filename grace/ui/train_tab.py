@@ -287,13 +287,15 @@ def refresh(name, who=None, drawn=None):
     jm = jobs()
     active = jm.active()
     line_busy = ""
+    shown = gr.skip()  # the page's run is written back only when this call attaches it to the job:
+    # a tick that started before a click on the runs table must not undo the click
     if not name and active:
         try:
             mine = visitor_from(who).owns((run_owner(active["name"]) or {}).get("owner"))
         except IdentityError:
             mine = False
         if mine:
-            name = active["name"]
+            name = shown = active["name"]
         else:
             line_busy = (f" The training slot is busy: another visitor's job is at step {active.get('step', 0)} of "
                          f"{active.get('steps')}.")
@@ -303,7 +305,7 @@ def refresh(name, who=None, drawn=None):
     adapters = gr.update(choices=adapter_choices())
     if not name:
         return ("No job of yours yet. Start one, or pick a run in the table below." + line_busy,
-                gr.skip() if drawn == "-" else training_curves([]), [], "", table, adapters, name, "-")
+                gr.skip() if drawn == "-" else training_curves([]), [], "", table, adapters, shown, "-")
     st = jm.status(name)
     metrics = jm.metrics(name)
     validation = jm.validation(name)
@@ -318,7 +320,7 @@ def refresh(name, who=None, drawn=None):
         samples = [["", "(hidden: this run trains on another visitor's file)", ""]]
     signature = f"{name}:{len(metrics)}:{len(validation)}"
     curves = gr.skip() if drawn == signature else training_curves(metrics, validation)
-    return line, curves, samples, run_settings(name), table, adapters, name, signature
+    return line, curves, samples, run_settings(name), table, adapters, shown, signature
 
 
 def run_settings(name: str) -> str:
