@@ -246,9 +246,11 @@ class JobManager:
                         "mtime": run.config.stat().st_mtime})
         return sorted(out, key=lambda r: -r["mtime"])
 
-    def adapters(self) -> list[str]:
-        """Names of runs with a usable adapter (finished or stopped early)."""
-        return [r["name"] for r in self.runs() if r["adapter"] and r["state"] in ("finished", "cancelled")]
+    def adapters(self, runs: list[dict] | None = None) -> list[str]:
+        """Names of runs with a usable adapter (finished or stopped early), from ``runs`` when the
+        caller has just listed them (a status tick lists the runs folder once, not twice)."""
+        return [r["name"] for r in (self.runs() if runs is None else runs)
+                if r["adapter"] and r["state"] in ("finished", "cancelled")]
 
 
 # Measured on 2 CPU cores with the default model (benchmarks/RESULTS.md, train_speed): seconds per

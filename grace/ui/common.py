@@ -96,9 +96,10 @@ def shipped_adapters() -> dict[str, Path]:
     return {SHIPPED_PREFIX + name: folder for name, folder in shipped().items()}
 
 
-def adapter_choices() -> list[str]:
-    """The adapter list: none, the shipped adapters, then the app's finished runs."""
-    return ["(none)"] + list(shipped_adapters()) + jobs().adapters()
+def adapter_choices(runs: list[dict] | None = None) -> list[str]:
+    """The adapter list: none, the shipped adapters, then the app's finished runs (of ``runs``,
+    ``JobManager.runs()``' listing, when the caller has one)."""
+    return ["(none)"] + list(shipped_adapters()) + jobs().adapters(runs)
 
 
 def adapter_name(settings: EncodeSettings) -> str | None:

@@ -270,9 +270,9 @@ def remove_run(name, who=None):
 
 
 def _owner_label(name: str, who) -> str:
-    owner = (run_owner(name) or {}).get("owner")
-    if not is_public():
+    if not is_public():  # one user: no owner column to fill, no file to read
         return ""
+    owner = (run_owner(name) or {}).get("owner")
     try:
         mine = visitor_from(who).owns(owner)
     except IdentityError:
@@ -302,7 +302,7 @@ def refresh(name, who=None, drawn=None):
     runs = jm.runs()
     table = [[r["name"], f"{r['method']}/{r['mode']}", r["state"], f"{r['step'] or 0}/{r['steps']}",
               _owner_label(r["name"], who), r["error"] or ""] for r in runs]
-    adapters = gr.update(choices=adapter_choices())
+    adapters = gr.update(choices=adapter_choices(runs))
     if not name:
         return ("No job of yours yet. Start one, or pick a run in the table below." + line_busy,
                 gr.skip() if drawn == "-" else training_curves([]), [], "", table, adapters, shown, "-")
