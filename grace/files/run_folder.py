@@ -61,6 +61,19 @@ def read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def _json_lines(raw: bytes):
+    """(line, object) for each line of ``raw`` that holds a JSON object; lines end at "\\n" only
+    (U+2028 and U+0085 are legal inside a JSON line, ``str.splitlines`` would split there), and a
+    line cut by a crash (partial JSON, bad UTF-8) is skipped."""
+    for line in raw.split(b"\n"):
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(row, dict):
+            yield line, row
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """The rows of a JSONL file a job writes; a line that is not a JSON object (being written right
     now, or cut by a crash) is skipped. Lines end at "\\n" only: U+2028 and U+0085 are legal inside
@@ -69,15 +82,7 @@ def read_jsonl(path: Path) -> list[dict]:
         raw = Path(path).read_bytes()
     except OSError:  # missing (not written yet) or unreadable
         return []
-    rows = []
-    for line in raw.split(b"\n"):
-        try:
-            row = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    return [row for _, row in _json_lines(raw)]
 
 
 def truncate_jsonl(path: Path, step: int) -> None:
@@ -89,15 +94,8 @@ def truncate_jsonl(path: Path, step: int) -> None:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
         return
-    keep = []
-    for line in raw.split(b"\n"):
-        try:
-            row = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        if (isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool)
-                and row["step"] <= step):
-            keep.append(line.rstrip(b"\r") + b"\n")
+    keep = [line.rstrip(b"\r") + b"\n" for line, row in _json_lines(raw)
+            if isinstance(row.get("step"), int) and not isinstance(row["step"], bool) and row["step"] <= step]
     data = b"".join(keep)
     if data != raw:
         with atomic_output(path, "wb") as f:

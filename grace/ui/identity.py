@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import gradio as gr
 
 from grace.files.paths import data_dir
+from grace.files.textio import atomic_output
 
 from .common import is_public
 from .text import md_escape
@@ -100,9 +101,8 @@ def browser_secret() -> str:
         pass
     value = secrets.token_hex(24)
     try:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(value)
-        tmp.replace(path)
+        with atomic_output(path) as f:
+            f.write(value)
     except OSError:
         pass  # a read-only data folder: tokens last until the next restart
     return value

@@ -9,13 +9,13 @@ random part, so its address cannot be guessed by another visitor.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import shutil
 import time
 from pathlib import Path
 
 from grace.files.paths import data_dir
+from grace.files.textio import atomic_output
 
 MAX_EXPORTS_PER_VISITOR = 10
 MAX_EXPORTS_TOTAL = 200
@@ -69,9 +69,8 @@ def store_upload(src: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     dst = folder / f"{h.hexdigest()[:24]}{suffix}"
     if not dst.exists():
-        tmp = folder / f".{dst.name}.{os.getpid()}.part"
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        with open(src, "rb") as f, atomic_output(dst, "wb") as out:
+            shutil.copyfileobj(f, out)
     return dst
 
 
