@@ -8,11 +8,12 @@ uses WordNet's training pool only), with a time budget per trained method:
 
 CL and SimCSE are shown twice: with the same wall-clock minutes as GRACE, and with the same number
 of training examples as GRACE saw (CL sees many more examples per minute than a method that
-generates). Each finished row is written to ``results/reproduce/ROW.json`` at once; a row whose
+generates). With ``--seeds 0 1 2`` GRACE supervised and CL at equal minutes are trained once per
+seed (``ROW-seedN.json`` beyond seed 0) and the table shows their mean ± standard deviation. Each finished row is written to ``results/reproduce/ROW.json`` at once; a row whose
 file exists is not recomputed, so an interrupted run resumes where it stopped. The table goes to
 ``benchmarks/RESULTS.md`` and ``results/reproduce/TABLE.md``.
 
-    python benchmarks/reproduce.py [--minutes 5] [--model default] [--dtype auto] [--limit N]
+    python benchmarks/reproduce.py [--minutes 5] [--seeds 0 1 2] [--model default] [--dtype auto] [--limit N]
 
 A GPU user runs the same command with a larger ``--minutes`` and another ``--model``.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -75,12 +77,20 @@ def training_data(out: Path) -> tuple[Path, Path]:
     return t, p
 
 
-def train_row(row: Row, args, out: Path, data: tuple[Path, Path], done: dict) -> tuple[str, dict]:
+SEEDED = ("grace-sup", "cl-time")  # the comparison the README reports: trained once per --seeds
+
+
+def slug_of(row: Row, seed: int) -> str:
+    return row.slug if seed == 0 else f"{row.slug}-seed{seed}"
+
+
+def train_row(row: Row, args, out: Path, data: tuple[Path, Path], done: dict, seed: int = 0) -> tuple[str, dict]:
     cfg = GraceConfig(method=row.method, mode=row.mode, data=str(data[0] if row.mode == "supervised" else data[1]),
-                      output=str(out / "runs" / row.slug), model=args.model, dtype=args.dtype, device="cpu",
-                      sample_every=0, save_every=4 if row.method == "grace" else 25, seed=0,
-                      keep_adapters=0 if row.method == "grace" else 2,  # every 4 steps: the validation curve
-                      batch_size=2 if row.method == "grace" else args.cl_batch_size)
+                      output=str(out / "runs" / slug_of(row, seed)), model=args.model, dtype=args.dtype,
+                      device="cpu", sample_every=0, save_every=2 if row.method == "grace" else 25, seed=seed,
+                      keep_adapters=0 if row.method == "grace" else 2)  # every 2 steps: the validation curve
+    if row.method != "grace":
+        cfg.batch_size = args.cl_batch_size
     if row.equal_examples_of:
         seen = done[row.equal_examples_of]["training"]["examples_seen"]
         cfg.steps = max(1, round(seen / cfg.batch_size))
@@ -94,10 +104,10 @@ def train_row(row: Row, args, out: Path, data: tuple[Path, Path], done: dict) ->
                               "train_minutes": wall / 60, "config": cfg.to_dict()}
 
 
-def run_row(row: Row, args, out: Path, data, done: dict) -> dict:
+def run_row(row: Row, args, out: Path, data, done: dict, seed: int = 0) -> dict:
     training, adapter = None, None
     if row.method:
-        adapter, training = train_row(row, args, out, data, done)
+        adapter, training = train_row(row, args, out, data, done, seed)
     settings = EncodeSettings(model=row.model or args.model, adapter=adapter, rationale=row.rationale,
                               dtype=args.dtype, device="cpu")
     tasks = resolve_tasks("offline", limit=args.limit)
@@ -119,13 +129,23 @@ def table(results: dict, args) -> str:
         if r is None:
             lines.append(f"| {row.label} | " + " | ".join(["…"] * (len(cats_all) + 6)) + " |")
             continue
-        cats = [f"{100 * r['categories'][c]:.1f}" if c in r["categories"] else "–" for c in cats_all]
+        runs = [results[k] for k in [row.slug] + [f"{row.slug}-seed{s}" for s in range(1, 10)] if k in results]
+        cats = [_mean_sd([x["categories"][c] for x in runs]) if c in r["categories"] else "–" for c in cats_all]
         t = r.get("training") or {}
-        gain = f"{100 * (r['average'] / base - 1):+.1f} %" if base else "–"
-        lines.append(f"| {row.label} | " + " | ".join(cats) + f" | {100 * r['average']:.1f} | {gain} | "
+        avg = statistics.mean(x["average"] for x in runs)
+        gain = f"{100 * (avg / base - 1):+.1f} %" if base else "–"
+        label = row.label + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
+        lines.append(f"| {label} | " + " | ".join(cats) + f" | {_mean_sd([x['average'] for x in runs])} | {gain} | "
                      f"{t.get('train_minutes', 0):.1f} | {t.get('steps', '–')} | {t.get('examples_seen', '–')} | "
                      f"{r['wall_seconds'] / 60:.1f} |")
     return "\n".join(lines)
+
+
+def _mean_sd(values: list[float]) -> str:
+    """x100, and with several values their mean ± sample standard deviation."""
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
 def main() -> None:
@@ -137,6 +157,7 @@ def main() -> None:
     ap.add_argument("--cl-batch-size", type=int, default=8, help="batch of the CL and SimCSE baselines")
     ap.add_argument("--out", default="results/reproduce")
     ap.add_argument("--rows", nargs="*", default=None, help="only these rows (slugs)")
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0], help=f"training seeds of {', '.join(SEEDED)}")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     out = Path(args.out)
@@ -146,17 +167,19 @@ def main() -> None:
     for row in ROWS:
         if args.rows and row.slug not in args.rows:
             continue
-        if row.slug in results:
-            print(f"{row.slug}: done before ({100 * results[row.slug]['average']:.1f})", flush=True)
-            continue
         if row.equal_examples_of and row.equal_examples_of not in results:
             print(f"{row.slug}: waits for {row.equal_examples_of}", flush=True)
             continue
-        print(f"{row.slug}: running", flush=True)
-        r = run_row(row, args, out, data, results)
-        (out / f"{row.slug}.json").write_text(json.dumps(r, indent=1))
-        results[row.slug] = r
-        print(f"{row.slug}: average {100 * r['average']:.1f}", flush=True)
+        for seed in (args.seeds if row.slug in SEEDED else [0]):
+            slug = slug_of(row, seed)
+            if slug in results:
+                print(f"{slug}: done before ({100 * results[slug]['average']:.1f})", flush=True)
+                continue
+            print(f"{slug}: running", flush=True)
+            r = run_row(row, args, out, data, results, seed)
+            (out / f"{slug}.json").write_text(json.dumps(r, indent=1))
+            results[slug] = r
+            print(f"{slug}: average {100 * r['average']:.1f}", flush=True)
     body = (f"Offline WordNet suite (test pool{f', capped at {args.limit} per task' if args.limit else ', full size'}), "
             f"training on WordNet's training pool, {args.minutes:g} training minutes per method, model "
             f"{args.model}, dtype {args.dtype or 'float32'}. Machine: {machine()}.\n\n" + table(results, args) +

@@ -54,6 +54,12 @@ SETTINGS: dict[str, tuple[dict | None, dict]] = {
     "lambda_hard=1,reward_temp=0.05": ({"lambda_hard": 1.0, "reward_temperature": 0.05}, {}),
     "lambda_hard=1,rollout_temp=0.7,lambda_cons=0": ({"lambda_hard": 1.0, "sampling_temperature": 0.7,
                                                      "lambda_consistency": 0.0}, {}),
+    # -- the batch shape of #19 (B=8, mini-batches of 2, each rollout once) and what a rollout that
+    # hits the length limit does to its group; every other setting is GraceConfig's default
+    "B=8,truncation=penalty": ({"truncation": "penalty"}, {}),  # the reference's rule
+    "B=8,truncation=finished-mean": ({"truncation": "finished-mean"}, {}),
+    "B=8,truncation=mask": ({"truncation": "mask"}, {}),
+    "B=8,truncation=penalty,len=96": ({"truncation": "penalty"}, {"max_new_tokens": 96}),
 }
 
 

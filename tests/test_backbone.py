@@ -46,6 +46,28 @@ def test_adapter_changes_embeddings(tiny_model_dir, tmp_path):
                               torch.tensor(tuned.encode(x, rationale=False)), atol=1e-4)
 
 
+def test_an_adapter_is_merged_for_inference_and_encodes_as_the_unmerged_one(tiny_model_dir, tmp_path):
+    """load_backbone folds a float32 adapter into the weights (no PeftModel: decoding runs no LoRA
+    matmuls); rationales and embeddings equal the unmerged PeftModel's."""
+    from peft import PeftModel
+
+    from grace.model.encoder import GraceEncoder
+    from grace.model.settings import EncodeSettings
+
+    adapter = _save_lora(tiny_model_dir, tmp_path / "adapter")
+    merged = load_backbone(str(tiny_model_dir), adapter=str(adapter), device="cpu")
+    unmerged = load_backbone(str(tiny_model_dir), adapter=str(adapter), device="cpu", merge=False)
+    assert not isinstance(merged.model, PeftModel) and isinstance(unmerged.model, PeftModel)
+    assert not any("lora" in n for n, _ in merged.model.named_parameters())
+    s = EncodeSettings(model=str(tiny_model_dir), adapter=str(adapter), device="cpu", max_new_tokens=8)
+    texts = ["Machu Picchu is in Peru.", "Stocks fell sharply."]
+    a, b = GraceEncoder(merged, s), GraceEncoder(unmerged, s)
+    ra, rb = a.encode(texts, return_details=True), b.encode(texts, return_details=True)
+    assert [x.rationale for x in ra] == [x.rationale for x in rb] and any(x.rationale for x in ra)
+    for x, y in zip(ra, rb):
+        assert torch.allclose(torch.tensor(x.embedding), torch.tensor(y.embedding), atol=1e-5)
+
+
 def test_adapter_for_another_model_is_refused(tiny_model_dir, tmp_path):
     from tiny_model import build_tiny_model
 

@@ -18,7 +18,7 @@ from grace.training.data import SAMPLE_TRIPLETS
 def _cfg(tiny_model_dir, out, **kw):
     base = dict(method="cl", mode="supervised", data=str(SAMPLE_TRIPLETS), output=str(out),
                 model=str(tiny_model_dir), steps=2, batch_size=2, rollouts=3, max_new_tokens=4,
-                penalize_truncated=False, sample_every=1, save_every=1, device="cpu", lr=1e-2)
+                truncation="none", sample_every=1, save_every=1, device="cpu", lr=1e-2)
     base.update(kw)
     return GraceConfig(**base)
 

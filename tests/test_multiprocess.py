@@ -1,5 +1,6 @@
 """Training under ``accelerate launch`` with several processes (CPU, gloo): the processes stay in
-sync and the run folder is written once."""
+sync, the run folder is written once, and two processes take the steps one process takes on the
+same batches (rewards and InfoNCE over the whole batch, the whole batch's gradient)."""
 
 from __future__ import annotations
 
@@ -33,13 +34,18 @@ save_file({n: p.detach().contiguous() for n, p in t.policy.named_parameters() if
 @pytest.mark.parametrize("method", ["grace", "cl"])
 def test_two_processes_stay_in_sync(tiny_model_dir, tmp_path, method):
     """accelerate launch --num_processes 2 on the CPU (gloo): both processes end with the same adapter
-    weights, which moved from the start, and the run folder is written once."""
+    weights, which moved from the start, and the run folder is written once. Each process holds one
+    of the B = 2 examples, yet every logged value equals a one-process run's: the hard-negative term
+    (0 if each process scored only its own example), InfoNCE's loss (in-batch negatives from the
+    other process) and the gradient norm (half if the gradients were averaged, not summed)."""
     from safetensors.torch import load_file
+
+    from grace.training.trainer import train
 
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     cfg = _cfg(tiny_model_dir, tmp_path, method=method, steps=2, sample_every=1, save_every=1,
-               penalize_truncated=False).to_dict()
+               truncation="none", lora_dropout=0.0, lr=1e-3).to_dict()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     # accelerate's torchrun launcher (--multi_gpu); the job itself runs on the CPU (device="cpu"
     # -> Accelerator(cpu=True) -> gloo). accelerate's --cpu flag alone would need MPI for 2 processes.
@@ -57,3 +63,18 @@ def test_two_processes_stay_in_sync(tiny_model_dir, tmp_path, method):
     if method == "grace":
         samples = (tmp_path / "run" / "samples.jsonl").read_text().splitlines()
         assert len(samples) == 3 * 3  # probes at steps 0, 1, 2, written once
+    one = train(_cfg(tiny_model_dir, tmp_path / "one", **{k: v for k, v in cfg.items() if k != "output"}))
+    single = [json.loads(r) for r in (one.output / "metrics.jsonl").read_text().splitlines()]
+    double = [json.loads(r) for r in rows]
+    keys = (["reward/hard_negative", "reward/total", "advantage_std", "grad_norm", "rationale_length"]
+            if method == "grace" else ["loss", "in_batch_accuracy", "grad_norm"])
+    if method == "grace":
+        assert all(abs(r["reward/hard_negative"]) > 1e-3 for r in double)
+    # the advantages are differences of nearly equal rewards (~5e-4 on the tiny model), so batches
+    # split differently move them (and the loss and gradient they scale) by ~0.3 %; averaged instead
+    # of summed gradients would halve the norm
+    for a, b in zip(single, double):
+        for key in keys:
+            assert b[key] == pytest.approx(a[key], rel=2e-2, abs=1e-7), (key, a[key], b[key])
+        for key in ("reward/hard_negative", "reward/total"):
+            assert b.get(key) == pytest.approx(a.get(key), rel=1e-4)

@@ -159,8 +159,8 @@ def test_dual_clip_setting_is_validated(tiny_model_dir, tmp_path):
 
 
 def test_one_update_moves_each_rollout_the_way_its_advantage_says(tiny_model_dir, tmp_path):
-    """Two groups of three fixed rollouts, one optimizer step through ``policy_update`` (chunked by
-    group, as the trainer does): the highest-advantage rollout gains log-probability, the lowest
+    """Two groups of three fixed rollouts, one optimizer step through ``policy_update`` (one
+    mini-batch): the highest-advantage rollout gains log-probability, the lowest
     loses it, and within each group the rollouts move in the order of their advantages. A flipped
     sign, or advantages paired with the wrong rollouts (reversed, or one group's read for the
     other's), fail it."""
@@ -186,38 +186,44 @@ def test_one_update_moves_each_rollout_the_way_its_advantage_says(tiny_model_dir
 
 
 def test_grace_step_feeds_the_update_the_right_prompts_responses_and_advantages(tiny_model_dir, tmp_path):
-    """The step's wiring: anchors are the queries' greedy rationales, rollouts are sampled from the
-    positives (K each, in order), and each rollout's advantage (computed here by hand from the
-    recorded embeddings: eq. 13-18 in loops) reaches the update next to that rollout's response."""
+    """The step's wiring: anchors are the queries' greedy rationales (the same as a separate greedy
+    pass), rollouts are sampled from the positives (K each, in order), and each rollout's advantage
+    (computed here by hand from the recorded embeddings: eq. 13-18 in loops) reaches the update next
+    to that rollout's response, with the sampling pass's log-probabilities as the old policy's."""
     k, tau, l1, l2 = 3, 0.1, 0.2, 1.0
     trainer = Trainer(_cfg(tiny_model_dir, tmp_path, rollouts=k, batch_size=2, updates_per_batch=1,
                            lambda_consistency=l1, lambda_hard=l2, reward_temperature=tau,
-                           penalize_truncated=False, max_new_tokens=6))
+                           truncation="none", max_new_tokens=6))
     trainer._setup()
     calls, updates = [], []
-    real_rollouts, real_update = trainer._rollouts, trainer._policy_update
+    real_generate, real_update = trainer._generate, trainer._policy_update
 
-    def rollouts(prompts, *, sample, seed):
-        out = real_rollouts(prompts, sample=sample, seed=seed)
-        calls.append((list(prompts), sample, out))
+    def generate(anchors, rollouts, seeds):
+        out = real_generate(anchors, rollouts, seeds)
+        calls.append((list(anchors), list(rollouts), out, trainer._rollouts(anchors, sample=False, seed=0)))
         return out
 
-    def update(prompts, responses, advantages):
-        updates.append((list(prompts), [list(r) for r in responses], advantages.detach().clone()))
-        return real_update(prompts, responses, advantages)
+    def update(prompts, responses, advantages, batches=None, old_logprobs=None):
+        updates.append((list(prompts), [list(r) for r in responses], advantages.detach().clone(), batches,
+                        old_logprobs))
+        return real_update(prompts, responses, advantages, batches, old_logprobs)
 
-    trainer._rollouts, trainer._policy_update = rollouts, update
-    batch = trainer._batch(1)
-    row = trainer._grace_step(batch, 1)
+    trainer._generate, trainer._policy_update = generate, update
+    batch, positions = trainer._batch(1)
+    row = trainer._grace_step(batch, positions, 1)
     assert "dual_clip_fraction" in row  # cfg.dual_clip (3.0 by default) reaches policy_update
-    (anchor_prompts, anchor_sampled, anchor), (roll_prompts, roll_sampled, roll) = calls
+    (anchor_prompts, roll_prompts, (anchor, roll), alone), = calls
     queries = [trainer._build(t.query) for t in batch]
     positives = [trainer._build(t.positive) for t in batch for _ in range(k)]
-    assert not anchor_sampled and [p.ids for p in anchor_prompts] == [p.ids for p in queries]
-    assert roll_sampled and [p.ids for p in roll_prompts] == [p.ids for p in positives]
-    (u_prompts, u_responses, u_adv), = updates
+    assert [p.ids for p in anchor_prompts] == [p.ids for p in queries]
+    assert [p.ids for p in roll_prompts] == [p.ids for p in positives]
+    assert anchor.rationales == alone.rationales  # the per-row greedy flag: the anchors inference makes
+    assert torch.allclose(anchor.embeddings, alone.embeddings, atol=1e-5)
+    (u_prompts, u_responses, u_adv, u_batches, u_old), = updates
     assert [p.ids for p in u_prompts] == [p.ids for p in positives]
     assert u_responses == [list(r) for r in roll.responses]
+    assert u_batches == [list(range(2 * k))]  # B = 2, mini-batches of 2 examples: one, every rollout once
+    assert u_old is roll.logprobs and [len(x) for x in u_old] == [len(r) for r in roll.responses]
     ha, hr = anchor.embeddings.double(), roll.embeddings.double()
     b = len(batch)
     reward = torch.zeros(b, k, dtype=torch.float64)
@@ -237,10 +243,81 @@ def test_grace_step_feeds_the_update_the_right_prompts_responses_and_advantages(
     assert torch.allclose(u_adv.double(), want, atol=atol, rtol=0), (u_adv, want)
 
 
+def test_old_logprobs_from_the_sampling_pass_equal_a_recomputation(tiny_model_dir, tmp_path):
+    """eq. 19's pi_old: the log-probabilities the sampling pass kept (at the rollout temperature,
+    the ending token included) equal ``rollout_logprobs`` recomputed on the same responses."""
+    trainer = Trainer(_cfg(tiny_model_dir, tmp_path, rollouts=3, max_new_tokens=8, sampling_temperature=0.7))
+    trainer._setup()
+    batch, positions = trainer._batch(1)
+    anchors = [trainer._build(t.query) for t in batch]
+    rollouts = [trainer._build(t.positive) for t in batch for _ in range(3)]
+    with torch.no_grad():
+        _, roll = trainer._generate(anchors, rollouts, list(range(6)))
+        again = rollout_logprobs(trainer.policy, rollouts, roll.responses, trainer.pad_id, 0.7)
+    assert roll.logprobs is not None and sum(len(r) for r in roll.responses) > 6
+    for kept, recomputed in zip(roll.logprobs, again):
+        assert torch.allclose(kept, recomputed, atol=1e-4), (kept, recomputed)
+
+
+def test_a_rollout_does_not_depend_on_the_rows_beside_it(tiny_model_dir, tmp_path):
+    """Each rollout draws from its own seeded generator: the same seed gives the same rollout
+    alone or in a batch with others (so several processes sample what one would), another seed
+    another rollout."""
+    trainer = Trainer(_cfg(tiny_model_dir, tmp_path, max_new_tokens=8, sampling_temperature=1.5))
+    trainer._setup()
+    a, b = trainer._build(TEXTS[0]), trainer._build(TEXTS[2])
+    with torch.no_grad():
+        _, together = trainer._generate([a], [a, b, a, b], [11, 12, 13, 14])
+        _, alone = trainer._generate([b], [b], [12])
+    assert together.responses[1] == alone.responses[0]
+    assert together.responses[0] != together.responses[2]  # seeds 11 and 13, the same prompt
+
+
+def test_mini_batches_train_each_rollout_once_per_epoch(tiny_model_dir, tmp_path):
+    from grace.training.policy import mini_batches
+
+    assert mini_batches([0, 1, 2, 3], 2, 2, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert mini_batches([1, 3], 2, 2, 4) == [[0, 1], [2, 3]]  # rank 1 of 2 holds positions 1 and 3
+    # B = 5 on 2 processes: both take 3 optimizer steps, rank 1 has nothing in the last one
+    assert mini_batches([0, 2, 4], 1, 2, 5) == [[0], [1], [2]]
+    assert mini_batches([1, 3], 1, 2, 5) == [[0], [1], []]
+    res = train(_cfg(tiny_model_dir, tmp_path, batch_size=4, mini_batch_size=2, updates_per_batch=1, steps=1,
+                     truncation="none", lr=2e-3))
+    row = json.loads((res.output / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["optimizer_steps"] == 2  # 4 examples in mini-batches of 2, one epoch
+    res = train(_cfg(tiny_model_dir, tmp_path / "b", batch_size=4, mini_batch_size=2, updates_per_batch=2, steps=1,
+                     truncation="none", lr=2e-3))
+    assert json.loads((res.output / "metrics.jsonl").read_text().splitlines()[0])["optimizer_steps"] == 4
+
+
+def test_zero_advantage_groups_are_not_run_and_change_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    """A group whose advantages are all 0 is skipped (no forward pass), and the update equals the
+    one that runs it with advantages of 1e-30 (the same token-mean, ~no gradient of its own)."""
+    import grace.training.policy as policy
+
+    weights, real = [], policy.rollout_logprobs
+    for tiny in (0.0, 1e-30):
+        trainer = Trainer(_cfg(tiny_model_dir, tmp_path / str(tiny), lr=2e-3, rollouts=2))
+        trainer._setup()
+        p1, p2 = trainer._build(TEXTS[0]), trainer._build(TEXTS[1])
+        seen = []
+        monkeypatch.setattr(policy, "rollout_logprobs",
+                            lambda m, prompts, responses, *a, **kw: seen.append(list(responses)) or real(
+                                m, prompts, responses, *a, **kw))
+        stats = trainer._policy_update([p1, p1, p2, p2], [[40, 41, 1], [50, 51], [60, 1], [70, 71, 72]],
+                                       torch.tensor([0.5, -0.5, tiny, -tiny]))
+        run = [r for call in seen for r in call]
+        assert ([60, 1] in run) == (tiny != 0.0)
+        assert stats["skipped_rollouts"] == (0.5 if tiny == 0.0 else 0.0)
+        weights.append({n: p.detach().clone() for n, p in trainer.policy.named_parameters() if p.requires_grad})
+    for n in weights[0]:
+        assert torch.allclose(weights[0][n], weights[1][n], atol=1e-7), n
+
+
 def test_resume_restores_the_optimizer_moments(tiny_model_dir, tmp_path):
     """A resumed run's AdamW state is the checkpoint's (exp_avg, exp_avg_sq, step per tensor), and
     a run stopped after step 1 and resumed ends where an uninterrupted run does."""
-    kw = dict(steps=2, save_every=1, updates_per_batch=2, lr=5e-3, penalize_truncated=False)  # A != 0
+    kw = dict(steps=2, save_every=1, updates_per_batch=2, lr=5e-3, truncation="none")  # A != 0
     seen = []
     train(_cfg(tiny_model_dir, tmp_path / "a", **kw), callback=seen.append,
           should_stop=lambda: any(e.get("event") == "step" for e in seen))
@@ -296,14 +373,14 @@ def test_kl_grows_and_a_larger_beta_keeps_the_policy_closer(tiny_model_dir, tiny
     responses = [[40, 41, 1], [42, 1], [43, 44, 1]]
     drift = {}
     for beta in (0.0, 20.0):
-        res = train(_cfg(tiny_model_dir, tmp_path / str(beta), kl_beta=beta, steps=3, lr=3e-2,
-                         penalize_truncated=False))
+        res = train(_cfg(tiny_model_dir, tmp_path / str(beta), kl_beta=beta, steps=3, lr=3e-2, updates_per_batch=4,
+                         truncation="none"))
         rows = [json.loads(x) for x in (res.output / "metrics.jsonl").read_text().splitlines()]
         if beta:
             assert rows[-1]["kl"] > 0
         from grace.model.backbone import load_backbone
 
-        m = load_backbone(str(tiny_model_dir), adapter=str(res.adapter), device="cpu").model
+        m = load_backbone(str(tiny_model_dir), adapter=str(res.adapter), device="cpu", merge=False).model
         with torch.no_grad():
             tuned = torch.cat(rollout_logprobs(m, prompts, responses, 0))
             with m.disable_adapter():
@@ -313,7 +390,7 @@ def test_kl_grows_and_a_larger_beta_keeps_the_policy_closer(tiny_model_dir, tiny
 
 
 def test_length_penalty_end_to_end(tiny_model_dir, tmp_path):
-    res = train(_cfg(tiny_model_dir, tmp_path, max_new_tokens=3, penalize_truncated=True, steps=1))
+    res = train(_cfg(tiny_model_dir, tmp_path, max_new_tokens=3, steps=1))
     row = json.loads((res.output / "metrics.jsonl").read_text().splitlines()[0])
     assert row["truncation_rate"] > 0 and row["reward/length_penalty"] < 0
 

@@ -88,3 +88,33 @@ def test_negatives_are_laid_out_per_example():
     neg, mask = negatives_by_example(h, [2, 1])
     assert torch.equal(neg, torch.tensor([[[0.0, 1.0], [2.0, 3.0]], [[4.0, 5.0], [0.0, 0.0]]]))
     assert mask.tolist() == [[True, True], [True, False]]
+
+
+# One group of K = 4 with totals (before any truncation rule) 2, 4, 9, 6 (lambda = 0, tau = 1, the
+# main term only); rollout 2 hit the length limit. By hand:
+#   penalty        totals 2, 4, -1, 6; mean 11/4       -> advantages -0.75, 1.25, -3.75, 3.25
+#   finished-mean  mean over 2, 4, 6 = 4; fixed -0.2   -> -2, 0, -0.2, 2
+#   mask           mean over 2, 4, 6 = 4; unfinished 0 -> -2, 0, 0, 2
+#   none           mean of 2, 4, 9, 6 = 5.25           -> -3.25, -1.25, 3.75, 0.75
+TRUNCATION_TABLE = {"penalty": [-0.75, 1.25, -3.75, 3.25], "finished-mean": [-2.0, 0.0, -0.2, 2.0],
+                    "mask": [-2.0, 0.0, 0.0, 2.0], "none": [-3.25, -1.25, 3.75, 0.75]}
+
+
+@pytest.mark.parametrize("rule", sorted(TRUNCATION_TABLE))
+def test_truncation_rules_by_hand(rule):
+    a = torch.tensor([[1.0, 0.0]])
+    h = torch.tensor([[[2.0, 0.0], [4.0, 0.0], [9.0, 0.0], [6.0, 0.0]]])  # main = sim(anchor, rollout) = x
+    fin = torch.tensor([[True, True, False, True]])
+    r = grace_rewards(a, h, fin, lambda_consistency=0.0, lambda_hard=0.0, temperature=1.0, length_penalty=-1.0,
+                      truncation=rule, truncated_advantage=-0.2)
+    assert r.advantage[0].tolist() == pytest.approx(TRUNCATION_TABLE[rule])
+
+
+def test_a_group_with_nothing_finished_under_finished_mean_and_mask():
+    a, h = torch.tensor([[1.0, 0.0]]), torch.tensor([[[2.0, 0.0], [4.0, 0.0]]])
+    fin = torch.zeros(1, 2, dtype=torch.bool)
+    kw = dict(lambda_consistency=0.0, lambda_hard=0.0, temperature=1.0, truncated_advantage=-0.2)
+    assert grace_rewards(a, h, fin, truncation="finished-mean", **kw).advantage.tolist() == [[pytest.approx(-0.2)] * 2]
+    assert grace_rewards(a, h, fin, truncation="mask", **kw).advantage.tolist() == [[0.0, 0.0]]
+    with pytest.raises(ValueError, match="Unknown truncation rule 'cut'"):
+        grace_rewards(a, h, fin, truncation="cut", **kw)

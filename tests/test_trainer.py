@@ -13,7 +13,7 @@ from grace.training.trainer import RunExistsError, train
 def _cfg(tiny_model_dir, tmp_path, **kw):
     base = dict(method="grace", mode="supervised", data=str(SAMPLE_TRIPLETS), output=str(tmp_path / "run"),
                 model=str(tiny_model_dir), steps=2, batch_size=2, rollouts=3, max_new_tokens=6,
-                penalize_truncated=False, sample_every=1, save_every=1, device="cpu", lr=1e-2)
+                truncation="none", sample_every=1, save_every=1, device="cpu", lr=1e-2)
     base.update(kw)
     return GraceConfig(**base)
 
@@ -126,7 +126,7 @@ def test_max_minutes_stops_cleanly_and_saves(tiny_model_dir, tmp_path):
 
 
 def test_kl_term_is_logged_when_used(tiny_model_dir, tmp_path):
-    res = train(_cfg(tiny_model_dir, tmp_path, steps=1, kl_beta=0.1))
+    res = train(_cfg(tiny_model_dir, tmp_path, steps=1, kl_beta=0.1, updates_per_batch=2))
     row = json.loads((res.output / "metrics.jsonl").read_text().splitlines()[0])
     assert "kl" in row and row["kl"] > 0.0  # the second update of the step already differs from the base
 

@@ -81,7 +81,7 @@ def test_grace_reward_takes_its_defaults_from_grace_config(tiny_encoder):
 
     r, c = GraceReward(tiny_encoder.model, tiny_encoder.tokenizer), GraceConfig()
     assert (r.lambda_consistency, r.lambda_hard, r.reward_temperature, r.length_penalty, r.penalize_truncated) == (
-        c.lambda_consistency, c.lambda_hard, c.reward_temperature, c.length_penalty, c.penalize_truncated)
+        c.lambda_consistency, c.lambda_hard, c.reward_temperature, c.length_penalty, c.truncation != "none")
     assert r.settings == c.encode_settings() and r.prompts.template.name == c.prompt
     assert r.anchor_temperature == 0.0  # greedy anchors, as grace train (the reference samples at 0.5)
 

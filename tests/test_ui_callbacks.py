@@ -296,7 +296,7 @@ def test_cached_encoder_follows_a_retrained_adapter(tiny_model_dir, tmp_path):
     from grace.ui.common import encoder_for
 
     cfg = dict(data=str(SAMPLE_TRIPLETS), output=str(tmp_path / "run"), model=str(tiny_model_dir), steps=1,
-               rollouts=2, max_new_tokens=4, sample_every=0, device="cpu", lr=1e-2, penalize_truncated=False)
+               rollouts=2, max_new_tokens=4, sample_every=0, device="cpu", lr=1e-2, truncation="none")
     adapter = str(train(GraceConfig(**cfg)).adapter)
     s = EncodeSettings(model=str(tiny_model_dir), adapter=adapter)
     first = encoder_for(s)

@@ -171,12 +171,15 @@ def load_backbone(
     dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
     config_overrides: dict | None = None,
+    merge: bool = True,
 ) -> Backbone:
     """Load a causal LM + tokenizer: ``"default"`` (embedded Gemma 3 270M), an HF id or a path.
 
     ``adapter`` is a PEFT adapter folder applied on top. Weights load from safetensors only.
     ``config_overrides`` set config values *before* the model is built (modules copy some of
     them at init, e.g. Gemma's attention dropout, so changing the config later does nothing).
+    ``merge``: fold a LoRA adapter into the weights (float32 only), so decoding runs no extra
+    matmuls; ``merge=False`` keeps the ``PeftModel`` (``disable_adapter`` reaches the base model).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -213,6 +216,9 @@ def load_backbone(
     tokenizer.padding_side = "left"
     if adapter is not None:
         model = _apply_adapter(model, Path(adapter))
+        # merged in float32 only: added into bfloat16 weights the small LoRA delta would be rounded
+        if merge and next(model.parameters()).dtype == torch.float32:
+            model = model.merge_and_unload()
     model.to(dev)
     model.eval()
     return Backbone(model=model, tokenizer=tokenizer, name=label,

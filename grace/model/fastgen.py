@@ -13,6 +13,11 @@ What it saves over ``model.generate`` + ``embed_ids``:
 Rows are [prefix | padding | text + cue | rationale]; the padding in the middle is masked and the
 position ids skip it, so every row sees exactly what the plain left-padded path sees. Greedy
 rationales equal the plain path's and embeddings agree within float tolerance (tested).
+
+For training (``Rows`` plan): greedy anchors and sampled rollouts share one pass (a per-row greedy
+flag, each kind with its own logits processors), each sampled row draws from its own seeded
+generator (so a row's rollout does not depend on which rows share its batch or process), and the
+sampling step keeps each sampled token's log-probability: the old policy's (eq. 19's pi_old).
 """
 
 from __future__ import annotations
@@ -39,6 +44,21 @@ class FastResult:
     finished: list[bool]
     embed: EmbedBatch
     responses: list[list[int]]  # rationale + the tokens that ended it (EOS or the stop string)
+    logprobs: list[torch.Tensor] | None = None  # per response token, sampled rows (``RowPlan.logprobs``)
+
+
+@dataclass
+class RowPlan:
+    """How each row of one pass decodes (training: anchors and rollouts together).
+
+    ``greedy[i]``: row i decodes greedily with ``greedy_settings``' processors; the others sample
+    with the pass's settings. ``seeds[i]``: the seed of sampled row i's own generator. With
+    ``logprobs`` each sampled row's response tokens get log softmax(logits / T) under the policy
+    that sampled them, before any processor (the distribution the policy gradient scores)."""
+    greedy: Sequence[bool]
+    seeds: Sequence[int]
+    greedy_settings: EncodeSettings
+    logprobs: bool = True
 
 
 def supports(model, prompts: Sequence[PromptIds], settings: EncodeSettings) -> bool:
@@ -47,23 +67,40 @@ def supports(model, prompts: Sequence[PromptIds], settings: EncodeSettings) -> b
     return common_prefix(prompts) > 0 and fits_window(model, longest)
 
 
-def _sample(logits: torch.Tensor, settings: EncodeSettings, gen: torch.Generator | None) -> torch.Tensor:
-    if not settings.sample:
-        return logits.argmax(dim=-1)
+def _probs(logits: torch.Tensor, settings: EncodeSettings) -> torch.Tensor:
+    """softmax(logits / T) restricted to the top-p nucleus (not renormalised: sampling does not need it)."""
     probs = torch.softmax(logits / settings.temperature, dim=-1)
     if settings.top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         keep = sorted_p.cumsum(dim=-1) - sorted_p < settings.top_p
-        sorted_p = sorted_p * keep
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
+    return probs
+
+
+def _sample(logits: torch.Tensor, settings: EncodeSettings, gen: torch.Generator | None) -> torch.Tensor:
+    if not settings.sample:
+        return logits.argmax(dim=-1)
+    return torch.multinomial(_probs(logits, settings), 1, generator=gen).squeeze(-1)
+
+
+def _sample_rows(logits: torch.Tensor, settings: EncodeSettings, gens: Sequence[torch.Generator]) -> torch.Tensor:
+    """One token per row, row j drawn with its own generator ``gens[j]`` (inverse CDF of one
+    uniform number): the same distribution as ``_sample``, and row j's draw depends on nothing
+    but its own logits and generator."""
+    probs = _probs(logits, settings)
+    cdf = probs.cumsum(dim=-1)
+    u = torch.tensor([float(torch.rand((), generator=g)) for g in gens], dtype=cdf.dtype, device=cdf.device)
+    tok = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+    return tok.clamp(max=cdf.shape[1] - 1)
 
 
 def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings: EncodeSettings, *,
                        stop_strings: Sequence[str] = (), keep_states: bool = False, fixed_length: bool = False,
-                       on_token: Callable[[int, list[int]], None] | None = None) -> FastResult:
+                       on_token: Callable[[int, list[int]], None] | None = None,
+                       plan: RowPlan | None = None) -> FastResult:
     """Rationales and embeddings (pooled as ``settings.pooling`` / ``settings.layer``) for one batch
-    of prompts. ``fixed_length`` (benchmarks) always generates ``max_new_tokens``.
+    of prompts. ``fixed_length`` (benchmarks) always generates ``max_new_tokens``; ``plan`` decodes
+    rows differently (training's anchors and rollouts; ``settings`` are the sampled rows').
 
     Four steps: ``_prefill`` runs the prompts (the shared prefix once), ``_decode`` generates while
     rows leave the batch as they end, ``_Rows.finish`` cuts the rationales, ``_pool`` pools the states
@@ -75,12 +112,16 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
     run = _forward(model, settings.layer)
     start = _prefill(model, tokenizer, prompts, run)
     stop_ids = _eos_ids(model, tokenizer) | ({tokenizer.pad_token_id} if tokenizer.pad_token_id is not None else set())
-    rows = _Rows(len(prompts), tokenizer, stop_ids, stop_strings, fixed_length, on_token)
-    _decode(run, start, rows, settings, gen)
+    rows = _Rows(len(prompts), tokenizer, stop_ids, stop_strings, fixed_length, on_token, settings.max_new_tokens)
+    chooser = _PlannedChooser(plan, settings, device) if plan is not None else _Chooser(settings, gen)
+    _decode(run, start, rows, chooser)
     rationales, finished, responses = rows.finish()
     embed = _pool(prompts, start.text_states, rows.states, rationales, tokenizer.pad_token_id,
                   pooling=settings.pooling, keep_states=keep_states)
-    return FastResult(rationales=rationales, finished=finished, responses=responses, embed=embed)
+    logprobs = None
+    if plan is not None and plan.logprobs:
+        logprobs = [torch.tensor(lp[:len(resp)], dtype=torch.float32) for lp, resp in zip(chooser.logprobs, responses)]
+    return FastResult(rationales=rationales, finished=finished, responses=responses, embed=embed, logprobs=logprobs)
 
 
 def _forward(model, layer: int) -> Forward:
@@ -133,8 +174,9 @@ class _Rows:
     """Each row's decoding: the tokens fed back (and their states), and how the row ended."""
 
     def __init__(self, b: int, tokenizer, stop_ids: set[int], stop_strings: Sequence[str], fixed_length: bool,
-                 on_token: Callable[[int, list[int]], None] | None):
+                 on_token: Callable[[int, list[int]], None] | None, max_new_tokens: int):
         self.tokenizer, self.stop_ids, self.stop_strings = tokenizer, stop_ids, stop_strings
+        self.max_new_tokens = max_new_tokens
         self.fixed_length, self.on_token = fixed_length, on_token
         self.generated: list[list[int]] = [[] for _ in range(b)]
         self.states: list[list[torch.Tensor]] = [[] for _ in range(b)]
@@ -192,27 +234,78 @@ def _processors(settings: EncodeSettings) -> list:
     return processors
 
 
-def _decode(run: Forward, start: _Start, rows: _Rows, settings: EncodeSettings, gen: torch.Generator | None) -> None:
-    """3) decode up to ``max_new_tokens``, dropping finished rows (and their cache rows), so one long
-    rationale does not keep the finished ones computing. The state of every token fed back is kept
-    in ``rows`` (a row at the length limit had its last token fed in the final step)."""
-    cache, attn, next_pos, logits = start.cache, start.attn, start.next_pos, start.logits
-    device, pad = attn.device, rows.tokenizer.pad_token_id
-    processors = _processors(settings)
-    alive = list(range(len(rows.done)))
-    for step in range(settings.max_new_tokens):
-        if processors and step > 0:
-            pad_col = logits[:, pad].clone()
-            hist = rows.history(alive, device)
-            for proc in processors:
-                logits = proc(hist, logits)
-            # alive rows share one history length, so ``hist`` holds no padding today; should that
-            # change, padding is not a token a row generated: undo what the processors did to the
-            # pad id (it is the EOS id for some models, e.g. Qwen)
-            logits[:, pad] = pad_col
+def _process(processors: list, rows: "_Rows", alive: list[int], logits: torch.Tensor) -> torch.Tensor:
+    """The logits processors over the alive rows' generated tokens."""
+    pad = rows.tokenizer.pad_token_id
+    pad_col = logits[:, pad].clone()
+    hist = rows.history(alive, logits.device)
+    for proc in processors:
+        logits = proc(hist, logits)
+    # alive rows share one history length, so ``hist`` holds no padding today; should that
+    # change, padding is not a token a row generated: undo what the processors did to the
+    # pad id (it is the EOS id for some models, e.g. Qwen)
+    logits[:, pad] = pad_col
+    return logits
+
+
+class _Chooser:
+    """Every row decodes alike: greedy, or sampled with the batch's one generator."""
+
+    def __init__(self, settings: EncodeSettings, gen: torch.Generator | None):
+        self.settings, self.gen, self.processors = settings, gen, _processors(settings)
+
+    def __call__(self, logits: torch.Tensor, rows: "_Rows", alive: list[int], step: int) -> torch.Tensor:
+        if self.processors and step > 0:
+            logits = _process(self.processors, rows, alive, logits)
         if rows.fixed_length and rows.stop_ids:
             logits[:, sorted(rows.stop_ids)] = float("-inf")
-        tok = _sample(logits, settings, gen)
+        return _sample(logits, self.settings, self.gen)
+
+
+class _PlannedChooser:
+    """``RowPlan``: greedy rows and sampled rows in one batch, sampled ones with their own generators;
+    keeps each sampled row's token log-probabilities (``logprobs[row]``)."""
+
+    def __init__(self, plan: RowPlan, settings: EncodeSettings, device: torch.device):
+        self.plan, self.settings = plan, settings
+        self.greedy_proc, self.sample_proc = _processors(plan.greedy_settings), _processors(settings)
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in plan.seeds]  # on the CPU: one number per step
+        self.logprobs: list[list[float]] = [[] for _ in plan.seeds]
+
+    def __call__(self, logits: torch.Tensor, rows: "_Rows", alive: list[int], step: int) -> torch.Tensor:
+        tok = torch.empty(len(alive), dtype=torch.long, device=logits.device)
+        for greedy in (True, False):
+            js = [j for j, r in enumerate(alive) if bool(self.plan.greedy[r]) == greedy]
+            if not js:
+                continue
+            sel = torch.tensor(js, device=logits.device)
+            sub = logits[sel]
+            procs = self.greedy_proc if greedy else self.sample_proc
+            raw = sub if greedy or not self.plan.logprobs else sub.clone()
+            if procs and step > 0:
+                sub = _process(procs, rows, [alive[j] for j in js], sub)
+            if greedy:
+                tok[sel] = sub.argmax(dim=-1)
+                continue
+            t = _sample_rows(sub, self.settings, [self.gens[alive[j]] for j in js])
+            tok[sel] = t
+            if self.plan.logprobs:  # eq. 19's pi_old: the policy's own distribution at temperature T
+                lp = torch.log_softmax(raw.float() / self.settings.temperature, dim=-1).gather(1, t.unsqueeze(1))
+                for j, v in zip(js, lp.squeeze(1).tolist()):
+                    self.logprobs[alive[j]].append(v)
+        return tok
+
+
+def _decode(run: Forward, start: _Start, rows: _Rows, choose) -> None:
+    """3) decode up to ``max_new_tokens``, dropping finished rows (and their cache rows), so one long
+    rationale does not keep the finished ones computing. ``choose`` picks the alive rows' next
+    tokens. The state of every token fed back is kept in ``rows`` (a row at the length limit had its
+    last token fed in the final step)."""
+    cache, attn, next_pos, logits = start.cache, start.attn, start.next_pos, start.logits
+    device = attn.device
+    alive = list(range(len(rows.done)))
+    for step in range(rows.max_new_tokens):
+        tok = choose(logits, rows, alive, step)
         keep = []
         for j, r in enumerate(alive):
             if rows.accept(r, int(tok[j])):

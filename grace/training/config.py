@@ -17,6 +17,7 @@ from typing import Optional
 from ..files.run_folder import METRICS, SAMPLES
 from ..model.pooling import POOLINGS
 from ..model.settings import DTYPES, EncodeSettings
+from .rewards import TRUNCATION_RULES
 
 E = EncodeSettings  # the encoder's defaults, which a run's embeddings share
 
@@ -42,14 +43,17 @@ class GraceConfig:
     model: str = _f(E.model, "backbone: 'default' (Gemma 3 270M), an HF id or a local folder")
     prompt: str = _f(E.prompt, "prompt template name or file")
     # -- optimisation ------------------------------------------------------------------------
-    steps: int = _f(20, "optimizer steps")
-    batch_size: int = _f(2, "examples per step (B)")
+    steps: int = _f(20, "training steps: each generates and scores one batch of B examples (GRACE) and "
+                    "takes B / --mini-batch-size optimizer steps on it per epoch (CL, SimCSE: one)")
+    batch_size: int = _f(8, "examples per step (B); GRACE generates their anchors and B x K rollouts in one pass")
+    mini_batch_size: int = _f(2, "GRACE: examples per optimizer step; each step's batch is split into "
+                              "B / this mini-batches (verl's ppo_mini_batch_size)")
     lr: float = _f(1e-4, "learning rate of the LoRA weights (the paper's 1e-6 is for full fine-tuning)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient clipping")
     seed: int = _f(0, "random seed (data order, sampling)")
-    updates_per_batch: int = _f(4, "optimizer steps on each batch of rollouts (PPO-style clipped ratio; 1 = plain "
-                                "on-policy policy gradient)")
+    updates_per_batch: int = _f(1, "epochs over each step's rollouts (verl's ppo_epochs): 1 trains each rollout "
+                                "once; more reuse them with the PPO-clipped ratio")
     clip_eps: float = _f(0.2, "PPO clip range of the probability ratio (the reference code's 0.2)")
     dual_clip: Optional[float] = _f(3.0, "dual-clip bound c of negative-advantage tokens: their loss is at most "
                                     "-c A (verl's clip_ratio_c, the reference code's 3.0); 0 = off")
@@ -63,7 +67,12 @@ class GraceConfig:
                             "validation sweep (the released script uses 0.2, which the policy hacks here)")
     reward_temperature: float = _f(0.1, "tau: the total reward is divided by it (eq. 17)")
     length_penalty: float = _f(-1.0, "reward of a rollout that hit the length limit without ending")
-    penalize_truncated: bool = _f(True, "give truncated rollouts the length penalty (the reference code does)")
+    truncation: str = _f("penalty", "a rollout that hit the length limit: penalty (its reward is the length "
+                         "penalty: the reference code), finished-mean (the advantage over finished rollouts only, a "
+                         "fixed --truncated-advantage for the others), mask (not trained) or none",
+                         choices=TRUNCATION_RULES)
+    truncated_advantage: float = _f(-0.2, "the advantage of a rollout that hit the length limit under "
+                                    "--truncation finished-mean")
     max_new_tokens: int = _f(E.max_new_tokens, "rationale length limit (the same default as encoding)")
     sampling_temperature: float = _f(0.7, "temperature of the sampled rollouts (0.7 by the validation sweep: "
                                           "72.5 vs 67.4 at 1.0; closer to the greedy decoding used at inference)")
@@ -110,6 +119,10 @@ class GraceConfig:
             raise ValueError("--method cl needs --mode supervised (it trains on query/positive pairs).")
         if self.method == "simcse" and self.mode != "unsupervised":
             raise ValueError("--method simcse needs --mode unsupervised (it trains on raw passages).")
+        if self.truncation not in TRUNCATION_RULES:
+            raise ValueError(f"Unknown --truncation {self.truncation!r}: use one of {', '.join(TRUNCATION_RULES)}.")
+        if self.mini_batch_size < 1:
+            raise ValueError("--mini-batch-size must be at least 1.")
         if self.steps < 1:
             raise ValueError("--steps must be at least 1.")
         if self.batch_size < 1:
@@ -168,6 +181,10 @@ class GraceConfig:
     def load(cls, path: Path) -> "GraceConfig":
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         known = {f.name for f in fields(cls)}
+        if "penalize_truncated" in data and "truncation" not in data:  # runs saved before --truncation
+            data["truncation"] = "penalty" if data["penalize_truncated"] else "none"
+        if "mini_batch_size" not in data and "batch_size" in data:  # before mini-batches: one per step
+            data["mini_batch_size"] = data["batch_size"]
         return cls(**{k: v for k, v in data.items() if k in known})
 
     # fields that may change when a run is resumed

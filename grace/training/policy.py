@@ -16,7 +16,7 @@ import torch
 from ..model.embedding import forward_states, lm_logits
 from ..model.prompts import PromptIds
 
-OptimizerStep = Callable[[Callable[[], None]], None]
+OptimizerStep = Callable[[Callable[[], None]], float]  # runs the backward passes, steps; the gradient norm
 
 
 def rollout_logprobs(model, prompts: Sequence[PromptIds], responses: Sequence[Sequence[int]], pad_id: int,
@@ -74,55 +74,103 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1
 
 
-def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequence[int]],
-                  advantages: torch.Tensor, *, pad_id: int, optimizer_step: OptimizerStep, updates: int,
-                  clip_eps: float, temperature: float, kl_beta: float = 0.0, chunk: int = 1,
-                  dual_clip: float | None = None) -> dict:
-    """``updates`` optimizer steps on one batch of rollouts (``advantages``: one per response):
-    eq. 19 with a PPO-clipped ratio (and ``dual_clip``: ``clipped_policy_loss``), averaged over
-    every response token of the batch (token-mean).
-    Log-probabilities are taken ``chunk`` responses at a time (the trainer passes K: one example's
-    group). The first update's log-probabilities (taken with gradients) are the old policy's, so
-    its ratio is exactly 1. Returns the first update's loss, the clip and dual-clip fractions of
-    the later ones and (with ``kl_beta``) the last update's KL."""
-    policy.eval()  # LoRA dropout off: the rollouts were sampled without it
-    n_tokens = max(1, sum(len(r) for r in responses))
-    old: list[list[torch.Tensor]] = []
-    losses, clipped, capped, kls = [], [], [], []
-    for update in range(updates):
-        totals = {"loss": 0.0, "clipped": 0.0, "capped": 0.0, "kl": 0.0}
+def mini_batches(positions: Sequence[int], k: int, size: int, total: int) -> list[list[int]]:
+    """The local rollouts of each mini-batch of a step of ``total`` examples: the example at batch
+    position ``positions[i]`` (its place in the whole batch, across processes) owns local rollouts
+    i*k .. i*k+k-1 and belongs to mini-batch position // ``size``. Every process gets the same
+    number of mini-batches, ceil(total / size) (some may be empty on a process)."""
+    count = -(-total // size)
+    out: list[list[int]] = [[] for _ in range(count)]
+    for i, pos in enumerate(positions):
+        out[pos // size].extend(range(i * k, (i + 1) * k))
+    return out
 
-        def backward() -> None:
-            for c, start in enumerate(range(0, len(prompts), chunk)):
-                sl = slice(start, start + chunk)
-                lps = rollout_logprobs(policy, prompts[sl], responses[sl], pad_id, temperature)
-                if update == 0:
-                    old.append([lp.detach() for lp in lps])
+
+def _sum(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequence[int]],
+                  advantages: torch.Tensor, *, pad_id: int, optimizer_step: OptimizerStep,
+                  batches: Sequence[Sequence[int]], epochs: int, clip_eps: float, temperature: float,
+                  kl_beta: float = 0.0, dual_clip: float | None = None,
+                  old_logprobs: Sequence[torch.Tensor] | None = None,
+                  reduce: Callable[[torch.Tensor], torch.Tensor] = _sum) -> dict:
+    """eq. 19 with a PPO-clipped ratio (and ``dual_clip``: ``clipped_policy_loss``): ``epochs``
+    passes over one step's rollouts, one optimizer step per mini-batch (``batches``: the rollout
+    indices of each, ``mini_batches``), so with one epoch each rollout is trained once, as in verl.
+
+    ``old_logprobs``: each response's log-probabilities under the policy that sampled it (the
+    sampling pass's); without them one no-grad pass computes them before the first update.
+    The loss is the token-mean over each mini-batch's tokens in all processes: ``reduce`` sums a
+    tensor over processes, and the optimizer step sums the gradients, so the update equals one
+    process's on the whole batch. Rollouts whose advantage is 0 (a group whose rewards are all
+    equal) add no gradient and are not run (their tokens still count in the mean); a mini-batch
+    with none left takes no optimizer step. Returns the mean loss and gradient norm of the
+    optimizer steps, the clip and dual-clip fractions over every trained token, the KL (with
+    ``kl_beta``) and how many rollouts were skipped."""
+    policy.eval()  # LoRA dropout off: the rollouts were sampled without it
+    device = next(policy.parameters()).device
+    trained = [i for i in range(len(responses)) if kl_beta > 0 or float(advantages[i]) != 0.0]
+    keep = set(trained)
+    if old_logprobs is None:
+        with torch.no_grad():
+            old_logprobs = [None] * len(responses)
+            for rows in batches:
+                run = [i for i in rows if i in keep]
+                for i, lp in zip(run, rollout_logprobs(policy, [prompts[i] for i in run],
+                                                       [responses[i] for i in run], pad_id, temperature)
+                                 if run else []):
+                    old_logprobs[i] = lp.detach()
+    totals = {"loss": 0.0, "clipped": 0.0, "capped": 0.0, "kl": 0.0, "grad_norm": 0.0, "tokens": 0.0}
+    steps = 0
+    for _ in range(epochs):
+        for rows in batches:
+            run = [i for i in rows if i in keep]
+            counts = reduce(torch.tensor([float(sum(len(responses[i]) for i in rows)), float(len(run))],
+                                         device=device))
+            n_tokens, n_run = float(counts[0]), float(counts[1])
+            if n_run == 0:
+                continue
+            box: dict = {}
+
+            def backward() -> None:
+                if not run:  # nothing here on this process; the others' gradients still arrive
+                    box.update(loss=0.0, clipped=0.0, capped=0.0, kl=0.0, tokens=0.0)
+                    return
+                lps = rollout_logprobs(policy, [prompts[i] for i in run], [responses[i] for i in run], pad_id,
+                                       temperature)
                 lp = torch.cat(lps)
-                adv = torch.cat([advantages[start + j].expand(len(x)) for j, x in enumerate(lps)]).to(lp.dtype)
-                tok_loss, was_clipped, was_capped = clipped_policy_loss(lp, torch.cat(old[c]), adv, clip_eps,
-                                                                        dual_clip)
-                loss = tok_loss.sum() / n_tokens  # token-mean over the whole batch
+                old = torch.cat([old_logprobs[i].to(lp.device, lp.dtype) for i in run])
+                adv = torch.cat([advantages[i].expand(len(x)) for i, x in zip(run, lps)]).to(lp.dtype)
+                tok_loss, was_clipped, was_capped = clipped_policy_loss(lp, old, adv, clip_eps, dual_clip)
+                loss = tok_loss.sum() / n_tokens  # token-mean over the mini-batch, every process's tokens
+                kl_value = 0.0
                 if kl_beta > 0:
                     with torch.no_grad(), policy.disable_adapter():
-                        ref = torch.cat(rollout_logprobs(policy, prompts[sl], responses[sl], pad_id, temperature))
+                        ref = torch.cat(rollout_logprobs(policy, [prompts[i] for i in run],
+                                                         [responses[i] for i in run], pad_id, temperature))
                     kl = kl_k3(lp, ref).sum() / n_tokens
                     loss = loss + kl_beta * kl
-                    totals["kl"] += kl.item()
+                    kl_value = kl.item()
                 loss.backward()
-                totals["loss"] += loss.item()
-                totals["clipped"] += float(was_clipped.sum()) / n_tokens
-                totals["capped"] += float(was_capped.sum()) / n_tokens
+                box.update(loss=loss.item(), clipped=float(was_clipped.sum()), capped=float(was_capped.sum()),
+                           kl=kl_value, tokens=float(lp.numel()))
 
-        optimizer_step(backward)
-        losses.append(totals["loss"])
-        clipped.append(totals["clipped"])
-        capped.append(totals["capped"])
-        kls.append(totals["kl"])
-    later = max(1, updates - 1)
-    out = {"loss": losses[0], "clip_fraction": sum(clipped[1:]) / later}
+            norm = optimizer_step(backward)
+            part = reduce(torch.tensor([box["loss"], box["clipped"], box["capped"], box["kl"], box["tokens"]],
+                                       device=device)).tolist()
+            for key, v in zip(("loss", "clipped", "capped", "kl", "tokens"), part):
+                totals[key] += v
+            totals["grad_norm"] += float(norm)
+            steps += 1
+    skipped = reduce(torch.tensor([float(len(responses) - len(trained)), float(len(responses))], device=device))
+    tokens = max(totals["tokens"], 1.0)
+    out = {"loss": totals["loss"] / max(steps, 1), "clip_fraction": totals["clipped"] / tokens,
+           "grad_norm": totals["grad_norm"] / max(steps, 1), "optimizer_steps": steps,
+           "skipped_rollouts": float(skipped[0] / skipped[1].clamp(min=1))}
     if dual_clip:
-        out["dual_clip_fraction"] = sum(capped[1:]) / later
+        out["dual_clip_fraction"] = totals["capped"] / tokens
     if kl_beta > 0:
-        out["kl"] = kls[-1]
+        out["kl"] = totals["kl"] / max(steps, 1)
     return out

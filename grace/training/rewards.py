@@ -103,23 +103,49 @@ def group_advantage(rewards: torch.Tensor) -> torch.Tensor:
     return rewards - rewards.mean(dim=1, keepdim=True)
 
 
+# What a rollout that hit the length limit without ending does to its group (``grace_rewards``):
+#   penalty        the reference code: its reward is the length penalty, in the group mean of eq. 18
+#   finished-mean  eq. 18 over the group's finished rollouts only; unfinished ones get a fixed
+#                  negative advantage (``truncated_advantage``)
+#   mask           eq. 18 over the finished rollouts; unfinished ones get advantage 0 (not trained)
+#   none           no special treatment: scored by similarity like any other
+TRUNCATION_RULES = ("penalty", "finished-mean", "mask", "none")
+
+
+def finished_advantage(rewards: torch.Tensor, finished: torch.Tensor, unfinished: float) -> torch.Tensor:
+    """eq. 18 over each group's finished rollouts (A_k = R_k - mean over the finished l); an
+    unfinished rollout's advantage is ``unfinished``."""
+    f = finished.to(torch.bool)
+    count = f.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = (rewards * f).sum(dim=1, keepdim=True) / count
+    return torch.where(f, rewards - mean, torch.full_like(rewards, unfinished))
+
+
 def grace_rewards(anchors: torch.Tensor, rollouts: torch.Tensor, finished: torch.Tensor, *,
                   lambda_consistency: float, lambda_hard: float, temperature: float,
-                  length_penalty: float = -1.0, penalize_truncated: bool = True) -> RewardBreakdown:
+                  length_penalty: float = -1.0, truncation: str = "penalty",
+                  truncated_advantage: float = -0.2) -> RewardBreakdown:
     """One step's rewards and advantages from embeddings: anchors [B,d] (the query's rationale, or
     the passage's anchor rationale unsupervised), rollouts [B,K,d], finished [B,K] (False: the
     rollout hit the length limit). Every tensor is made on the inputs' device.
 
     main = sim(anchor, rollout): eq. 13's positive term (supervised) or eq. 20 (unsupervised).
     Eq. 13's negative term, - mean_m sim(h_q, h_d-_m), has one value per example and cancels in
-    the advantage (eq. 18), so its rationales are not generated for the reward.
+    the advantage (eq. 18), so its rationales are not generated for the reward. ``truncation``:
+    one of ``TRUNCATION_RULES`` (the reference code's is ``penalty``).
     """
+    if truncation not in TRUNCATION_RULES:
+        raise ValueError(f"Unknown truncation rule {truncation!r}: use one of {', '.join(TRUNCATION_RULES)}.")
     b = rollouts.shape[0]
     main = self_reward(anchors, rollouts)  # eq. 13 (positive term) / eq. 20
     cons = consistency_reward(rollouts)  # eq. 14
     hard = hard_negative_reward(anchors, rollouts) if b > 1 else torch.zeros_like(main)  # eq. 15, per rollout
     r = total_reward(main, cons, hard, lambda_consistency=lambda_consistency,  # eq. 16-17
                      lambda_hard=lambda_hard if b > 1 else 0.0, temperature=temperature,
-                     truncated=~finished.to(torch.bool) if penalize_truncated else None, length_penalty=length_penalty)
-    r.advantage = group_advantage(r.total)  # eq. 18
+                     truncated=~finished.to(torch.bool) if truncation == "penalty" else None,
+                     length_penalty=length_penalty)
+    if truncation in ("finished-mean", "mask"):
+        r.advantage = finished_advantage(r.total, finished, truncated_advantage if truncation == "finished-mean" else 0.0)
+    else:
+        r.advantage = group_advantage(r.total)  # eq. 18
     return r

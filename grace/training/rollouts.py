@@ -1,9 +1,10 @@
 """The policy's rollouts and anchors (eq. 12): rationales, the responses that are trained (each
-rationale with the token that ended it), whether each ended, and their embeddings, from one
-generation pass.
+rationale with the token that ended it), whether each ended, their embeddings and (fast path) the
+sampling policy's log-probabilities, from one generation pass.
 
 This is the one place that chooses the fast path (``grace.model.fastgen``: generation yields the
-embedding states) or plain ``generate`` followed by ``embed_ids``.
+embedding states; anchors and rollouts share one pass) or plain ``generate`` followed by
+``embed_ids`` (one pass for the anchors, one for the rollouts; old log-probabilities recomputed).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Sequence
 import torch
 
 from ..model.embedding import embed_ids
-from ..model.fastgen import generate_and_embed, supports
+from ..model.fastgen import RowPlan, generate_and_embed, supports
 from ..model.generation import generate_rationales
 from ..model.prompts import PromptIds
 from ..model.settings import EncodeSettings
@@ -27,6 +28,11 @@ class Rollouts:
     responses: list[list[int]]  # rationale + the tokens that ended it (EOS or the stop string)
     finished: list[bool]  # False: hit the length limit without ending
     embeddings: torch.Tensor  # [N, d] float32
+    logprobs: list[torch.Tensor] | None = None  # per response token, under the policy that sampled it
+
+    def take(self, rows: slice) -> "Rollouts":
+        lp = self.logprobs[rows] if self.logprobs is not None else None
+        return Rollouts(self.rationales[rows], self.responses[rows], self.finished[rows], self.embeddings[rows], lp)
 
 
 def rollout_settings(cfg: GraceConfig, n: int, *, sample: bool, seed: int) -> EncodeSettings:
@@ -50,3 +56,26 @@ def generate(policy, tokenizer, prompts: Sequence[PromptIds], settings: EncodeSe
                                finished=finished, responses=responses)
     emb = embed_ids(policy, prompts, rats, pad_id=pad_id, pooling=settings.pooling, layer=settings.layer).embeddings
     return Rollouts(rats, responses, finished, emb.float())
+
+
+def anchors_and_rollouts(policy, tokenizer, anchors: Sequence[PromptIds], rollouts: Sequence[PromptIds],
+                         cfg: GraceConfig, *, seeds: Sequence[int], stop_strings: Sequence[str],
+                         pad_id: int) -> tuple[Rollouts, Rollouts]:
+    """eq. 12's generations of one step: a greedy anchor per prompt of ``anchors`` (the encoder's
+    settings: what inference embeds) and a sampled rollout per prompt of ``rollouts``, rollout i
+    from its own generator seeded ``seeds[i]``. On the fast path both share one pass and the
+    rollouts carry the sampling pass's log-probabilities (call under ``torch.no_grad``)."""
+    n_a, n = len(anchors), len(anchors) + len(rollouts)
+    sample = rollout_settings(cfg, n, sample=True, seed=int(seeds[0]) if len(seeds) else 0)
+    greedy = rollout_settings(cfg, n, sample=False, seed=0)
+    prompts = list(anchors) + list(rollouts)
+    if not supports(policy, prompts, sample):
+        return (generate(policy, tokenizer, anchors, greedy, stop_strings=stop_strings, pad_id=pad_id),
+                generate(policy, tokenizer, rollouts, sample, stop_strings=stop_strings, pad_id=pad_id))
+    plan = RowPlan(greedy=[True] * n_a + [False] * len(rollouts), seeds=[0] * n_a + [int(x) for x in seeds],
+                   greedy_settings=greedy)
+    r = generate_and_embed(policy, tokenizer, prompts, sample, stop_strings=stop_strings, plan=plan)
+    both = Rollouts(r.rationales, r.responses, r.finished, r.embed.embeddings.float(), r.logprobs)
+    anchor_part = both.take(slice(0, n_a))
+    anchor_part.logprobs = None  # greedy: not a sample of the policy
+    return anchor_part, both.take(slice(n_a, n))

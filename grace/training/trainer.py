@@ -1,18 +1,22 @@
 """GRACE training: contrastive similarity as a reward for a rationale policy (eq. 12-19),
 with the CL (InfoNCE, eq. 1-2) and SimCSE baselines on the same data, LoRA and budget.
 
-One step of GRACE, supervised (eq. 12): the current policy writes one greedy rationale for each
-query (the fixed anchor) and K sampled rationales for each positive, with their embeddings from the
-same generation pass (``rollouts``); ``grace_rewards`` scores the K rollouts and takes the advantage
-(reward minus its group mean); then ``policy_update`` (``policy``) takes ``updates_per_batch``
-optimizer steps on the same rollouts with a PPO-style clipped ratio and token-mean aggregation over
-every response token, the ending token included (eq. 19 and the reference code). Unsupervised
-(eq. 20-21): an anchor rationale and K rollouts of the same passage.
+One step of GRACE, supervised (eq. 12), in the reference code's batch shape: the current policy
+writes one greedy rationale for each of the B queries (the fixed anchors) and K sampled rationales
+for each positive, all in one generation pass that also yields their embeddings and the sampled
+tokens' log-probabilities (``rollouts``); ``grace_rewards`` scores the B x K rollouts over the whole
+batch and takes the advantage (reward minus its group mean); then ``policy_update`` (``policy``)
+trains each rollout once (``updates_per_batch`` epochs), one optimizer step per mini-batch of
+``mini_batch_size`` examples, with a PPO-style clipped ratio and token-mean aggregation over every
+response token, the ending token included (eq. 19 and the reference code). Unsupervised (eq. 20-21):
+an anchor rationale and K rollouts of the same passage.
 
 This module keeps the data, the set-up (LoRA, resuming, processes), the two step functions and the
 loop; the run folder's files are ``RunFolder``'s. Every forward pass with gradients runs the prompt
-prefix shared by the batch once (``share_prefix=True``). Under ``accelerate launch`` each process
-takes its share of the batch; gradients are averaged across processes before every optimizer step.
+prefix shared by its rows once (``share_prefix=True``). Under ``accelerate launch`` each process
+takes its share of the batch and gathers the others' embeddings (``distributed``), so rewards and
+InfoNCE see the whole batch; each process's loss is its share of the whole batch's and the
+gradients are summed, so several processes take the step one would.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ from ..model.encoder import MAX_TEXT_TOKENS  # training texts are cut like the e
 from ..model.prompts import PromptBuilder, PromptIds
 from .config import GraceConfig
 from .data import load_passages, load_triplets
+from .distributed import gather_rows, summing, with_local
 from .optim import OptimizerStep
-from .policy import policy_update
-from .rewards import contrastive_reward, grace_rewards, negatives_by_example
-from .rollouts import Rollouts, generate, rollout_settings
+from .policy import mini_batches, policy_update
+from .rewards import RewardBreakdown, contrastive_reward, grace_rewards, negatives_by_example
+from .rollouts import Rollouts, anchors_and_rollouts, generate, rollout_settings
 
 
 class RunExistsError(ValueError):
@@ -89,7 +94,7 @@ class Trainer:
         self.callback = callback or (lambda event: None)
         self.should_stop = should_stop or (lambda: False)
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world > cfg.batch_size:
+        if world > cfg.batch_size:  # rewards see the whole batch (gathered), but each process needs a share
             raise ValueError(f"{world} processes need --batch-size {world} or more (each process takes a share "
                              f"of every batch; got {cfg.batch_size}).")
         # data first: a bad file is refused before any model is loaded
@@ -101,13 +106,15 @@ class Trainer:
             raise ValueError(f"{cfg.data} has {len(self.report.records)} records, fewer than --batch-size "
                              f"{cfg.batch_size}.")
         self.folder = RunFolder(cfg.output)
-        self.start_step = self._prepare_output(overwrite)
+        self.main_process = os.environ.get("RANK", "0") == "0"
+        self.start_step = self._prepare_output(overwrite) if self.main_process else 0
 
     def _prepare_output(self, overwrite: bool) -> int:
         """Refuse (or with ``overwrite`` replace) a folder holding another run; save the config;
-        the step to resume from."""
+        the step to resume from. Only the main process runs this; the others read the folder after
+        it is done (``_setup``), so ``--overwrite`` never removes a folder another process reads."""
         run = self.folder
-        if os.environ.get("RANK", "0") == "0":  # under accelerate launch only the main process writes
+        if self.main_process:
             if run.has_files():
                 same = run.has_config() and GraceConfig.load(run.config).same_run_as(self.cfg)
                 if not same and not overwrite:
@@ -126,6 +133,9 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.accelerator = Accelerator(cpu=cfg.device == "cpu")
+        self.accelerator.wait_for_everyone()  # the main process has prepared the run folder
+        self.start_step = self.folder.resume_step()
+        self.reduce = summing(self.accelerator)
         dev = self.accelerator.device
         # SimCSE's positives differ only by dropout: it must be set when the model is built
         overrides = {"attention_dropout": 0.1} if cfg.method == "simcse" else None
@@ -165,9 +175,10 @@ class Trainer:
         processes instead."""
         return self.accelerator.unwrap_model(self.model)
 
-    def _batch(self, step: int) -> list:
+    def _batch(self, step: int) -> tuple[list, list[int]]:
         """Examples of step ``step`` (1-based): a fresh seeded permutation each epoch; under several
-        processes each takes its share."""
+        processes each takes its share. Also each example's position in the whole batch (which
+        decides its mini-batch and its rollouts' seeds, whatever the number of processes)."""
         n, b = len(self.report.records), self.cfg.batch_size
         per_epoch = n // b
         epoch, k = divmod(step - 1, per_epoch)
@@ -175,7 +186,8 @@ class Trainer:
         random.Random(self.cfg.seed * 1000 + epoch).shuffle(order)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         idx = order[k * b:(k + 1) * b]
-        return [self.report.records[i] for i in idx[rank::world]]
+        positions = list(range(b))[rank::world]
+        return [self.report.records[idx[p]] for p in positions], positions
 
     def _build(self, text: str) -> PromptIds:
         return self.prompts.build(text, MAX_TEXT_TOKENS)
@@ -186,8 +198,9 @@ class Trainer:
                         pad_id=self.pad_id)
 
     # -- one step of each method -----------------------------------------------------------
-    def _grace_step(self, batch: list, step: int) -> dict:
-        """eq. 12-19: anchors and K rollouts, their rewards and advantages, then the policy update."""
+    def _grace_step(self, batch: list, positions: list[int], step: int) -> dict:
+        """eq. 12-19: anchors and K rollouts in one pass, rewards and advantages over the whole
+        batch, then each rollout trained once per epoch in mini-batches."""
         cfg, k = self.cfg, self.cfg.rollouts
         b = len(batch)
         t0 = time.perf_counter()
@@ -195,29 +208,61 @@ class Trainer:
         supervised = cfg.mode == "supervised"
         p_anchor = [self._build(t.query if supervised else t) for t in batch]
         p_roll = [self._build(t.positive if supervised else t) for t in batch for _ in range(k)]
+        # each rollout's own seed, from its place in the whole batch: the same rollout whether one
+        # process or several generate it
+        seeds = [(cfg.seed * 1_000_003 + step) * 4099 + pos * 67 + j for pos in positions for j in range(k)]
         with torch.no_grad():
-            h_anchor = self._rollouts(p_anchor, sample=False, seed=cfg.seed + step).embeddings
-            roll = self._rollouts(p_roll, sample=True, seed=cfg.seed * 7919 + step)
-            h_roll = roll.embeddings.view(b, k, -1)
+            anchors, roll = self._generate(p_anchor, p_roll, seeds)
             finished = torch.tensor(roll.finished, device=self.accelerator.device).view(b, k)
-            r = grace_rewards(h_anchor, h_roll, finished, lambda_consistency=cfg.lambda_consistency,
-                              lambda_hard=cfg.lambda_hard, temperature=cfg.reward_temperature,
-                              length_penalty=cfg.length_penalty, penalize_truncated=cfg.penalize_truncated)
+            r, mine = self._rewards(anchors.embeddings, roll.embeddings.view(b, k, -1), finished)
             logged = {}
             if supervised and cfg.log_negatives_every and step % cfg.log_negatives_every == 0:
-                logged = self._contrastive_with_negatives(batch, h_anchor, h_roll, step)
+                logged = self._contrastive_with_negatives(batch, anchors.embeddings, roll.embeddings.view(b, k, -1),
+                                                          step)
         t_gen = time.perf_counter() - t0
         t1 = time.perf_counter()
-        stats = self._policy_update(p_roll, roll.responses, r.advantage.flatten())
-        lengths = [len(x) for x in roll.responses]
+        stats = self._policy_update(p_roll, roll.responses, r.advantage[mine].flatten(),
+                                    mini_batches(positions, k, cfg.mini_batch_size, cfg.batch_size), roll.logprobs)
+        counts = self.reduce(torch.tensor([float(sum(len(x) for x in roll.responses)), float(sum(roll.finished)),
+                                           float(len(roll.responses))], device=self.accelerator.device)).tolist()
         return {"reward/positive" if supervised else "reward/self": float(r.main.mean()), **logged,
                 "reward/consistency": float(r.consistency.mean()),
                 "reward/hard_negative": float(r.hard_negative.mean()),
                 "reward/length_penalty": float(r.length_penalty.mean()), "reward/total": float(r.total.mean()),
                 "advantage_std": float(r.advantage.std()), **stats,
-                "rationale_length": sum(lengths) / len(lengths),
-                "truncation_rate": 1.0 - sum(roll.finished) / len(roll.finished),
-                "time/generate": t_gen, "time/backward": time.perf_counter() - t1}
+                "rationale_length": counts[0] / counts[2], "truncation_rate": 1.0 - counts[1] / counts[2],
+                "rollout_tokens": counts[0], "time/generate": t_gen, "time/backward": time.perf_counter() - t1}
+
+    def _generate(self, anchors: list[PromptIds], rollouts: list[PromptIds], seeds: list[int]
+                  ) -> tuple[Rollouts, Rollouts]:
+        return anchors_and_rollouts(self.policy, self.tokenizer, anchors, rollouts, self.cfg, seeds=seeds,
+                                    stop_strings=self.prompts.stop_strings(), pad_id=self.pad_id)
+
+    def _policy_update(self, prompts: list[PromptIds], responses: list[list[int]], advantages: torch.Tensor,
+                       batches: list[list[int]] | None = None, old_logprobs: list[torch.Tensor] | None = None
+                       ) -> dict:
+        """eq. 19 on one step's rollouts (``policy_update``); ``batches`` (default: one mini-batch)."""
+        cfg = self.cfg
+        return policy_update(self.policy, prompts, responses, advantages, pad_id=self.pad_id,
+                             optimizer_step=self._optimizer_step, batches=batches or [list(range(len(responses)))],
+                             epochs=cfg.updates_per_batch, clip_eps=cfg.clip_eps, temperature=cfg.sampling_temperature,
+                             kl_beta=cfg.kl_beta, dual_clip=cfg.dual_clip, old_logprobs=old_logprobs,
+                             reduce=self.reduce)
+
+    def _rewards(self, h_anchor: torch.Tensor, h_roll: torch.Tensor, finished: torch.Tensor
+                 ) -> tuple[RewardBreakdown, slice]:
+        """eq. 13-18 over the whole batch (every process's examples gathered); and which rows are
+        this process's."""
+        cfg = self.cfg
+        acc = self.accelerator
+        anchors, offset = gather_rows(acc, h_anchor)
+        rollouts, _ = gather_rows(acc, h_roll)
+        done, _ = gather_rows(acc, finished.long())
+        r = grace_rewards(anchors, rollouts, done.bool(), lambda_consistency=cfg.lambda_consistency,
+                          lambda_hard=cfg.lambda_hard, temperature=cfg.reward_temperature,
+                          length_penalty=cfg.length_penalty, truncation=cfg.truncation,
+                          truncated_advantage=cfg.truncated_advantage)
+        return r, slice(offset, offset + h_anchor.shape[0])
 
     def _contrastive_with_negatives(self, batch, h_anchor, h_roll, step) -> dict:
         """eq. 13 in full, for the log: greedy rationales of the negatives, - their mean similarity."""
@@ -228,38 +273,41 @@ class Trainer:
         h_neg, mask = negatives_by_example(h, [len(t.negatives) for t in batch])
         return {"reward/contrastive": float(contrastive_reward(h_anchor, h_roll, h_neg, mask).mean())}
 
-    def _policy_update(self, prompts: list[PromptIds], responses: list[list[int]], advantages: torch.Tensor) -> dict:
-        """eq. 19: ``updates_per_batch`` clipped updates on one batch of rollouts (``policy_update``)."""
-        cfg = self.cfg
-        return policy_update(self.policy, prompts, responses, advantages, pad_id=self.pad_id,
-                             optimizer_step=self._optimizer_step, updates=cfg.updates_per_batch,
-                             clip_eps=cfg.clip_eps, temperature=cfg.sampling_temperature, kl_beta=cfg.kl_beta,
-                             chunk=max(1, cfg.rollouts), dual_clip=cfg.dual_clip)
-
     def _infonce_step(self, batch: list, step: int) -> dict:
-        """cl (eq. 1-2): InfoNCE of the query against every positive and negative in the batch, on
-        the direct-forward embedding. simcse: two dropout views of each passage are positives."""
-        cfg = self.cfg
+        """cl (eq. 1-2): InfoNCE of each query against every positive and negative in the whole
+        batch, on the direct-forward embedding. simcse: two dropout views of each passage are
+        positives. Under several processes each computes the whole batch's loss from the gathered
+        embeddings, its own carrying the gradient: the summed gradients are the whole batch's."""
+        cfg, acc = self.cfg, self.accelerator
         t0 = time.perf_counter()
         self.policy.train()  # SimCSE's views come from dropout
         box: dict = {}
+
+        def whole(local: torch.Tensor) -> torch.Tensor:
+            gathered, offset = gather_rows(acc, local)
+            return with_local(gathered, local, offset)
 
         def backward() -> None:
             if cfg.method == "cl":
                 q = [self._build(t.query) for t in batch]
                 docs = [self._build(t.positive) for t in batch] + [self._build(n) for t in batch for n in t.negatives]
-                hq, hd = self._embed_grad(q), self._embed_grad(docs)
+                hq, hd_local = whole(self._embed_grad(q)), self._embed_grad(docs)
+                parts = [whole(hd_local[:len(batch)])]  # positives first: query i's label is i
+                if float(self.reduce(torch.tensor([float(len(docs) - len(batch))], device=acc.device))) > 0:
+                    parts.append(whole(hd_local[len(batch):]))  # every process joins, with or without negatives
+                hd = torch.cat(parts)
             else:
                 p = [self._build(x) for x in batch]
-                hq, hd = self._embed_grad(p), self._embed_grad(p)  # dropout makes the two views differ
+                hq, hd = whole(self._embed_grad(p)), whole(self._embed_grad(p))  # dropout makes the views differ
             logits = hq @ hd.T / cfg.cl_temperature
-            labels = torch.arange(len(batch), device=logits.device)
+            labels = torch.arange(hq.shape[0], device=logits.device)
             loss = torch.nn.functional.cross_entropy(logits, labels)
             loss.backward()
             box.update(loss=loss.item(), acc=float((logits.argmax(1) == labels).float().mean()))
 
-        self._optimizer_step(backward)
-        return {"loss": box["loss"], "in_batch_accuracy": box["acc"], "time/backward": time.perf_counter() - t0}
+        norm = self._optimizer_step(backward)
+        return {"loss": box["loss"], "in_batch_accuracy": box["acc"], "grad_norm": norm,
+                "time/backward": time.perf_counter() - t0}
 
     def _embed_grad(self, prompts: list[PromptIds]) -> torch.Tensor:
         direct = self.cfg.encode_settings().direct()
@@ -321,8 +369,9 @@ class Trainer:
                 break
             step += 1
             t0 = time.perf_counter()
-            batch = self._batch(step)
-            row = self._grace_step(batch, step) if cfg.method == "grace" else self._infonce_step(batch, step)
+            batch, positions = self._batch(step)
+            row = (self._grace_step(batch, positions, step) if cfg.method == "grace"
+                   else self._infonce_step(batch, step))
             row = {"step": step, **row, "step_time": time.perf_counter() - t0}
             if not all(math.isfinite(v) for v in row.values() if isinstance(v, float)):
                 raise FloatingPointError(f"Non-finite value at step {step}: {row}")

@@ -73,7 +73,9 @@ class GraceReward:
     rollouts' other sampling parameters); ``grace train`` and, by default, this class decode it
     greedily with the encoder's settings, as inference does (``anchor_temperature=0.5`` samples it
     as the reference does). A completion that hit the length limit without ending gets
-    ``length_penalty`` (``penalize_truncated``). The defaults are ``GraceConfig``'s.
+    ``length_penalty`` (``penalize_truncated``: the reference's rule; TRL takes the advantage itself,
+    so ``grace train``'s advantage rules, ``--truncation finished-mean`` or ``mask``, cannot be said
+    through a reward). The other defaults are ``GraceConfig``'s.
     """
 
     __name__ = "grace"
@@ -83,7 +85,7 @@ class GraceReward:
                  lambda_hard: float = _DEFAULTS.lambda_hard,
                  reward_temperature: float = _DEFAULTS.reward_temperature,
                  length_penalty: float = _DEFAULTS.length_penalty,
-                 penalize_truncated: bool = _DEFAULTS.penalize_truncated,
+                 penalize_truncated: bool = _DEFAULTS.truncation != "none",
                  anchor_temperature: float = 0.0,
                  settings: EncodeSettings | None = None):
         if reward_temperature <= 0:
@@ -202,7 +204,8 @@ class GraceReward:
         r = grace_rewards(torch.stack([anchors[g] for g in range(b)]), h_all[order].view(b, k, -1),
                           done[order].view(b, k), lambda_consistency=self.lambda_consistency,
                           lambda_hard=self.lambda_hard, temperature=self.reward_temperature,
-                          length_penalty=self.length_penalty, penalize_truncated=self.penalize_truncated)
+                          length_penalty=self.length_penalty,
+                          truncation="penalty" if self.penalize_truncated else "none")
         self.last = r
         total = [0.0] * len(keys)
         for i, value in zip(order, r.total.flatten().tolist()):
