@@ -390,9 +390,16 @@ def test_kl_grows_and_a_larger_beta_keeps_the_policy_closer(tiny_model_dir, tiny
 
 
 def test_length_penalty_end_to_end(tiny_model_dir, tmp_path):
-    res = train(_cfg(tiny_model_dir, tmp_path, max_new_tokens=3, steps=1))
+    """3 new tokens: every rollout is cut. The reference's rule gives each the penalty, so every
+    group's advantages are 0 and nothing is trained (no optimizer step); finished-mean gives each
+    the fixed negative advantage, and the step trains them down."""
+    res = train(_cfg(tiny_model_dir, tmp_path / "p", max_new_tokens=3, steps=1, truncation="penalty"))
     row = json.loads((res.output / "metrics.jsonl").read_text().splitlines()[0])
-    assert row["truncation_rate"] > 0 and row["reward/length_penalty"] < 0
+    assert row["truncation_rate"] == 1.0 and row["reward/length_penalty"] == -1.0
+    assert row["skipped_rollouts"] == 1.0 and row["optimizer_steps"] == 0
+    res = train(_cfg(tiny_model_dir, tmp_path / "f", max_new_tokens=3, steps=1, truncation="finished-mean"))
+    row = json.loads((res.output / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["skipped_rollouts"] == 0.0 and row["optimizer_steps"] == 1 and row["reward/length_penalty"] == 0.0
 
 
 def test_new_refusals(tiny_model_dir, tmp_path, monkeypatch):

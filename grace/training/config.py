@@ -67,9 +67,10 @@ class GraceConfig:
                             "validation sweep (the released script uses 0.2, which the policy hacks here)")
     reward_temperature: float = _f(0.1, "tau: the total reward is divided by it (eq. 17)")
     length_penalty: float = _f(-1.0, "reward of a rollout that hit the length limit without ending")
-    truncation: str = _f("penalty", "a rollout that hit the length limit: penalty (its reward is the length "
+    truncation: str = _f("finished-mean", "a rollout that hit the length limit: penalty (its reward is the length "
                          "penalty: the reference code), finished-mean (the advantage over finished rollouts only, a "
-                         "fixed --truncated-advantage for the others), mask (not trained) or none",
+                         "fixed --truncated-advantage for the others; the default by the validation sweep: 73.2 "
+                         "vs 72.3), mask (not trained) or none",
                          choices=TRUNCATION_RULES)
     truncated_advantage: float = _f(-0.2, "the advantage of a rollout that hit the length limit under "
                                     "--truncation finished-mean")
