@@ -31,11 +31,12 @@ save_file({n: p.detach().contiguous() for n, p in t.policy.named_parameters() if
 
 
 @pytest.mark.slow  # two accelerate launches of 2 processes each
-@pytest.mark.parametrize("method", ["grace", "cl"])
-def test_two_processes_stay_in_sync(tiny_model_dir, tmp_path, method):
+@pytest.mark.parametrize("method,batch,mini", [("grace", 2, 2), ("cl", 2, 2), ("grace", 3, 1)])
+def test_two_processes_stay_in_sync(tiny_model_dir, tmp_path, method, batch, mini):
     """accelerate launch --num_processes 2 on the CPU (gloo): both processes end with the same adapter
     weights, which moved from the start, and the run folder is written once. Each process holds one
-    of the B = 2 examples, yet every logged value equals a one-process run's: the hard-negative term
+    of the B = 2 examples (or, B = 3 in mini-batches of 1, two and one: a process sits out some
+    optimizer steps), yet every logged value equals a one-process run's: the hard-negative term
     (0 if each process scored only its own example), InfoNCE's loss (in-batch negatives from the
     other process) and the gradient norm (half if the gradients were averaged, not summed)."""
     from safetensors.torch import load_file
@@ -45,7 +46,7 @@ def test_two_processes_stay_in_sync(tiny_model_dir, tmp_path, method):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     cfg = _cfg(tiny_model_dir, tmp_path, method=method, steps=2, sample_every=1, save_every=1,
-               truncation="none", lora_dropout=0.0, lr=1e-3).to_dict()
+               truncation="none", lora_dropout=0.0, lr=1e-3, batch_size=batch, mini_batch_size=mini).to_dict()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     # accelerate's torchrun launcher (--multi_gpu); the job itself runs on the CPU (device="cpu"
     # -> Accelerator(cpu=True) -> gloo). accelerate's --cpu flag alone would need MPI for 2 processes.

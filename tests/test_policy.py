@@ -255,6 +255,7 @@ def test_old_logprobs_from_the_sampling_pass_equal_a_recomputation(tiny_model_di
         _, roll = trainer._generate(anchors, rollouts, list(range(6)))
         again = rollout_logprobs(trainer.policy, rollouts, roll.responses, trainer.pad_id, 0.7)
     assert roll.logprobs is not None and sum(len(r) for r in roll.responses) > 6
+    assert any(roll.finished) and not all(roll.finished)  # rows that ended (their stop token scored) and cut ones
     for kept, recomputed in zip(roll.logprobs, again):
         assert torch.allclose(kept, recomputed, atol=1e-4), (kept, recomputed)
 
@@ -288,6 +289,38 @@ def test_mini_batches_train_each_rollout_once_per_epoch(tiny_model_dir, tmp_path
     res = train(_cfg(tiny_model_dir, tmp_path / "b", batch_size=4, mini_batch_size=2, updates_per_batch=2, steps=1,
                      truncation="none", lr=2e-3))
     assert json.loads((res.output / "metrics.jsonl").read_text().splitlines()[0])["optimizer_steps"] == 4
+
+
+def test_each_mini_batch_is_its_own_token_mean(tiny_model_dir, tmp_path):
+    """Two mini-batches in one call take the steps two calls of one mini-batch each take: the same
+    gradient norms (a loss divided by the whole step's tokens instead of the mini-batch's would
+    scale them) and the same weights; pi_old is the sampling policy's in both."""
+    prompts, responses, adv, old = None, [[40, 41, 1], [50, 51], [60, 1], [70, 71, 72, 73, 74]], None, None
+    results = []
+    for split in (False, True):
+        trainer = Trainer(_cfg(tiny_model_dir, tmp_path / str(split), lr=2e-3, rollouts=2))
+        trainer._setup()
+        p1, p2 = trainer._build(TEXTS[0]), trainer._build(TEXTS[1])
+        prompts = [p1, p1, p2, p2]
+        adv = torch.tensor([0.5, -0.5, 0.8, -0.8])
+        with torch.no_grad():
+            old = [x.detach() for x in rollout_logprobs(trainer.policy, prompts, responses, trainer.pad_id,
+                                                        trainer.cfg.sampling_temperature)]
+        if split:
+            a = trainer._policy_update(prompts[:2], responses[:2], adv[:2], [[0, 1]], old[:2])
+            b = trainer._policy_update(prompts[2:], responses[2:], adv[2:], [[0, 1]], old[2:])
+            norms = [a["grad_norm"], b["grad_norm"]]
+        else:
+            one = trainer._policy_update(prompts, responses, adv, [[0, 1], [2, 3]], old)
+            assert one["optimizer_steps"] == 2
+            norms = [one["grad_norm"] * 2]  # the mean of its two steps, times 2
+        results.append((norms, {n: p.detach().clone() for n, p in trainer.policy.named_parameters()
+                                if p.requires_grad}))
+    (together, w1), (apart, w2) = results
+    assert together[0] == pytest.approx(sum(apart), rel=1e-5)
+    assert apart[0] != pytest.approx(apart[1], rel=1e-2)  # the two mini-batches differ: the check can fail
+    for n in w1:
+        assert torch.allclose(w1[n], w2[n], atol=1e-7), n
 
 
 def test_zero_advantage_groups_are_not_run_and_change_nothing(tiny_model_dir, tmp_path, monkeypatch):

@@ -87,11 +87,12 @@ def _sample_rows(logits: torch.Tensor, settings: EncodeSettings, gens: Sequence[
     """One token per row, row j drawn with its own generator ``gens[j]`` (inverse CDF of one
     uniform number): the same distribution as ``_sample``, and row j's draw depends on nothing
     but its own logits and generator."""
-    probs = _probs(logits, settings)
+    probs = _probs(logits, settings).double()  # float64: u * total stays below the last bin's edge
     cdf = probs.cumsum(dim=-1)
     u = torch.tensor([float(torch.rand((), generator=g)) for g in gens], dtype=cdf.dtype, device=cdf.device)
     tok = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
-    return tok.clamp(max=cdf.shape[1] - 1)
+    last = probs.shape[1] - 1 - (probs.flip(-1) > 0).int().argmax(dim=-1)  # the last token with mass
+    return torch.minimum(tok, last)
 
 
 def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings: EncodeSettings, *,

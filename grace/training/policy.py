@@ -111,7 +111,8 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
     ``kl_beta``) and how many rollouts were skipped."""
     policy.eval()  # LoRA dropout off: the rollouts were sampled without it
     device = next(policy.parameters()).device
-    trained = [i for i in range(len(responses)) if kl_beta > 0 or float(advantages[i]) != 0.0]
+    nonzero = (advantages != 0).tolist()  # one device sync, not one per rollout
+    trained = [i for i in range(len(responses)) if kl_beta > 0 or nonzero[i]]
     keep = set(trained)
     if old_logprobs is None:
         with torch.no_grad():

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..files.run_folder import RunFolder
@@ -44,6 +45,12 @@ from .optim import OptimizerStep
 from .policy import mini_batches, policy_update
 from .rewards import RewardBreakdown, contrastive_reward, grace_rewards, negatives_by_example
 from .rollouts import Rollouts, anchors_and_rollouts, generate, rollout_settings
+
+
+def rollout_seed(seed: int, step: int, position: int, k: int) -> int:
+    """The seed of rollout ``k`` of the example at ``position`` in step ``step``: a hash of the four,
+    so no two rollouts of a run share one."""
+    return int(np.random.SeedSequence([seed, step, position, k]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class RunExistsError(ValueError):
@@ -210,7 +217,7 @@ class Trainer:
         p_roll = [self._build(t.positive if supervised else t) for t in batch for _ in range(k)]
         # each rollout's own seed, from its place in the whole batch: the same rollout whether one
         # process or several generate it
-        seeds = [(cfg.seed * 1_000_003 + step) * 4099 + pos * 67 + j for pos in positions for j in range(k)]
+        seeds = [rollout_seed(cfg.seed, step, pos, j) for pos in positions for j in range(k)]
         with torch.no_grad():
             anchors, roll = self._generate(p_anchor, p_roll, seeds)
             finished = torch.tensor(roll.finished, device=self.accelerator.device).view(b, k)
@@ -221,8 +228,12 @@ class Trainer:
                                                           step)
         t_gen = time.perf_counter() - t0
         t1 = time.perf_counter()
+        # pi_old from the sampling pass in float32; in bfloat16 one-token decoding and the full-sequence
+        # training pass round differently, so it is recomputed there (as verl always does)
+        exact = next(self.policy.parameters()).dtype == torch.float32
         stats = self._policy_update(p_roll, roll.responses, r.advantage[mine].flatten(),
-                                    mini_batches(positions, k, cfg.mini_batch_size, cfg.batch_size), roll.logprobs)
+                                    mini_batches(positions, k, cfg.mini_batch_size, cfg.batch_size),
+                                    roll.logprobs if exact else None)
         counts = self.reduce(torch.tensor([float(sum(len(x) for x in roll.responses)), float(sum(roll.finished)),
                                            float(len(roll.responses))], device=self.accelerator.device)).tolist()
         return {"reward/positive" if supervised else "reward/self": float(r.main.mean()), **logged,
@@ -346,6 +357,11 @@ class Trainer:
                                     encode_settings=self.cfg.encode_settings().to_dict(),
                                     tokenizer_info=self.tokenizer_info, keep=self.cfg.keep_adapters)
 
+    def _all_stop(self, mine: bool) -> bool:
+        """Whether any process stops (a cancel or the time limit seen by one): all stop at the same
+        step, so none waits in a gather the others never reach."""
+        return float(self.reduce(torch.tensor([float(mine)], device=self.accelerator.device))) > 0
+
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> RunResult:
         cfg = self.cfg
@@ -360,11 +376,9 @@ class Trainer:
         if self.start_step == 0 and cfg.sample_every:
             self.callback({"event": "samples", "step": 0, "samples": self._write_samples(0)})
         while step < cfg.steps:
-            if self.should_stop():
-                stopped = True
-                break
             # the time limit is checked once this invocation has made progress (one step at least)
-            if cfg.max_minutes and step > self.start_step and (time.time() - began) / 60 >= cfg.max_minutes:
+            late = bool(cfg.max_minutes) and step > self.start_step and (time.time() - began) / 60 >= cfg.max_minutes
+            if self._all_stop(self.should_stop() or late):
                 stopped = True
                 break
             step += 1
