@@ -80,6 +80,7 @@ def run_setting(name: str, train_over: dict | None, encode_over: dict, args, out
                      resolve_tasks("offline-validation", limit=args.limit),
                      cache=RationaleCache(out / "rationales.sqlite"))
     r["training"], r["label"], r["encode_overrides"] = training, name, encode_over
+    r["measured"] = machine()
     return r
 
 
@@ -106,15 +107,19 @@ def main() -> None:
     cats = [c for c in CATEGORY_ORDER if any(c in r["categories"] for r in results.values())]
     lines = [f"Untrained settings, and GRACE supervised with {args.minutes:g} training minutes per setting on "
              f"WordNet's training pool; all scored on the validation pool (capped at {args.limit} per task). "
-             f"Machine: {machine()}.", "",
-             "| setting | " + " | ".join(cats) + " | Avg. | steps | eval min |", "|" + "---|" * (len(cats) + 4)]
+             f"Each row says where and when it was measured; rows marked *earlier* were measured before the "
+             f"batch shape of #19 (B=2, 4 updates per batch), on the machine and date of the commit that added "
+             f"them. This run: {machine()}.", "",
+             "| setting | " + " | ".join(cats) + " | Avg. | steps | eval min | measured |",
+             "|" + "---|" * (len(cats) + 5)]
     extra = sorted(set(results) - set(SETTINGS))  # kept records of earlier runs, shown as measured
     for name in list(SETTINGS) + extra:
         r = results.get(name)
         if r:
             t = r.get("training") or {}
             lines.append(f"| {name} | " + " | ".join(f"{100 * r['categories'][c]:.1f}" for c in cats) +
-                         f" | {100 * r['average']:.1f} | {t.get('steps', '–')} | {r['wall_seconds'] / 60:.1f} |")
+                         f" | {100 * r['average']:.1f} | {t.get('steps', '–')} | {r['wall_seconds'] / 60:.1f} | "
+                         f"{r.get('measured', '*earlier*')} |")
     body = "\n".join(lines)
     report("sweep", "Settings on the validation split", body, write=not args.no_write)
 
