@@ -25,6 +25,23 @@ except ModuleNotFoundError as e:
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
+def resumable_row(out: Path, name: str, compute, *, score: str = "average", file: str | None = None) -> dict:
+    """One row of a resumable benchmark: ``out/NAME.json`` when an earlier run wrote it, else
+    ``compute()``, written at once (an interrupted run resumes after its last finished row)."""
+    import json
+
+    path = Path(out) / f"{file or name}.json"
+    if path.exists():
+        r = json.loads(path.read_text())
+        print(f"{name}: done before ({100 * r['average']:.1f})", flush=True)
+        return r
+    print(f"{name}: running", flush=True)
+    r = compute()
+    path.write_text(json.dumps(r, indent=1))
+    print(f"{name}: {score} {100 * r['average']:.1f}", flush=True)
+    return r
+
+
 def machine() -> str:
     import torch
 

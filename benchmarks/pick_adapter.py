@@ -11,11 +11,10 @@ The winner is the adapter to pass to ``benchmarks/ship_adapter.py`` when it is n
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 
-from _results import machine, report
+from _results import machine, report, resumable_row
 
 from grace.evaluation.cache import RationaleCache
 from grace.evaluation.mteb_adapter import evaluate, resolve_tasks
@@ -39,20 +38,17 @@ def main() -> None:
         if (run / "adapter").exists() and "lambda" not in run.name and "temp" not in run.name:
             candidates[run.name] = str(run / "adapter")
     scores = {}
+    def score(adapter: str) -> dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = evaluate(EncodeSettings(adapter=adapter, device="cpu"),
+                         resolve_tasks("offline-validation", limit=args.limit),
+                         cache=RationaleCache(out / "rationales.sqlite"))
+        return {**r, "measured": machine()}
+
     for name, adapter in candidates.items():
-        path = out / (name.replace(": ", "-") + ".json")
-        if path.exists():
-            scores[name] = json.loads(path.read_text())
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                r = evaluate(EncodeSettings(adapter=adapter, device="cpu"),
-                             resolve_tasks("offline-validation", limit=args.limit),
-                             cache=RationaleCache(out / "rationales.sqlite"))
-            r["measured"] = machine()
-            path.write_text(json.dumps(r, indent=1))
-            scores[name] = r
-        print(f"{name}: validation average {100 * scores[name]['average']:.1f}", flush=True)
+        scores[name] = resumable_row(out, name, lambda: score(adapter), score="validation average",
+                                     file=name.replace(": ", "-"))
     best = max(scores, key=lambda n: scores[n]["average"])
     lines = [f"GRACE supervised adapters on WordNet's validation pool (capped at {args.limit} per task). "
              f"Machine: {machine()}.", "", "| adapter | " + " | ".join(scores[best]["categories"]) + " | Avg. |",

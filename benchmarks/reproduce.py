@@ -28,7 +28,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _results import machine, report
+from _results import machine, report, resumable_row
 
 from grace.evaluation.cache import RationaleCache
 from grace.evaluation.mteb_adapter import CATEGORY_ORDER, evaluate, resolve_tasks
@@ -172,14 +172,7 @@ def main() -> None:
             continue
         for seed in (args.seeds if row.slug in SEEDED else [0]):
             slug = slug_of(row, seed)
-            if slug in results:
-                print(f"{slug}: done before ({100 * results[slug]['average']:.1f})", flush=True)
-                continue
-            print(f"{slug}: running", flush=True)
-            r = run_row(row, args, out, data, results, seed)
-            (out / f"{slug}.json").write_text(json.dumps(r, indent=1))
-            results[slug] = r
-            print(f"{slug}: average {100 * r['average']:.1f}", flush=True)
+            results[slug] = resumable_row(out, slug, lambda: run_row(row, args, out, data, results, seed))
     body = (f"Offline WordNet suite (test pool{f', capped at {args.limit} per task' if args.limit else ', full size'}), "
             f"training on WordNet's training pool, {args.minutes:g} training minutes per method, model "
             f"{args.model}, dtype {args.dtype or 'float32'}. Machine: {machine()}.\n\n" + table(results, args) +

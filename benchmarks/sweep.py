@@ -17,7 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _results import machine, report
+from _results import machine, report, resumable_row
 from reproduce import training_data
 
 from grace.evaluation.cache import RationaleCache
@@ -99,11 +99,8 @@ def main() -> None:
     for name, (train_over, encode_over) in SETTINGS.items():
         if (args.only and name not in args.only) or name in results:
             continue
-        print(f"{name}: running", flush=True)
-        r = run_setting(name, train_over, encode_over, args, out, triplets)
-        (out / f"{name}.json").write_text(json.dumps(r, indent=1))
-        results[name] = r
-        print(f"{name}: validation average {100 * r['average']:.1f}", flush=True)
+        results[name] = resumable_row(out, name, lambda: run_setting(name, train_over, encode_over, args, out,
+                                                                     triplets), score="validation average")
     cats = [c for c in CATEGORY_ORDER if any(c in r["categories"] for r in results.values())]
     lines = [f"Untrained settings, and GRACE supervised with {args.minutes:g} training minutes per setting on "
              f"WordNet's training pool; all scored on the validation pool (capped at {args.limit} per task). "
