@@ -6,6 +6,8 @@ from html import escape
 from typing import Sequence
 
 import plotly.graph_objects as go
+# imported here, not in the function: two page timers drawing curves at once raced on a lazy import
+from plotly.subplots import make_subplots
 
 REWARD_KEYS = ["reward/positive", "reward/contrastive", "reward/self", "reward/consistency", "reward/hard_negative",
                "reward/length_penalty", "reward/total"]
@@ -62,7 +64,6 @@ def training_curves(metrics: list[dict], validation: list[dict] | None = None) -
     """A run against its training time (minutes, summed step times): the reward components, the
     loss, the rationale length and, where the run was scored on the validation split
     (``validation``: rows with ``minutes`` or ``step``, and ``average``), that score."""
-    from plotly.subplots import make_subplots
 
     validation = validation or []
     rows = ["reward", "loss", "rationale tokens"] + (["validation avg."] if validation else [])

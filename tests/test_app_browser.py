@@ -1,15 +1,23 @@
 """The app in headless Chromium (Debian's package) driven by Playwright: Explore, Train, Map."""
 
+import json
+
 import pytest
 
+from analysis.rollouts import HEADERS
 from browser import browser_page, running_app, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_model_dir, tmp_path_factory):
-    with running_app(str(tiny_model_dir), str(tmp_path_factory.mktemp("appdata"))) as url:
+def app_data(tmp_path_factory):
+    return tmp_path_factory.mktemp("appdata")
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model_dir, app_data):
+    with running_app(str(tiny_model_dir), str(app_data)) as url:
         yield url
 
 
@@ -82,7 +90,7 @@ def test_explore_bad_input_shows_a_message(app_url):
         _wait_text(page, "#explore-status", "Type a query.")
 
 
-def test_train_job_shows_curves(app_url):
+def test_train_job_shows_curves(app_url, app_data):
     with browser_page() as page:
         page.goto(app_url)
         page.click("button[role=tab]:has-text('Train')")
@@ -117,6 +125,22 @@ def test_train_job_shows_curves(app_url):
         page.click("#train-send")
         _wait_text(page, "#train-msg", "probe rationale(s) of 'browser-run'")
         shot(page, "train-reopened")
+        # the rollout inspector: step 2's first example, its K rollouts by advantage, as the run logged them
+        page.click("#train-inspector >> text=Rollout inspector")
+        page.click("#train-inspect")
+        _wait_text(page, "#train-inspect-note", "Step 2", timeout=30_000)
+        _wait_text(page, "#train-inspect-note", "Example 1")
+        logged = [json.loads(x) for x in (app_data / "runs" / "browser-run" / "rollouts.jsonl").read_text().splitlines()]
+        first = logged[-1]["examples"][0]["rollouts"]
+        k = len(first)
+        page.wait_for_selector(f"#train-rollouts [data-testid='cell-{k}-0']", timeout=30_000)
+        cells = [[page.inner_text(f"#train-rollouts [data-testid='cell-{r}-{c}']").strip() for c in range(len(HEADERS))]
+                 for r in range(k + 1)]  # the table is virtual: cells, not <tr>s
+        col = HEADERS.index("advantage")
+        shown = [float(row[col]) for row in cells[1:]]
+        assert shown == pytest.approx(sorted((r["advantage"] for r in first), reverse=True), abs=1e-4)
+        assert [row[1] for row in cells[1:]] == [str(i) for i in range(1, k + 1)]
+        shot(page, "train-inspector")
 
 
 def test_map_click_shows_neighbours_in_both_maps(app_url, tmp_path):

@@ -79,3 +79,14 @@ def test_two_processes_stay_in_sync(tiny_model_dir, tmp_path, method, batch, min
             assert b[key] == pytest.approx(a[key], rel=2e-2, abs=1e-7), (key, a[key], b[key])
         for key in ("reward/hard_negative", "reward/total"):
             assert b.get(key) == pytest.approx(a.get(key), rel=1e-4)
+    if method == "grace":  # the rollout log: written once, every process's examples, the same rollouts
+        def logged(run):
+            rows = [json.loads(r) for r in (run / "rollouts.jsonl").read_text().splitlines()]
+            return [(r["step"], sorted((e["query"], [x["rationale"] for x in e["rollouts"]],
+                                        [x["total"] for x in e["rollouts"]]) for e in r["examples"]))
+                    for r in rows]
+        two, alone = logged(tmp_path / "run"), logged(one.output)
+        assert [s for s, _ in two] == [1, 2] and all(len(ex) == batch for _, ex in two)
+        for (s2, ex2), (s1, ex1) in zip(two, alone):
+            assert s2 == s1 and [e[:2] for e in ex2] == [e[:2] for e in ex1]
+            assert [e[2] for e in ex2] == [pytest.approx(e[2], rel=1e-4) for e in ex1]

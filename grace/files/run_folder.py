@@ -10,6 +10,7 @@ claim (``RunsFolder``). Nothing else names these files.
       cancel                       present: the job stops after its current step
       metrics.jsonl                one row per step
       samples.jsonl                the probe texts' rationales
+      rollouts.jsonl               a GRACE step's rollouts, rewards and advantages (logged steps)
       validation.jsonl             validation scores of the adapter versions (benchmarks)
       checkpoints/step-N/          adapter/, optimizer.pt, state.json (the newest two kept)
       adapters/step-N/             adapter versions: the PEFT files, grace_config.json,
@@ -39,6 +40,7 @@ STATUS = "status.json"
 CANCEL = "cancel"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
+ROLLOUTS = "rollouts.jsonl"
 VALIDATION = "validation.jsonl"
 CHECKPOINTS = "checkpoints"
 ADAPTERS = "adapters"
@@ -137,6 +139,7 @@ class RunFolder:
     cancel_file = _file(CANCEL)
     metrics = _file(METRICS)
     samples = _file(SAMPLES)
+    rollouts = _file(ROLLOUTS)
     validation = _file(VALIDATION)
     checkpoints = _file(CHECKPOINTS)
     adapters = _file(ADAPTERS)
@@ -209,6 +212,9 @@ class RunFolder:
     def append_samples(self, rows: Iterable[dict]) -> None:
         _append_jsonl(self.samples, rows)
 
+    def append_rollouts(self, row: dict) -> None:
+        _append_jsonl(self.rollouts, [row])
+
     def append_validation(self, row: dict) -> None:
         _append_jsonl(self.validation, [row])
 
@@ -218,6 +224,14 @@ class RunFolder:
     def sample_rows(self) -> list[dict]:
         return read_jsonl(self.samples)
 
+    def rollout_steps(self) -> list[int]:
+        """The steps whose rollouts were logged, in order."""
+        return [r["step"] for r in read_jsonl(self.rollouts) if isinstance(r.get("step"), int)]
+
+    def rollout_row(self, step: int) -> dict | None:
+        """One logged step's rollouts (``logs_rollouts`` decides which steps), or None."""
+        return next((r for r in read_jsonl(self.rollouts) if r.get("step") == step), None)
+
     def validation_rows(self) -> list[dict]:
         return read_jsonl(self.validation)
 
@@ -225,6 +239,7 @@ class RunFolder:
         """On resume from ``step``: rows past it are recomputed; on a fresh start (step 0) the step-0
         probe rationales are written again, so the samples lose theirs too."""
         truncate_jsonl(self.metrics, step)
+        truncate_jsonl(self.rollouts, step)
         truncate_jsonl(self.samples, step if step > 0 else -1)
 
     # -- checkpoints ---------------------------------------------------------------------------

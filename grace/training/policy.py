@@ -108,7 +108,8 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
     equal) add no gradient and are not run (their tokens still count in the mean); a mini-batch
     with none left takes no optimizer step. Returns the mean loss and gradient norm of the
     optimizer steps, the clip and dual-clip fractions over every trained token, the KL (with
-    ``kl_beta``) and how many rollouts were skipped."""
+    ``kl_beta``), how many rollouts were skipped, and (``rollout_clip_fraction``, a list, this
+    process's rollouts) the clipped share of each rollout's tokens."""
     policy.eval()  # LoRA dropout off: the rollouts were sampled without it
     device = next(policy.parameters()).device
     nonzero = (advantages != 0).tolist()  # one device sync, not one per rollout
@@ -124,6 +125,7 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
                                  if run else []):
                     old_logprobs[i] = lp.detach()
     totals = {"loss": 0.0, "clipped": 0.0, "capped": 0.0, "kl": 0.0, "grad_norm": 0.0, "tokens": 0.0}
+    clipped_of = [0.0] * len(responses)  # per rollout, over every epoch: the rollout inspector's column
     steps = 0
     for _ in range(epochs):
         for rows in batches:
@@ -155,6 +157,8 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
                     loss = loss + kl_beta * kl
                     kl_value = kl.item()
                 loss.backward()
+                for i, part in zip(run, torch.split(was_clipped, [len(x) for x in lps])):
+                    clipped_of[i] += float(part.float().sum())
                 box.update(loss=loss.item(), clipped=float(was_clipped.sum()), capped=float(was_capped.sum()),
                            kl=kl_value, tokens=float(lp.numel()))
 
@@ -169,7 +173,8 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
     tokens = max(totals["tokens"], 1.0)
     out = {"loss": totals["loss"] / max(steps, 1), "clip_fraction": totals["clipped"] / tokens,
            "grad_norm": totals["grad_norm"] / max(steps, 1), "optimizer_steps": steps,
-           "skipped_rollouts": float(skipped[0] / skipped[1].clamp(min=1))}
+           "skipped_rollouts": float(skipped[0] / skipped[1].clamp(min=1)),
+           "rollout_clip_fraction": [c / max(len(r) * epochs, 1) for c, r in zip(clipped_of, responses)]}
     if dual_clip:
         out["dual_clip_fraction"] = totals["capped"] / tokens
     if kl_beta > 0:

@@ -79,3 +79,29 @@ def anchors_and_rollouts(policy, tokenizer, anchors: Sequence[PromptIds], rollou
     anchor_part = both.take(slice(0, n_a))
     anchor_part.logprobs = None  # greedy: not a sample of the policy
     return anchor_part, both.take(slice(n_a, n))
+
+
+def logs_rollouts(step: int) -> bool:
+    """Whether step ``step``'s rollouts go to ``rollouts.jsonl``: every step up to 100, then every
+    10th up to 1,000, every 100th up to 10,000 and so on, so a run of any length logs at most about
+    90 steps per power of ten (each step's row is a few kB per rollout group)."""
+    every = 10 ** (len(str(step)) - 2) if step > 100 else 1
+    return step % every == 0
+
+
+def rollout_log(step: int, examples: Sequence[tuple[str, str]], anchors: Sequence[str],
+                rationales: Sequence[Sequence[str]], rewards, finished: Sequence[Sequence[bool]],
+                lengths: Sequence[Sequence[int]], clip: Sequence[Sequence[float]]) -> dict:
+    """One step's row of ``rollouts.jsonl``: for each example its two texts (query and positive;
+    unsupervised: the passage twice), its greedy anchor rationale and its K rollouts with each
+    reward component (``rewards``: a ``RewardBreakdown`` of [B, K] over these examples), the
+    advantage, the response length, whether it ended and the clipped share of its update tokens."""
+    parts = {"main": rewards.main, "consistency": rewards.consistency, "hard_negative": rewards.hard_negative,
+             "length_penalty": rewards.length_penalty, "total": rewards.total, "advantage": rewards.advantage}
+    values = {k: v.detach().float().cpu().tolist() for k, v in parts.items()}
+    out = []
+    for i, (query, positive) in enumerate(examples):
+        out.append({"query": query, "positive": positive, "anchor": anchors[i], "rollouts": [
+            {"rationale": rationales[i][j], **{k: values[k][i][j] for k in values}, "length": lengths[i][j],
+             "finished": bool(finished[i][j]), "clip_fraction": clip[i][j]} for j in range(len(rationales[i]))]})
+    return {"step": step, "examples": out}

@@ -12,7 +12,8 @@ response token, the ending token included (eq. 19 and the reference code). Unsup
 an anchor rationale and K rollouts of the same passage.
 
 This module keeps the data, the set-up (LoRA, resuming, processes), the two step functions and the
-loop; the run folder's files are ``RunFolder``'s. Every forward pass with gradients runs the prompt
+loop; the run folder's files are ``RunFolder``'s. A GRACE step's rollouts, rewards and advantages
+go to ``rollouts.jsonl`` (``logs_rollouts`` bounds how many steps), for the Train tab's inspector. Every forward pass with gradients runs the prompt
 prefix shared by its rows once (``share_prefix=True``). Under ``accelerate launch`` each process
 takes its share of the batch and gathers the others' embeddings (``distributed``), so rewards and
 InfoNCE see the whole batch; each process's loss is its share of the whole batch's and the
@@ -44,7 +45,7 @@ from .distributed import gather_rows, summing, with_local
 from .optim import OptimizerStep
 from .policy import mini_batches, policy_update
 from .rewards import RewardBreakdown, contrastive_reward, grace_rewards, negatives_by_example
-from .rollouts import Rollouts, anchors_and_rollouts, generate, rollout_settings
+from .rollouts import Rollouts, anchors_and_rollouts, generate, logs_rollouts, rollout_log, rollout_settings
 
 
 def rollout_seed(seed: int, step: int, position: int, k: int) -> int:
@@ -234,6 +235,9 @@ class Trainer:
         stats = self._policy_update(p_roll, roll.responses, r.advantage[mine].flatten(),
                                     mini_batches(positions, k, cfg.mini_batch_size, cfg.batch_size),
                                     roll.logprobs if exact else None)
+        clip = stats.pop("rollout_clip_fraction")
+        if logs_rollouts(step):
+            self._log_rollouts(step, batch, anchors, roll, r, clip)
         counts = self.reduce(torch.tensor([float(sum(len(x) for x in roll.responses)), float(sum(roll.finished)),
                                            float(len(roll.responses))], device=self.accelerator.device)).tolist()
         return {"reward/positive" if supervised else "reward/self": float(r.main.mean()), **logged,
@@ -243,6 +247,30 @@ class Trainer:
                 "advantage_std": float(r.advantage.std()), **stats,
                 "rationale_length": counts[0] / counts[2], "truncation_rate": 1.0 - counts[1] / counts[2],
                 "rollout_tokens": counts[0], "time/generate": t_gen, "time/backward": time.perf_counter() - t1}
+
+    def _log_rollouts(self, step: int, batch: list, anchors: Rollouts, roll: Rollouts, r: RewardBreakdown,
+                      clip: list[float]) -> None:
+        """This step's row of ``rollouts.jsonl`` (``rollout_log``): every process's examples, in
+        process order (the order of the gathered rewards), written by the main process."""
+        k, supervised = self.cfg.rollouts, self.cfg.mode == "supervised"
+
+        def text(ids: list[int]) -> str:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+        mine = [{"texts": (t.query, t.positive) if supervised else (t, t), "anchor": text(anchors.rationales[i]),
+                 "rationales": [text(x) for x in roll.rationales[i * k:(i + 1) * k]],
+                 "lengths": [len(x) for x in roll.responses[i * k:(i + 1) * k]],
+                 "finished": roll.finished[i * k:(i + 1) * k], "clip": clip[i * k:(i + 1) * k]}
+                for i, t in enumerate(batch)]
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            mine = gather_object(mine)
+        if self.accelerator.is_main_process:
+            self.folder.append_rollouts(rollout_log(step, [m["texts"] for m in mine], [m["anchor"] for m in mine],
+                                                    [m["rationales"] for m in mine], r,
+                                                    [m["finished"] for m in mine], [m["lengths"] for m in mine],
+                                                    [m["clip"] for m in mine]))
 
     def _generate(self, anchors: list[PromptIds], rollouts: list[PromptIds], seeds: list[int]
                   ) -> tuple[Rollouts, Rollouts]:

@@ -11,6 +11,8 @@ from pathlib import Path
 import gradio as gr
 
 from analysis.plots import training_curves
+from analysis.rollouts import HEADERS as ROLLOUT_HEADERS
+from analysis.rollouts import pushes, step_table
 from grace.files.run_folder import RunFolder
 from grace.training.config import GraceConfig
 from grace.training.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
@@ -371,6 +373,47 @@ def send_probes(name, who=None):
     return f"Sent {sum(1 for _, n in added if n)} probe rationale(s) of '{name}' to the annotation queue."
 
 
+def inspect_step(name, step, who=None):
+    """The rollout inspector: a logged GRACE step's examples, their K rollouts with each reward
+    component, advantage, length, ending and clip share (``analysis.rollouts``), and which rollout
+    each example's update pushed toward and away from. No step picked: the newest logged one."""
+    empty = gr.update(value=[], headers=ROLLOUT_HEADERS)
+    if not name:
+        return gr.update(choices=[], value=None), "No run selected.", empty
+    try:
+        run = jobs().run(name)  # validates the name
+        if not can_see_probes(name, who):
+            raise IdentityError(f"Run '{name}' trains on another visitor's file: its texts are theirs.")
+        steps = run.rollout_steps()
+        if not steps:
+            raise ValueError(f"Run '{name}' has no logged rollouts (only GRACE runs log them).")
+        if step in (None, ""):
+            chosen = steps[-1]
+        else:
+            chosen = _number(step, "Step", integer=True)
+            if chosen not in steps:
+                raise ValueError(f"Step {chosen} was not logged; logged steps: {_ranges(steps)}.")
+        row = run.rollout_row(chosen)
+        if row is None:
+            raise ValueError(f"Step {chosen} is no longer in the log (the run resumed from an earlier step).")
+    except Exception as exc:
+        return gr.update(), f"⚠️ {one_line(exc)}", empty
+    note = [f"**Step {chosen}** of **{md_escape(name)}**: each example's rollouts, highest advantage first."]
+    note += [f"- {md_escape(line)}" for line in pushes(row)]
+    return (gr.update(choices=[str(s) for s in steps], value=str(chosen)), "\n".join(note),
+            gr.update(value=step_table(row), headers=ROLLOUT_HEADERS))
+
+
+def _ranges(steps: list[int]) -> str:
+    """``1–5, 10, 20`` for a sorted list of steps."""
+    parts, start = [], steps[0]
+    for a, b in zip(steps, steps[1:] + [None]):
+        if b != a + 1:
+            parts.append(str(start) if start == a else f"{start}–{a}")
+            start = b
+    return ", ".join(parts[:12]) + (" …" if len(parts) > 12 else "")
+
+
 FORM_FIELDS = ("name", "method", "steps", "batch", "rollouts", "new_tokens", "rank", "lam1", "lam2", "tau")
 
 
@@ -422,6 +465,17 @@ def build(adapter_dropdown, model_box, page) -> tuple:
         with gr.Row():
             send = gr.Button("Send the probe rationales to annotation", elem_id="train-send")
             drop = gr.Button("Remove this run", elem_id="train-remove")
+        with gr.Accordion("Rollout inspector: what one GRACE step rewarded", open=False, elem_id="train-inspector"):
+            gr.Markdown("For a logged step: each example's sampled rationales with their reward components "
+                        "(R_main: similarity to the anchor; consistency; hard negative; length penalty), the "
+                        "advantage the update used, length, whether it ended, and the share of its tokens the "
+                        "clip held back. Every step is logged up to 100, then every 10th, every 100th past 1,000.")
+            with gr.Row():
+                inspect_pick = gr.Dropdown([], label="Step", allow_custom_value=True, elem_id="train-inspect-step")
+                inspect_go = gr.Button("Show this step (empty: the newest)", elem_id="train-inspect")
+            inspect_note = gr.Markdown(elem_id="train-inspect-note")
+            inspect_table = gr.Dataframe(headers=ROLLOUT_HEADERS, interactive=False, wrap=True,
+                                         elem_id="train-rollouts")
         settings = gr.Markdown(elem_id="train-settings")
         runs = gr.Dataframe(headers=RUN_HEADERS, label="Runs on disk (click a row to open it)", interactive=False,
                             elem_id="train-runs")
@@ -436,6 +490,7 @@ def build(adapter_dropdown, model_box, page) -> tuple:
         send.click(send_probes, [current, page], [msg])
         drop.click(remove_run, [current, page], [msg, current])
         runs.select(select_run, [runs], [current, msg])
+        inspect_go.click(inspect_step, [current, inspect_pick, page], [inspect_pick, inspect_note, inspect_table])
         timer = gr.Timer(2.0)
         outs = [status, curves, samples, settings, runs, adapter_dropdown, current, drawn]
         # status reads bypass the queue: idle tabs' timers never take the places visitors' clicks need
