@@ -20,13 +20,15 @@ def _short(s: str, n: int = 90) -> str:
 
 def corpus_map(coords, texts: Sequence[str], labels: Sequence[str] | None = None,
                rationales: Sequence[str] | None = None, title: str = "", *, colour_name: str = "label",
-               selected: int | None = None, matches: Sequence[int] = (), moved_from=None) -> go.Figure:
+               selected: int | None = None, matches: Sequence[int] = (), matches_name: str = "search",
+               moved_from=None, names: Sequence[tuple[float, float, str]] | None = None) -> go.Figure:
     """A scatter coloured by ``labels``; hover shows the text and the start of its rationale.
 
     Every point carries its item index as ``customdata`` (the app's click handler reads it).
     ``selected`` is drawn as a large star, ``matches`` (search hits) with a black ring, and
     ``moved_from`` (the selected item's position in the other map, aligned onto this one) is joined
-    to the star by a dashed line: how far the item moved between the two embeddings."""
+    to the star by a dashed line: how far the item moved between the two embeddings. ``names``:
+    ``(x, y, text)`` labels drawn on the map (the clusters' names at their centres)."""
     labels = list(labels) if labels is not None else ["(no label)"] * len(texts)
     rationales = list(rationales) if rationales is not None else [""] * len(texts)
     fig = go.Figure()
@@ -40,7 +42,8 @@ def corpus_map(coords, texts: Sequence[str], labels: Sequence[str] | None = None
     if matches:
         m = list(matches)
         fig.add_trace(go.Scatter(x=[float(coords[i][0]) for i in m], y=[float(coords[i][1]) for i in m],
-                                 mode="markers", name=f"search ({len(m)})", customdata=m, hoverinfo="skip",
+                                 mode="markers", name=f"{escape(matches_name)} ({len(m)})", customdata=m,
+                                 hoverinfo="skip",
                                  marker={"size": 14, "color": "rgba(0,0,0,0)",
                                          "line": {"color": "black", "width": 2}}))
     if selected is not None:
@@ -54,6 +57,9 @@ def corpus_map(coords, texts: Sequence[str], labels: Sequence[str] | None = None
                                  text=[_short(texts[selected])], hoverinfo="text",
                                  marker={"size": 18, "symbol": "star", "color": "gold",
                                          "line": {"color": "black", "width": 1.5}}))
+    for x, y, text in names or []:
+        fig.add_annotation(x=x, y=y, text=f"<b>{escape(text)}</b>", showarrow=False, bgcolor="rgba(255,255,255,0.75)",
+                           font={"size": 11})
     fig.update_layout(title=title, height=440, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       xaxis={"showticklabels": False}, yaxis={"showticklabels": False},
                       legend={"title": {"text": escape(colour_name)}}, clickmode="event")

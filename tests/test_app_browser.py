@@ -176,6 +176,20 @@ def test_map_click_shows_neighbours_in_both_maps(app_url, tmp_path):
         page.click("#map-projection >> text=PCA")
         page.wait_for_function("() => document.querySelector('#map-left .gtitle')?.textContent.includes('PCA')",
                                timeout=30_000)
+        # clusters named by their rationales: labels drawn at the centres, a table row rings its points
+        page.click("#map-colour input")
+        page.click("li[role=option]:has-text('clusters')")
+        page.wait_for_function("() => document.querySelectorAll('#map-right .annotation-text').length >= 2",
+                               timeout=30_000)
+        page.wait_for_selector("#map-clusters [data-testid='cell-0-0']", timeout=30_000)
+        first = [page.inner_text(f"#map-clusters [data-testid='cell-0-{c}']").strip() for c in range(4)]
+        page.click("#map-clusters [data-testid='cell-0-3']")
+        _wait_text(page, "#map-cluster-note", f"Cluster {first[1]}", timeout=30_000)
+        assert f"{first[2]} texts" in page.inner_text("#map-cluster-note")
+        page.wait_for_function(
+            "n => [...document.querySelectorAll('#map-left .legendtext')].some(e => e.textContent === n)",
+            arg=f"cluster {first[1]} ({first[2]})", timeout=30_000)
+        shot(page, "map-clusters")
 
 
 

@@ -110,7 +110,7 @@ def _quiet(*a, **k):
 
 
 def test_map_callbacks(ui_env, tmp_path):
-    from grace.ui.map_tab import SOURCES, make_map, on_click, render
+    from grace.ui.map_tab import CLUSTERS, SOURCES, make_map, on_click, render
 
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("title,label\nx,y\n")
@@ -120,11 +120,18 @@ def test_map_callbacks(ui_env, tmp_path):
     assert "binary" in make_map(None, SOURCES[2], str(binary), "with rationale", "UMAP", "", *ui_env)[0]
     good = tmp_path / "c.csv"
     good.write_text("text,topic,source\n" + "".join(f"sentence number {i},{'ab'[i % 2]},s{i}\n" for i in range(6)))
-    note, left, right, csv_path, state, colour, _, _ = make_map(
+    note, left, right, csv_path, state, colour, _, _, clusters = make_map(
         None, SOURCES[2], str(good), "direct forward vs with rationale", "UMAP", "number 3", *ui_env, progress=_quiet)
     assert note.startswith("6 texts mapped") and "PCA" in note and "1 of 6 texts contain 'number 3'" in note
     assert left is not None and right is not None
-    assert colour["choices"] == ["topic", "source"] and colour["value"] == "topic"  # colour by any column
+    assert colour["choices"] == ["topic", "source", CLUSTERS] and colour["value"] == "topic"  # colour by any column
+    # each map's clusters: sizes that add up, the direct-forward map's named from its texts (no rationales)
+    for title in ("direct forward", "with rationale"):
+        mine = [r for r in clusters if r[0] == title]
+        assert sum(r[2] for r in mine) == 6 and [r[2] for r in mine] == sorted((r[2] for r in mine), reverse=True)
+    coloured, _, _ = render(state, "UMAP", CLUSTERS, "")
+    k = sum(1 for r in clusters if r[0] == "direct forward")
+    assert len(coloured.layout.annotations) == k and all(t.name.split(":")[0].isdigit() for t in coloured.data)
     assert {t.name for t in left.data} >= {"a", "b", "search (1)"}
     lines = open(csv_path).read().splitlines()
     assert len(lines) == 1 + 12 and lines[0].startswith("panel,text,topic,source,rationale,x,y,e0")

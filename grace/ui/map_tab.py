@@ -8,6 +8,8 @@ import csv
 
 import gradio as gr
 
+from analysis.clusters import HEADERS as CLUSTER_HEADERS
+from analysis.clusters import MIN_TEXTS, cluster_map
 from analysis.corpus_map import Cancelled, Panel, align, embed_corpus, neighbours, search
 from analysis.plots import corpus_map
 from grace.files.textio import read_corpus, read_texts
@@ -26,6 +28,7 @@ SOURCES = ["sample: WordNet definitions (labelled)", "sample: 100 passages", "up
 MODES = ["with rationale", "direct forward vs with rationale", "base vs adapter"]
 PROJECTIONS = ["UMAP", "PCA"]
 NEIGHBOUR_HEADERS = ["map", "rank", "#", "text", "cosine"]
+CLUSTERS = "clusters (each map's own, named by its rationales)"  # a colour choice beside the corpus's columns
 K = 5
 # A map's embeddings and projections stay on the server under a key (the page's State holds the key)
 MAPS = SessionStore(capacity=8 if is_public() else 32, ttl=3600)
@@ -103,7 +106,10 @@ def render(state: dict | None, projection: str, colour: str | None, query: str):
     panels: list[Panel] = state["panels"]
     texts = state["texts"]
     labels = state["columns"].get(colour) if colour else None
-    hits = search(texts, query)
+    hits, ring = search(texts, query), "search"
+    picked = state.get("cluster")  # (map, cluster) picked in the clusters table: its points ringed
+    if picked is not None and not (query or "").strip():
+        hits, ring = state["clusters"][picked[0]].members(picked[1]), f"cluster {picked[1] + 1}"
     sel = state.get("selected")
     coords = [p.coords(method) for p in panels]
     figs = []
@@ -111,9 +117,15 @@ def render(state: dict | None, projection: str, colour: str | None, query: str):
         moved = None
         if sel is not None and len(panels) == 2:
             moved = align(coords[i], coords[1 - i])[sel]
+        names = None
+        if colour == CLUSTERS and state.get("clusters"):
+            c = state["clusters"][i]
+            labels = c.point_labels()
+            names = [(x, y, c.label_of(k)) for k, (x, y) in enumerate(c.centres(coords[i]))]
         figs.append(corpus_map(coords[i], texts, labels, p.data.rationales,
                                title=f"{p.title} ({p.projections[method].method.upper()})",
-                               colour_name=colour or "", selected=sel, matches=hits, moved_from=moved))
+                               colour_name="cluster" if colour == CLUSTERS else colour or "", selected=sel,
+                               matches=hits, matches_name=ring, moved_from=moved, names=names))
     found = f"Search: {len(hits)} of {len(texts)} texts contain {query.strip()!r}." if (query or "").strip() else ""
     right = gr.update(value=figs[1], visible=True) if len(figs) > 1 else gr.update(value=None, visible=False)
     return figs[0], right, found
@@ -122,7 +134,7 @@ def render(state: dict | None, projection: str, colour: str | None, query: str):
 def make_map(page, source, upload, mode, projection, query, *settings_values, progress=gr.Progress()):
     """Embed (cancellable within one batch), project, write the CSV export, draw."""
     flag = CANCELS.start(page_token(page), "map")
-    nothing = (None, gr.update(visible=False), None, None, gr.update(), "", [])
+    nothing = (None, gr.update(visible=False), None, None, gr.update(), "", [], [])
     try:
         owner = visitor_from(page).id
         s = settings_from(*settings_values)
@@ -156,6 +168,9 @@ def make_map(page, source, upload, mode, projection, query, *settings_values, pr
         for p in panels:
             progress(None, desc=f"Projecting {p.title} ({projection})…")
             p.coords(method)
+        progress(None, desc="Clustering and naming the clusters by their rationales…")
+        clusters = ([cluster_map(p.data.embeddings, p.data.rationales, texts) for p in panels]
+                    if len(texts) >= MIN_TEXTS else None)
         out = _export(panels, columns, owner)
     except Cancelled:
         return (f"Cancelled after {done[0]} of {total} texts; nothing was written.",) + nothing
@@ -163,12 +178,48 @@ def make_map(page, source, upload, mode, projection, query, *settings_values, pr
         return (f"⚠️ {one_line(exc)}",) + nothing
     finally:
         RUNNING.discard(page_token(page))
-    state = {"panels": panels, "texts": texts, "columns": columns, "selected": None}
-    colour = "label" if "label" in columns else (next(iter(columns), None))
+    state = {"panels": panels, "texts": texts, "columns": columns, "selected": None, "clusters": clusters,
+             "cluster": None}
+    colour = "label" if "label" in columns else next(iter(columns), CLUSTERS if clusters else None)
     left, right, found = render(state, projection, colour, query)
     notes = sorted({p.projections[method].note for p in panels if p.projections[method].note})
-    msg = " ".join([f"{len(texts)} texts mapped. Click a point for its neighbours."] + notes + ([found] if found else []))
-    return (msg, left, right, str(out), MAPS.put(state), gr.update(choices=list(columns), value=colour), "", [])
+    msg = " ".join([f"{len(texts)} texts mapped. Click a point for its neighbours, a cluster in the table for its "
+                    "points."] + notes + ([found] if found else []))
+    choices = list(columns) + ([CLUSTERS] if clusters else [])
+    return (msg, left, right, str(out), MAPS.put(state), gr.update(choices=choices, value=colour), "", [],
+            cluster_rows(state))
+
+
+def cluster_rows(state: dict) -> list[list]:
+    """The clusters table: each map's clusters (``analysis.clusters``), largest first."""
+    rows = []
+    for p, c in zip(state["panels"], state.get("clusters") or []):
+        rows += [[p.title] + r for r in c.table(state["texts"], p.data.embeddings)]
+    return rows
+
+
+def select_cluster(evt: gr.SelectData, state, projection, colour, query):
+    """A row of the clusters table: its points ringed in every map (where one map's cluster lands
+    in the other), and what the cluster holds."""
+    state = _map(state)
+    if not state:
+        return gr.update(), gr.update(), EXPIRED
+    try:
+        row = cluster_rows(state)[int(evt.index[0])]
+        panel = [p.title for p in state["panels"]].index(row[0])
+        c = int(row[1]) - 1
+        clusters = state["clusters"][panel]
+        if not 0 <= c < clusters.k:
+            raise ValueError
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return gr.update(), gr.update(), "Pick a row of the clusters table."
+    state["cluster"] = (panel, c)
+    left, right, _ = render(state, projection, colour, "")
+    read = "rationales" if clusters.source == "rationales" else "texts (this map has no rationales)"
+    return left, right, (f"**Cluster {c + 1}** of the {md_escape(row[0])} map: {len(clusters.members(c))} texts, "
+                         f"named by the words its {read} use more than the other clusters': "
+                         f"**{md_escape(clusters.names[c])}**. Its points are ringed in every map (silhouette "
+                         f"{clusters.silhouette:.2f} at k = {clusters.k}).")
 
 
 def busy_note(page) -> str:
@@ -273,16 +324,22 @@ def build(settings_components, page) -> None:
         near = gr.Dataframe(headers=NEIGHBOUR_HEADERS, interactive=False, wrap=True, elem_id="map-neighbours",
                             label=f"{K} nearest neighbours (cosine) in each map",
                             column_widths=["16%", "7%", "7%", "58%", "12%"])
+        cluster_note = gr.Markdown(elem_id="map-cluster-note")
+        cluster_table = gr.Dataframe(headers=["map"] + CLUSTER_HEADERS, interactive=False, wrap=True,
+                                     elem_id="map-clusters", column_widths=["14%", "8%", "6%", "24%", "48%"],
+                                     label="Clusters (k-means, k by silhouette), named by class-based TF-IDF over "
+                                           "their rationales; click one to ring its points")
         download = gr.File(label="Embeddings and coordinates (CSV)", elem_id="map-download")
         state = gr.State(None)
         upload.upload(lambda f: SOURCES[2], [upload], [source])
         go.click(busy_note, [page], [busy], queue=False, trigger_mode="multiple", show_progress="hidden")
         go.click(make_map, [page, source, upload, mode, projection, query] + settings_components,
-                 [note, left, right, download, state, colour, detail, near],
+                 [note, left, right, download, state, colour, detail, near, cluster_table],
                  concurrency_limit=1, concurrency_id="model", show_progress_on=[note])
         stop.click(cancel_map, [page], [note], show_progress="hidden", queue=False)
         for control in (projection, colour):
             control.change(lambda st, pr, co, q: render(st, pr, co, q)[:2], [state, projection, colour, query],
                            [left, right], show_progress_on=[note])
         query.submit(render, [state, projection, colour, query], [left, right, note])
+        cluster_table.select(select_cluster, [state, projection, colour, query], [left, right, cluster_note])
         clicked.change(on_click, [clicked, state, projection, colour, query], [left, right, detail, near])
