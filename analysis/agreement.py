@@ -62,7 +62,7 @@ def spearman(x: list[float], y: list[float]) -> float | None:
 
 def summarise(ratings: list[dict]) -> dict:
     """Per-dimension mean and distribution, alpha per dimension, hallucination rate,
-    correlation with similarity and reward, mean rating by training step."""
+    correlation with similarity, reward and the rationale's measured shift, mean rating by training step."""
     out: dict = {"n_ratings": len(ratings), "n_items": len({r["item_id"] for r in ratings}),
                  "annotators": sorted({r["annotator"] for r in ratings}), "dimensions": {}}
     if not ratings:
@@ -76,6 +76,8 @@ def summarise(ratings: list[dict]) -> dict:
         first = {i: rs[0] for i, rs in by_item.items()}
         sims = [(per_item_mean[i], first[i]["similarity"]) for i in by_item if first[i]["similarity"] is not None]
         rews = [(per_item_mean[i], first[i]["reward"]) for i in by_item if first[i]["reward"] is not None]
+        shifts = [(per_item_mean[i], first[i]["rationale_shift"]) for i in by_item
+                  if first[i].get("rationale_shift") is not None]
         steps: dict[int, list[int]] = defaultdict(list)
         for r in ratings:
             if r.get("step") is not None:
@@ -86,7 +88,9 @@ def summarise(ratings: list[dict]) -> dict:
             "alpha": krippendorff_alpha_ordinal([[r[d] for r in rs] for rs in by_item.values()]),
             "spearman_similarity": spearman([a for a, _ in sims], [b for _, b in sims]),
             "spearman_reward": spearman([a for a, _ in rews], [b for _, b in rews]),
+            "spearman_shift": spearman([a for a, _ in shifts], [b for _, b in shifts]),
             "n": len(vals), "n_items": len(per_item_mean), "n_similarity": len(sims), "n_reward": len(rews),
+            "n_shift": len(shifts),
             "by_step": {s: float(np.mean(v)) for s, v in sorted(steps.items())},
         }
     out["hallucination_rate"] = float(np.mean([bool(r["hallucination"]) for r in ratings]))

@@ -23,7 +23,7 @@ from .annotations import (DIMENSIONS, ITEM_FIELDS, AnnotationError, AnnotationSt
 
 MAX_TEXT = 20_000  # characters of a text, a paired text or a rationale (and of an item's settings as JSON)
 MAX_IMPORT_ROWS = 5_000  # what the app imports at once (the CLI takes any size)
-NUMBER_FIELDS = ("similarity", "reward", "created", "rated", "updated")
+NUMBER_FIELDS = ("similarity", "reward", "rationale_shift", "created", "rated", "updated")
 STRING_FIELDS = ("paired_text", "run", "comment")
 
 RATING_FIELDS = ["annotator", *DIMENSIONS, "hallucination", "comment", "rated", "updated"]
@@ -41,7 +41,7 @@ def export_rows(store: AnnotationStore) -> list[dict]:
     for it in items:
         base = {"text": it.text, "rationale": it.rationale, "settings": it.settings, "source": it.source,
                 "paired_text": it.paired_text, "similarity": it.similarity, "reward": it.reward, "run": it.run,
-                "step": it.step, "created": it.created}
+                "step": it.step, "rationale_shift": it.rationale_shift, "created": it.created}
         rs = by_item.get(it.id, [])
         agg = {"n_ratings": len(rs), **{f"mean_{d}": (float(np.mean([r[d] for r in rs])) if rs else None)
                                          for d in DIMENSIONS}}
@@ -91,7 +91,7 @@ def _parse_csv_row(row: dict) -> dict:
             continue
         if k == "settings":
             out[k] = json.loads(csv_unsafe(v))
-        elif k in ("similarity", "reward", "created", "rated", "updated") or k.startswith("mean_"):
+        elif k in NUMBER_FIELDS or k.startswith("mean_"):
             out[k] = float(v)
         elif k in ("step", "n_ratings", *DIMENSIONS):
             out[k] = int(v)

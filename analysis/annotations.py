@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import sqlite3
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 APP_ID = "grace-studio-annotations"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DIMENSIONS = ("faithfulness", "informativeness", "fluency")
 SOURCES = ("explore", "training", "import")  # the app's own; an imported item may carry any short label
 MAX_NAME = 100
@@ -28,7 +29,7 @@ MAX_COMMENT = 2_000
 MAX_SOURCE = 64
 RATING_VALUES = (*DIMENSIONS, "hallucination", "comment")  # what an edit changes (and history keeps)
 ITEM_FIELDS = ["text", "rationale", "settings", "source", "paired_text", "similarity", "reward", "run", "step",
-               "created"]
+               "rationale_shift", "created"]
 
 # Each entry upgrades the schema from version i to i + 1; version 1 is the first release.
 MIGRATIONS: list[str] = [
@@ -58,6 +59,10 @@ MIGRATIONS: list[str] = [
     CREATE TABLE rating_history (
         id INTEGER PRIMARY KEY, rating_id INTEGER NOT NULL REFERENCES ratings(id) ON DELETE CASCADE,
         old TEXT NOT NULL, changed REAL NOT NULL);
+    """,
+    # v2 -> v3: the rationale's measured effect on its text (analysis.effect), when it was measured
+    """
+    ALTER TABLE items ADD COLUMN rationale_shift REAL;
     """,
 ]
 
@@ -138,6 +143,7 @@ class Item:
     step: int | None
     content_hash: str
     created: float
+    rationale_shift: float | None = None  # 1 - cos(with, without the rationale); None: not measured
 
 
 class AnnotationStore:
@@ -224,11 +230,12 @@ class AnnotationStore:
     # -- items -----------------------------------------------------------------------------------
     def add_item(self, text: str, rationale: str, *, settings: dict | None = None, source: str = "import",
                  paired_text: str | None = None, similarity: float | None = None, reward: float | None = None,
-                 run: str | None = None, step: int | None = None) -> tuple[int, bool]:
+                 run: str | None = None, step: int | None = None,
+                 rationale_shift: float | None = None) -> tuple[int, bool]:
         """Add an item (or find the identical one); returns (id, newly added)."""
         return self.add_items([dict(text=text, rationale=rationale, settings=settings or {}, source=source,
                                     paired_text=paired_text, similarity=similarity, reward=reward, run=run,
-                                    step=step)])[0]
+                                    step=step, rationale_shift=rationale_shift)])[0]
 
     def add_items(self, items: Iterable[dict]) -> list[tuple[int, bool]]:
         """Several items in one transaction (all or none)."""
@@ -251,11 +258,16 @@ class AnnotationStore:
         row = c.execute("SELECT id FROM items WHERE content_hash=?", (h,)).fetchone()
         if row:
             return row[0], False
+        shift = it.get("rationale_shift")
+        if shift is not None and (isinstance(shift, bool) or not isinstance(shift, (int, float))
+                                  or not math.isfinite(shift)):
+            raise AnnotationError(f"rationale_shift is a number, not {_brief(shift)}.")
         cur = c.execute(
             "INSERT INTO items (text, rationale, settings, paired_text, similarity, source, created, content_hash,"
-            " run, step, reward) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " run, step, reward, rationale_shift) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (text, rationale, json.dumps(settings, sort_keys=True), it.get("paired_text"), it.get("similarity"),
-             source, it.get("created") or time.time(), h, it.get("run"), it.get("step"), it.get("reward")))
+             source, it.get("created") or time.time(), h, it.get("run"), it.get("step"), it.get("reward"),
+             None if shift is None else float(shift)))
         return cur.lastrowid, True
 
     def item(self, item_id: int) -> Item:
@@ -375,7 +387,8 @@ class AnnotationStore:
     def ratings(self) -> list[dict]:
         """Every rating joined with its item and annotator."""
         return [dict(r) for r in self._conn().execute(
-            "SELECT i.content_hash, i.id AS item_id, i.step, i.run, i.similarity, i.reward, a.name AS annotator, "
+            "SELECT i.content_hash, i.id AS item_id, i.step, i.run, i.similarity, i.reward, i.rationale_shift, "
+            "a.name AS annotator, "
             "r.faithfulness, r.informativeness, r.fluency, r.hallucination, r.comment, r.created, r.updated "
             "FROM ratings r JOIN items i ON i.id=r.item_id JOIN annotators a ON a.id=r.annotator_id "
             "ORDER BY i.id, a.name")]
@@ -416,7 +429,7 @@ def _item(row) -> Item:
     return Item(id=row["id"], text=row["text"], rationale=row["rationale"], settings=json.loads(row["settings"]),
                 paired_text=row["paired_text"], similarity=row["similarity"], reward=row["reward"],
                 source=row["source"], run=row["run"], step=row["step"], content_hash=row["content_hash"],
-                created=row["created"])
+                created=row["created"], rationale_shift=row["rationale_shift"])
 
 
 _STORES: dict[Path, AnnotationStore] = {}
@@ -437,11 +450,14 @@ def default_store() -> AnnotationStore:
 
 def items_from_comparison(comp, settings: dict) -> list[dict]:
     """Annotation items for an Explore comparison: the query's rationale and each document's,
-    with the query as paired text and the document's cosine as its similarity."""
-    items = [dict(text=comp.query.text, rationale=comp.query.rationale, settings=settings, source="explore")]
-    for d, cos in zip(comp.docs, comp.grace):
+    with the query as paired text and the document's cosine as its similarity, and each rationale's
+    measured shift (``analysis.effect``)."""
+    shifts = comp.shift or [None] * len(comp.docs)
+    items = [dict(text=comp.query.text, rationale=comp.query.rationale, settings=settings, source="explore",
+                  rationale_shift=comp.query_shift)]
+    for d, cos, shift in zip(comp.docs, comp.grace, shifts):
         items.append(dict(text=d.text, rationale=d.rationale, settings=settings, source="explore",
-                          paired_text=comp.query.text, similarity=float(cos)))
+                          paired_text=comp.query.text, similarity=float(cos), rationale_shift=shift))
     return [it for it in items if it["rationale"].strip()]
 
 

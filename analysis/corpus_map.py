@@ -19,6 +19,7 @@ import numpy as np
 from grace.files.cancel import Cancelled
 from grace.model.settings import EncodeSettings
 
+from .effect import rationale_shift, text_only
 from .projection import Projection, project
 
 BATCH = 8  # texts per model call: progress moves and a Cancel takes effect within one batch
@@ -32,6 +33,7 @@ class Embedded:
     texts: list[str]
     rationales: list[str]
     embeddings: np.ndarray  # [N, D], unit rows
+    shift: np.ndarray | None = None  # [N] how far each rationale moved its text (analysis.effect); None: no rationales
 
 
 @dataclass
@@ -42,10 +44,40 @@ class Panel:
 
     def coords(self, method: str) -> np.ndarray:
         """2-d coordinates by ``method`` ("umap" or "pca"), computed once per panel; "umap" on too
-        few texts falls back to PCA with a note."""
+        few texts falls back to PCA with a note. UMAP coordinates are also kept on disk under the
+        embeddings' hash (minutes for 100,000 texts; a second map of the same file takes none)."""
         if method not in self.projections:
-            self.projections[method] = project(self.data.embeddings, method="auto" if method == "umap" else method)
+            self.projections[method] = _cached_umap(self.data.embeddings) if method == "umap" else \
+                project(self.data.embeddings, method=method)
         return self.projections[method].coords
+
+
+UMAP_CACHE_FILES = 20
+
+
+def _cached_umap(embeddings: np.ndarray) -> Projection:
+    """``project(method="auto")`` (UMAP, or PCA for few texts), its UMAP coordinates read from and
+    written to the data folder's cache (the newest UMAP_CACHE_FILES kept)."""
+    from grace.files.paths import data_dir
+
+    folder = data_dir() / "cache" / "umap"
+    key = hashlib.sha256(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes()).hexdigest()[:32]
+    path = folder / f"{key}.npy"
+    try:
+        coords = np.load(path)
+        if coords.shape == (embeddings.shape[0], 2):
+            return Projection(coords=coords, method="umap")
+    except (OSError, ValueError):
+        pass
+    proj = project(embeddings, method="auto")
+    if proj.method == "umap":
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{threading.get_ident()}.npy"
+        np.save(tmp, proj.coords)
+        tmp.replace(path)
+        for old in sorted(folder.glob("*.npy"), key=lambda f: f.stat().st_mtime)[:-UMAP_CACHE_FILES]:
+            old.unlink(missing_ok=True)
+    return proj
 
 
 def _key(settings: EncodeSettings, texts: list[str]) -> str:
@@ -68,16 +100,21 @@ def embed_corpus(encoder, settings: EncodeSettings, texts: list[str], *,
             if on_batch:
                 on_batch(len(texts))
             return _CACHE[key]
-    rationales, vectors = [], []
+    rationales, vectors, shifts = [], [], []
     for start in range(0, len(texts), BATCH):
         if should_stop and should_stop():
             raise Cancelled()
-        results = encoder.encode(texts[start:start + BATCH], settings, return_details=True)
+        batch = texts[start:start + BATCH]
+        results = encoder.encode(batch, settings, return_details=True)
         rationales += [r.rationale for r in results]
         vectors += [r.embedding for r in results]
+        if settings.rationale:  # the rationale's effect: the same texts without it (no generation)
+            alone = text_only(encoder, settings, batch)
+            shifts += rationale_shift(np.stack([r.embedding for r in results]), alone).tolist()
         if on_batch:
             on_batch(len(rationales))
-    out = Embedded(texts=list(texts), rationales=rationales, embeddings=np.stack(vectors).astype(np.float32))
+    out = Embedded(texts=list(texts), rationales=rationales, embeddings=np.stack(vectors).astype(np.float32),
+                   shift=np.asarray(shifts) if settings.rationale else None)
     with _LOCK:
         _CACHE[key] = out
         while len(_CACHE) > _CACHE_SIZE:

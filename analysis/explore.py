@@ -12,6 +12,7 @@ from grace.model.embedding import EncodeResult
 from grace.model.settings import EncodeSettings
 
 from .attributions import Contributions, contributions
+from .effect import rationale_shift, text_only
 
 
 SEEDS = 3  # sampled rationales: the GRACE cosine is also measured with this many seeds
@@ -26,6 +27,9 @@ class Comparison:
     minilm: list[float] | None
     base: list[float] | None = None  # GRACE without the adapter, when one is chosen
     spread: list[float] | None = None  # std of the GRACE cosine over SEEDS seeds, when sampled
+    shift: list[float] | None = None  # each document's rationale shift (analysis.effect), with rationales
+    without: list[float] | None = None  # cos(query, document without its rationale), with rationales
+    query_shift: float | None = None
 
     def order(self) -> list[int]:
         """Document indices ranked by the GRACE cosine."""
@@ -34,7 +38,8 @@ class Comparison:
     def rows(self, max_chars: int = 300) -> list[list]:
         """Ranked rows (``HEADERS``): rank, input number, document (cut to ``max_chars`` for display),
         the GRACE cosine and its spread over seeds, GRACE without the adapter, direct forward,
-        MiniLM, the rationale's exact share of the GRACE cosine, the rationale."""
+        MiniLM, the rationale's exact share of the GRACE cosine, how far the rationale moved the
+        document's embedding and the cosine without it (``analysis.effect``), the rationale."""
         def r4(values, i):
             return None if values is None else round(values[i], 4)
 
@@ -45,12 +50,13 @@ class Comparison:
             text = self.docs[i].text
             out.append([rank, i + 1, text if len(text) <= max_chars else text[:max_chars - 1] + "…",
                         r4(self.grace, i), r4(self.spread, i), r4(self.base, i), r4(self.direct, i),
-                        r4(self.minilm, i), round(seg["rationale"], 4), self.docs[i].rationale])
+                        r4(self.minilm, i), round(seg["rationale"], 4), r4(self.shift, i), r4(self.without, i),
+                        self.docs[i].rationale])
         return out
 
 
 HEADERS = ["rank", "#", "document", "GRACE cosine", f"± over {SEEDS} seeds", "GRACE, no adapter",
-           "direct forward", "MiniLM", "from rationale", "rationale"]
+           "direct forward", "MiniLM", "from rationale", "moved by rationale", "without rationale", "rationale"]
 
 
 def _cosines(encoder, texts: list[str], settings: EncodeSettings) -> list[float]:
@@ -86,14 +92,20 @@ def compare_documents(encoder, query: str, docs: list[str], *, minilm=None, sett
             runs.append(_cosines(encoder, texts, s.with_(seed=first + k)))
         spread = [float(np.std([r[i] for r in runs])) for i in range(len(docs))]
     check()
+    shift = without = query_shift = None
     if s.rationale:
         direct = _cosines(encoder, texts, s.direct())
+        alone = text_only(encoder, s, texts)  # each text with an empty rationale: no generation
+        moved = rationale_shift(np.stack([r.embedding for r in results]), alone)
+        query_shift, shift = float(moved[0]), [float(x) for x in moved[1:]]
+        without = [float(q.embedding @ a) for a in alone[1:]]  # the query keeps its rationale
     else:
         direct = grace[:]
     check()
     base = _cosines(base_encoder, texts, s.with_(adapter=None)) if base_encoder is not None else None
     mini = _cosines(minilm, texts, None) if minilm is not None else None
-    return Comparison(query=q, docs=ds, grace=grace, direct=direct, minilm=mini, base=base, spread=spread)
+    return Comparison(query=q, docs=ds, grace=grace, direct=direct, minilm=mini, base=base, spread=spread,
+                      shift=shift, without=without, query_shift=query_shift)
 
 
 @dataclass

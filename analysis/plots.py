@@ -21,23 +21,48 @@ def _short(s: str, n: int = 90) -> str:
 def corpus_map(coords, texts: Sequence[str], labels: Sequence[str] | None = None,
                rationales: Sequence[str] | None = None, title: str = "", *, colour_name: str = "label",
                selected: int | None = None, matches: Sequence[int] = (), matches_name: str = "search",
-               moved_from=None, names: Sequence[tuple[float, float, str]] | None = None) -> go.Figure:
+               moved_from=None, names: Sequence[tuple[float, float, str]] | None = None,
+               values: Sequence[float] | None = None, shown: Sequence[int] | None = None) -> go.Figure:
     """A scatter coloured by ``labels``; hover shows the text and the start of its rationale.
 
     Every point carries its item index as ``customdata`` (the app's click handler reads it).
     ``selected`` is drawn as a large star, ``matches`` (search hits) with a black ring, and
     ``moved_from`` (the selected item's position in the other map, aligned onto this one) is joined
     to the star by a dashed line: how far the item moved between the two embeddings. ``names``:
-    ``(x, y, text)`` labels drawn on the map (the clusters' names at their centres)."""
+    ``(x, y, text)`` labels drawn on the map (the clusters' names at their centres). ``values``: a
+    number per point, drawn on a colour scale named ``colour_name`` instead of ``labels``.
+    ``shown``: the points a filter keeps; the others stay as grey context."""
     labels = list(labels) if labels is not None else ["(no label)"] * len(texts)
     rationales = list(rationales) if rationales is not None else [""] * len(texts)
+    keep = set(range(len(texts))) if shown is None else set(shown)
+
+    def hover(idx):
+        return [f"#{i + 1} {_short(texts[i])}" + (f"<br><i>rationale:</i> {_short(rationales[i], 70)}"
+                                                  if rationales[i] else "")
+                + (f"<br>{escape(colour_name)}: {values[i]:.4f}" if values is not None else "") for i in idx]
+
+    def xy(idx):
+        return [float(coords[i][0]) for i in idx], [float(coords[i][1]) for i in idx]
+
     fig = go.Figure()
-    for lab in sorted(set(labels), key=str):
-        idx = [i for i, l in enumerate(labels) if l == lab]
-        hover = [f"#{i + 1} {_short(texts[i])}" +
-                 (f"<br><i>rationale:</i> {_short(rationales[i], 70)}" if rationales[i] else "") for i in idx]
-        fig.add_trace(go.Scatter(x=[float(coords[i][0]) for i in idx], y=[float(coords[i][1]) for i in idx],
-                                 mode="markers", name=escape(str(lab) or "(empty)"), text=hover,
+    hidden = [i for i in range(len(texts)) if i not in keep]
+    if hidden:
+        x, y = xy(hidden)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=f"filtered out ({len(hidden)})", text=hover(hidden),
+                                 hoverinfo="text", customdata=hidden, marker={"size": 5, "color": "lightgrey"}))
+    if values is not None:
+        idx = sorted(keep)
+        x, y = xy(idx)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=escape(colour_name), text=hover(idx),
+                                 hoverinfo="text", customdata=idx, showlegend=False,
+                                 marker={"size": 8, "opacity": 0.85, "color": [float(values[i]) for i in idx],
+                                         "colorscale": "Viridis", "showscale": True,
+                                         "colorbar": {"title": {"text": escape(colour_name)}, "len": 0.6,
+                                                      "y": 0.3}}))
+    for lab in sorted(set(labels), key=str) if values is None else []:
+        idx = [i for i, l in enumerate(labels) if l == lab and i in keep]
+        x, y = xy(idx)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=escape(str(lab) or "(empty)"), text=hover(idx),
                                  hoverinfo="text", customdata=idx, marker={"size": 8, "opacity": 0.8}))
     if matches:
         m = list(matches)

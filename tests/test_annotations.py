@@ -37,8 +37,9 @@ def test_migration_from_the_first_version_keeps_data(tmp_path):
     conn.commit()
     conn.close()
     s = AnnotationStore(path)
-    assert s.schema_version() == 2
+    assert s.schema_version() == 3
     assert s.items()[0].content_hash and s.rating(1, "ann")["faithfulness"] == 4
+    assert s.items()[0].rationale_shift is None  # not measured then
     # the migrated item de-duplicates like a new one
     assert s.add_item("t", "r", source="explore") == (1, False)
     s.rate(1, "ann", faithfulness=2, informativeness=3, fluency=5)
@@ -446,3 +447,26 @@ def test_the_annotate_tab_shows_names_and_messages_as_text(tmp_path, monkeypatch
     f = _write_jsonl(tmp_path / "in.jsonl", [{"kind": "<b>", "text": "t", "rationale": "r"}])
     msg, _ = import_items(str(f), evil)
     assert "line 1" in msg and "<b>" not in msg and "![" not in msg
+
+
+def test_faithfulness_against_the_measured_shift(tmp_path):
+    """Items carry their rationale's measured shift; the summary correlates ratings with it
+    (Spearman over the items that have one, with their number), and it survives export and import."""
+    from analysis.agreement import summarise
+    from analysis.annotation_io import import_file, write_export
+
+    s = AnnotationStore(tmp_path / "a.sqlite")
+    for i, (shift, faith) in enumerate([(0.01, 1), (0.05, 2), (0.2, 4), (0.3, 5), (None, 3)]):
+        item, _ = s.add_item(f"t{i}", f"r{i}", source="explore", rationale_shift=shift)
+        s.rate(item, "ann", faithfulness=faith, informativeness=3, fluency=3)
+    d = summarise(s.ratings())["dimensions"]
+    assert d["faithfulness"]["spearman_shift"] == pytest.approx(1.0) and d["faithfulness"]["n_shift"] == 4
+    assert d["fluency"]["spearman_shift"] is None  # constant ratings: no correlation
+    with pytest.raises(AnnotationError, match="rationale_shift is a number"):
+        s.add_item("bad", "r", rationale_shift="high")
+    for fmt in ("jsonl", "csv"):
+        out = tmp_path / f"a.{fmt}"
+        write_export(s, out)
+        t = AnnotationStore(tmp_path / f"b-{fmt}.sqlite")
+        import_file(t, out)
+        assert sorted(i.rationale_shift or -1 for i in t.items()) == [-1, 0.01, 0.05, 0.2, 0.3]

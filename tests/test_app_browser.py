@@ -190,6 +190,19 @@ def test_map_click_shows_neighbours_in_both_maps(app_url, tmp_path):
             "n => [...document.querySelectorAll('#map-left .legendtext')].some(e => e.textContent === n)",
             arg=f"cluster {first[1]} ({first[2]})", timeout=30_000)
         shot(page, "map-clusters")
+        # the rationale's measured effect: colour by it (a colour scale), then keep the texts it moved most
+        page.click("#map-colour input")
+        page.click("li[role=option]:has-text('rationale shift')")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#map-right .cbtitle')].some(e => e.textContent.includes('rationale shift'))",
+            timeout=30_000)
+        page.fill("#map-shift-filter input[type=number]", "50")
+        page.press("#map-shift-filter input[type=number]", "Enter")
+        _wait_text(page, "#map-cluster-note", "Showing the 6 texts whose rationale moved them most", timeout=30_000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#map-left .legendtext')].some(e => e.textContent === 'filtered out (6)')",
+            timeout=30_000)
+        shot(page, "map-shift")
 
 
 

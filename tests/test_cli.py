@@ -32,6 +32,46 @@ def test_encode_txt_and_jsonl(tiny_model_dir, tmp_path, capsys):
     assert code == 0 and [r["rationale"] for r in rows] == ["", ""]
 
 
+def test_encode_resumes_without_redoing_finished_chunks(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """A run stopped after two chunks of three goes on from the third when the same command runs
+    again; the output equals an uninterrupted run's; another input under the same output is refused."""
+    from grace.model.encoder import GraceEncoder
+
+    txt = tmp_path / "in.txt"
+    txt.write_text("".join(f"text number {i}\n" for i in range(5)), encoding="utf-8")
+    whole, out = tmp_path / "whole.jsonl", tmp_path / "out.jsonl"
+    args = ["--model", str(tiny_model_dir), "--max-new-tokens", "3", "--chunk-size", "2", "--batch-size", "2"]
+    assert _run(["encode", "--input", str(txt), "--output", str(whole)] + args, capsys)[0] == 0
+    real, generated = GraceEncoder.encode, []
+
+    def dies_on_the_third_chunk(self, texts, *a, **k):
+        if k.get("rationales") is None:  # a generating call (the shift's text-only pass is not one)
+            if len(generated) == 2:
+                raise KeyboardInterrupt  # the user presses Ctrl-C
+            generated.append(list(texts))
+        return real(self, texts, *a, **k)
+
+    monkeypatch.setattr(GraceEncoder, "encode", dies_on_the_third_chunk)
+    assert main(["encode", "--input", str(txt), "--output", str(out)] + args) == 130  # "interrupted"
+    parts = tmp_path / "out.jsonl.parts"
+    assert not out.exists() and sorted(p.name for p in parts.glob("chunk-*")) == ["chunk-000000.jsonl",
+                                                                                  "chunk-000001.jsonl"]
+    generated.clear()
+    monkeypatch.setattr(GraceEncoder, "encode", lambda self, texts, *a, **k: (
+        generated.append(list(texts)) if k.get("rationales") is None else None) or real(self, texts, *a, **k))
+    code, _, err = _run(["encode", "--input", str(txt), "--output", str(out)] + args, capsys)
+    assert code == 0 and "resuming: 2 of 3 chunks" in err and "5/5" in err  # the bar ends at every text
+    assert generated == [["text number 4"]]  # only the unfinished chunk was generated
+    assert out.read_text() == whole.read_text() and not parts.exists()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(0 < r["shift"] < 2 for r in rows)  # how far each rationale moved its text
+    txt.write_text("other text\n", encoding="utf-8")
+    (parts / "manifest.json").parent.mkdir()
+    (parts / "manifest.json").write_text('{"fingerprint": "x", "total": 1, "chunk_size": 2}')
+    code, _, err = _run(["encode", "--input", str(txt), "--output", str(out)] + args, capsys)
+    assert code == 2 and "holds a run with another input" in err and err.count("\n") == 1  # before loading
+
+
 @pytest.mark.parametrize("content,message", [
     (b"", "the file is empty"),
     (b"fine\n   \nalso fine\n", "line 2: empty text"),

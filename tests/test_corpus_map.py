@@ -33,9 +33,12 @@ class _Counting:
     def __init__(self):
         self.calls = 0
 
-    def encode(self, texts, settings, return_details=True):
+    def encode(self, texts, settings, return_details=True, rationales=None):
         from types import SimpleNamespace
 
+        if rationales is not None:  # the text-only pass of the rationale shift (nothing generated)
+            assert rationales == [""] * len(texts)
+            return np.tile([1.0, 0.0, 0.0], (len(texts), 1))
         self.calls += 1
         return [SimpleNamespace(rationale=f"r:{t}", embedding=np.ones(3) / np.sqrt(3)) for t in texts]
 
@@ -45,11 +48,13 @@ def test_embeddings_are_cached_by_settings_and_texts_and_a_cancel_caches_nothing
     texts = [f"t{i}" for i in range(20)]
     first = embed_corpus(enc, s, texts)
     assert enc.calls == 3 and first.rationales[0] == "r:t0"  # batches of 8
+    assert first.shift == pytest.approx([1 - 1 / np.sqrt(3)] * 20)  # 1 - cos(with, without the rationale)
     assert embed_corpus(enc, s, texts) is first and enc.calls == 3  # from the cache
+    assert embed_corpus(enc, s.direct(), texts).shift is None  # no rationale, no shift
     embed_corpus(enc, s.with_(max_new_tokens=8), texts)
-    assert enc.calls == 6  # other settings: embedded again
+    assert enc.calls == 9  # other settings: embedded again (after the direct-forward map's 3)
     with pytest.raises(Cancelled):
-        embed_corpus(enc, s, texts[:19], should_stop=lambda: enc.calls >= 7)
-    assert enc.calls == 7
+        embed_corpus(enc, s, texts[:19], should_stop=lambda: enc.calls >= 10)
+    assert enc.calls == 10
     embed_corpus(enc, s, texts[:19])
-    assert enc.calls == 10  # the cancelled corpus was not cached
+    assert enc.calls == 13  # the cancelled corpus was not cached

@@ -124,7 +124,7 @@ def test_every_field_in_the_app_reaches_the_encoder_from_each_tab(prompt, tmp_pa
     for _ in run_compare(None, "a query", "one document\nanother document", "raw cosine", *values):
         pass
     assert make_map(None, SOURCES[1], None, MODES[0], "PCA", "", *values, progress=lambda *a, **k: None
-                    )[0].endswith("texts mapped. Click a point for its neighbours.")
+                    )[0].startswith("100 texts mapped. Click a point for its neighbours")
     assert "average" in run_eval(None, "quick", ["WordNetRetrieval"], *values, progress=lambda *a, **k: None)[0]
     grace = [e for e in made if e.loaded_with.model != "minilm"]
     assert len(grace) == 1 and grace[0].loaded_with == want  # one load, for all three tabs

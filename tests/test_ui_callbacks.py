@@ -53,7 +53,7 @@ def test_explore_compare_and_what_if(ui_env):
     assert status.startswith("Ranked by GRACE cosine")
     assert [r[0] for r in rows] == [1, 2] and rows[0][3] >= rows[1][3]
     assert sorted(r[1] for r in rows) == [1, 2]  # the input number beside the rank
-    assert all(len(r) == 10 and r[7] is not None for r in rows)  # MiniLM column filled
+    assert all(len(r) == 12 and r[7] is not None and r[9] is not None for r in rows)  # MiniLM and shift filled
     assert all(r[4] is None and r[5] is None for r in rows)  # greedy and no adapter: no spread, no base column
     assert "[query]" in stream and "[#2]" in stream
     assert 'class="tok"' in d_hl and "⟦rationale⟧" in d_hl and "cosine" in summary
@@ -110,7 +110,7 @@ def _quiet(*a, **k):
 
 
 def test_map_callbacks(ui_env, tmp_path):
-    from grace.ui.map_tab import CLUSTERS, SOURCES, make_map, on_click, render
+    from grace.ui.map_tab import CLUSTERS, SHIFT, SOURCES, _map, filter_shift, make_map, on_click, render
 
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("title,label\nx,y\n")
@@ -124,7 +124,20 @@ def test_map_callbacks(ui_env, tmp_path):
         None, SOURCES[2], str(good), "direct forward vs with rationale", "UMAP", "number 3", *ui_env, progress=_quiet)
     assert note.startswith("6 texts mapped") and "PCA" in note and "1 of 6 texts contain 'number 3'" in note
     assert left is not None and right is not None
-    assert colour["choices"] == ["topic", "source", CLUSTERS] and colour["value"] == "topic"  # colour by any column
+    assert colour["choices"] == ["topic", "source", SHIFT, CLUSTERS] and colour["value"] == "topic"  # any column
+    # the rationale's effect: the rationale map's shifts, shown in both maps; the filter keeps the top half
+    direct_panel, rationale_panel = _map(state)["panels"]
+    assert direct_panel.data.shift is None and (rationale_panel.data.shift > 0).all()
+    shaded, shaded_right, _ = render(state, "UMAP", SHIFT, "")
+    scale = [t for t in shaded.data if t.marker.colorscale is not None]
+    assert len(scale) == 1 and list(scale[0].marker.color) == pytest.approx(
+        [rationale_panel.data.shift[i] for i in scale[0].customdata])
+    half, _, note = filter_shift(50, state, "UMAP", SHIFT, "")
+    grey = [t for t in half.data if t.name.startswith("filtered out")]
+    top3 = set(np.argsort(-rationale_panel.data.shift)[:3].tolist())
+    assert grey[0].name == "filtered out (3)" and not top3 & set(grey[0].customdata) and "top 50 %" in note
+    assert filter_shift(0, state, "UMAP", SHIFT, "")[2].startswith("⚠️")
+    filter_shift(100, state, "UMAP", SHIFT, "")
     # each map's clusters: sizes that add up, the direct-forward map's named from its texts (no rationales)
     for title in ("direct forward", "with rationale"):
         mine = [r for r in clusters if r[0] == title]
@@ -160,7 +173,8 @@ def test_map_cancel_stops_within_a_batch_and_writes_nothing(ui_env, tmp_path, mo
     def counting(enc, settings, texts, **kw):
         class Spy:
             def encode(self, batch, *a, **k):
-                calls.append(len(batch))
+                if k.get("rationales") is None:  # a generating call (not the shift's text-only pass)
+                    calls.append(len(batch))
                 map_tab.cancel_map("visitor-a")  # the visitor presses Cancel during the first batch
                 return enc.encode(batch, *a, **k)
         return real(Spy(), settings, texts, **kw)
@@ -361,7 +375,7 @@ def test_uploads_are_limited_and_named_safely(ui_env, tmp_path, monkeypatch):
 
     big = tmp_path / "big.jsonl"
     big.write_bytes(b"x" * 2_100_000)
-    monkeypatch.setattr(common, "MAX_UPLOAD_MB", 2)
+    monkeypatch.setattr(common, "LOCAL_MAX_UPLOAD_MB", 2)  # on one's own machine (MAX_UPLOAD_MB on a Space)
     with pytest.raises(ValueError, match="The file is 2.1 MB; uploads are limited to 2 MB"):
         common.upload_path(str(big))
     from grace.ui.map_tab import make_map
@@ -430,6 +444,19 @@ def test_explore_datapoint_table_across_models_and_seeds(ui_env, tiny_model_dir,
     comp = compare_documents(tuned, "Where is Machu Picchu?", docs, settings=s.with_(adapter=adapter), base_encoder=base)
     plain = compare_documents(base, "Where is Machu Picchu?", docs, settings=s)
     assert comp.base == pytest.approx(plain.grace, abs=1e-5) and comp.grace != pytest.approx(plain.grace, abs=1e-5)
+    # the rationale's measured effect: the cosine without the document's rationale is the ablation's
+    # "text only"; a document that is the query itself (the same greedy rationale) has a shift of
+    # 1 - its cosine without the rationale, the query's own shift
+    from analysis.contrast import ablate_rationale
+
+    for i, d in enumerate(plain.docs):
+        assert plain.without[i] == pytest.approx(ablate_rationale(base, s, plain.query, d)["text_only"], abs=1e-5)
+    itself = compare_documents(base, "Where is Machu Picchu?", ["Where is Machu Picchu?"], settings=s)
+    assert itself.shift[0] == pytest.approx(1 - itself.without[0], abs=1e-6)
+    assert itself.shift[0] == pytest.approx(itself.query_shift, abs=1e-9)
+    assert itself.shift[0] > 1e-6  # the rationale moved it
+    assert plain.rows()[0][HEADERS.index("moved by rationale")] == round(plain.shift[plain.order()[0]], 4)
+    assert compare_documents(base, "q", docs, settings=s.with_(rationale=False)).shift is None
     # sampled: the spread over 3 seeds is their standard deviation
     sampled = s.with_(sample=True, seed=5)
     comp3 = compare_documents(base, "Where is Machu Picchu?", docs, settings=sampled)

@@ -95,8 +95,10 @@ def _show(item, name, note=""):
         done = "Nothing left to rate." if name else ""
         return (None, "", "", "", None, None, None, False, "", md_escape(f"{note} {done}".strip()), _progress(name))
     r = _store().rating(item.id, name) if name else None
-    meta = f"source: {item.source}" + (f" · run {item.run}, step {item.step}" if item.run else "") + \
-        (f" · similarity {item.similarity:+.3f}" if item.similarity is not None else "")
+    meta = (f"source: {item.source}" + (f" · run {item.run}, step {item.step}" if item.run else "")
+            + (f" · similarity {item.similarity:+.3f}" if item.similarity is not None else "")
+            + (f" · its rationale moved it {item.rationale_shift:.4f} (1 − cos)" if item.rationale_shift is not None
+               else ""))
     return (item.id, item.text, item.rationale, (item.paired_text or "") + ("\n\n" if item.paired_text else "") + meta,
             r["faithfulness"] if r else None, r["informativeness"] if r else None, r["fluency"] if r else None,
             bool(r["hallucination"]) if r else False, r["comment"] if r else "", md_escape(note), _progress(name))
@@ -220,9 +222,11 @@ def summary_view(a, b):
         alpha = "–" if d["alpha"] is None else f"{d['alpha']:.2f}"
         rho_s = "–" if d["spearman_similarity"] is None else f"{d['spearman_similarity']:+.2f}"
         rho_r = "–" if d["spearman_reward"] is None else f"{d['spearman_reward']:+.2f}"
+        rho_m = "–" if d["spearman_shift"] is None else f"{d['spearman_shift']:+.2f}"
         lines.append(f"- **{dim}**: mean {d['mean']:.2f} (n = {d['n']}), Krippendorff's α (ordinal) {alpha}, "
                      f"Spearman vs similarity {rho_s} (n = {d['n_similarity']} items), "
-                     f"vs reward {rho_r} (n = {d['n_reward']} items)")
+                     f"vs reward {rho_r} (n = {d['n_reward']} items), "
+                     f"vs the rationale's measured shift {rho_m} (n = {d['n_shift']} items)")
     if ratings:
         lines.append(f"- hallucination flagged in {100 * s['hallucination_rate']:.0f} % of ratings")
     if a and b and a != b:

@@ -9,7 +9,7 @@ import gradio as gr
 from grace.model.backbone import CONVERSION_TIME
 
 from . import annotate_tab, evaluate_tab, explore, map_tab, train_tab
-from .common import MAX_UPLOAD_MB, WARMUP, is_public, model_bar
+from .common import WARMUP, is_public, max_upload_mb, model_bar
 from .identity import browser_token_state, identify, left, page_state
 from .storage import served_paths
 
@@ -57,7 +57,7 @@ def main() -> None:
     demo.queue(default_concurrency_limit=1, max_size=32).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), show_error=False,
-        max_file_size=f"{MAX_UPLOAD_MB}mb",
+        max_file_size=f"{max_upload_mb()}mb",
         allowed_paths=served_paths(),  # the exports only: on a Space they live in /data, outside cwd and /tmp
         state_session_capacity=2000 if is_public() else 10000,
         head=annotate_tab.KEYBOARD_JS + map_tab.CLICK_JS, css=map_tab.CSS)

@@ -191,11 +191,17 @@ def model_bar(default_model: str):
     return [controls[name] for name in _panel_fields()]
 
 
-MAX_UPLOAD_MB = 20  # every upload (training data, map corpus, annotation import); also the server's limit
+MAX_UPLOAD_MB = 20  # every upload on a public Space (training data, map corpus, annotation import); the server's limit
+LOCAL_MAX_UPLOAD_MB = 2000  # on one's own machine: a grace encode file of 100,000 texts is about 650 MB
+
+
+def max_upload_mb() -> int:
+    """The upload limit: MAX_UPLOAD_MB on a public Space, LOCAL_MAX_UPLOAD_MB on one's own machine."""
+    return MAX_UPLOAD_MB if is_public() else LOCAL_MAX_UPLOAD_MB
 
 
 def upload_path(upload) -> str:
-    """The local path of an uploaded file, refused above ``MAX_UPLOAD_MB`` with its size."""
+    """The local path of an uploaded file, refused above ``max_upload_mb()`` with its size."""
 
     path = upload if isinstance(upload, str) else getattr(upload, "name", None)
     if not isinstance(path, str) or not Path(path).is_file():
@@ -203,8 +209,9 @@ def upload_path(upload) -> str:
     if is_public() and not _in_upload_cache(path):  # a script may name any server path
         raise ValueError("Upload the file through the page.")
     size = Path(path).stat().st_size
-    if size > MAX_UPLOAD_MB * 1_000_000:
-        raise ValueError(f"The file is {size / 1e6:.1f} MB; uploads are limited to {MAX_UPLOAD_MB} MB.")
+    limit = max_upload_mb()
+    if size > limit * 1_000_000:
+        raise ValueError(f"The file is {size / 1e6:.1f} MB; uploads are limited to {limit} MB.")
     return path
 
 

@@ -38,7 +38,7 @@ EXAMPLES = [
      "Air molecules scatter blue sunlight more than red light.\nSunsets look red near the horizon.\n"
      "Bread rises because yeast releases carbon dioxide."],
 ]
-WIDTHS = ["5%", "4%", "25%", "8%", "7%", "8%", "8%", "7%", "8%", "20%"]
+WIDTHS = ["4%", "3%", "21%", "7%", "6%", "7%", "7%", "6%", "7%", "7%", "7%", "18%"]
 ATTRIBUTIONS = ["raw cosine", "centred on the compared documents"]
 ATTRIBUTION_HELP = (
     "**Raw cosine**: each token's exact share of the cosine shown (the shares sum to it). With mean-pooled "
@@ -49,7 +49,10 @@ ATTRIBUTION_HELP = (
 TABLE_HELP = ("**#** is the document's input line. **± over 3 seeds**: with sampled rationales, the spread (std) of "
               "the GRACE cosine over three seeds. **GRACE, no adapter**: the same settings without the chosen adapter. "
               "**from rationale**: the part of the GRACE cosine that the document's rationale tokens contribute "
-              "(exact; its text tokens contribute the rest). Click a header to sort.")
+              "(exact; its text tokens contribute the rest). **moved by rationale**: 1 − cos between the document's "
+              "embedding with its rationale and without it (0: the rationale changed nothing). **without rationale**: "
+              "the cosine when the document's rationale is removed (the query keeps its own); GRACE cosine minus it "
+              "is what the rationale carried. Click a header to sort.")
 ABLATION_HEADERS = ["removed from the rationale", "cosine without it", "change"]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 
 import gradio as gr
+import numpy as np
 
 from analysis.clusters import HEADERS as CLUSTER_HEADERS
 from analysis.clusters import MIN_TEXTS, cluster_map
@@ -28,6 +29,7 @@ SOURCES = ["sample: WordNet definitions (labelled)", "sample: 100 passages", "up
 MODES = ["with rationale", "direct forward vs with rationale", "base vs adapter"]
 PROJECTIONS = ["UMAP", "PCA"]
 NEIGHBOUR_HEADERS = ["map", "rank", "#", "text", "cosine"]
+SHIFT = "rationale shift (1 − cos with / without it)"  # a colour choice: how far each rationale moved its text
 CLUSTERS = "clusters (each map's own, named by its rationales)"  # a colour choice beside the corpus's columns
 K = 5
 # A map's embeddings and projections stay on the server under a key (the page's State holds the key)
@@ -112,8 +114,15 @@ def render(state: dict | None, projection: str, colour: str | None, query: str):
         hits, ring = state["clusters"][picked[0]].members(picked[1]), f"cluster {picked[1] + 1}"
     sel = state.get("selected")
     coords = [p.coords(method) for p in panels]
+    shifts = [p.data.shift for p in panels]
+    any_shift = next((x for x in shifts if x is not None), None)  # a direct-forward map shows the rationale map's
+    top = state.get("top", 100)
     figs = []
     for i, p in enumerate(panels):
+        shift = shifts[i] if shifts[i] is not None else any_shift
+        shown = None
+        if shift is not None and top < 100:  # the filter: the texts whose rationale moved them most
+            shown = np.argsort(-shift, kind="stable")[:max(1, round(len(texts) * top / 100))].tolist()
         moved = None
         if sel is not None and len(panels) == 2:
             moved = align(coords[i], coords[1 - i])[sel]
@@ -122,10 +131,12 @@ def render(state: dict | None, projection: str, colour: str | None, query: str):
             c = state["clusters"][i]
             labels = c.point_labels()
             names = [(x, y, c.label_of(k)) for k, (x, y) in enumerate(c.centres(coords[i]))]
+        values = shift if colour == SHIFT and shift is not None else None
         figs.append(corpus_map(coords[i], texts, labels, p.data.rationales,
                                title=f"{p.title} ({p.projections[method].method.upper()})",
-                               colour_name="cluster" if colour == CLUSTERS else colour or "", selected=sel,
-                               matches=hits, matches_name=ring, moved_from=moved, names=names))
+                               colour_name={CLUSTERS: "cluster", SHIFT: "rationale shift"}.get(colour, colour or ""),
+                               selected=sel, matches=hits, matches_name=ring, moved_from=moved, names=names,
+                               values=values, shown=shown))
     found = f"Search: {len(hits)} of {len(texts)} texts contain {query.strip()!r}." if (query or "").strip() else ""
     right = gr.update(value=figs[1], visible=True) if len(figs) > 1 else gr.update(value=None, visible=False)
     return figs[0], right, found
@@ -185,9 +196,31 @@ def make_map(page, source, upload, mode, projection, query, *settings_values, pr
     notes = sorted({p.projections[method].note for p in panels if p.projections[method].note})
     msg = " ".join([f"{len(texts)} texts mapped. Click a point for its neighbours, a cluster in the table for its "
                     "points."] + notes + ([found] if found else []))
-    choices = list(columns) + ([CLUSTERS] if clusters else [])
+    choices = list(columns) + ([SHIFT] if any(p.data.shift is not None for p in panels) else []) + (
+        [CLUSTERS] if clusters else [])
     return (msg, left, right, str(out), MAPS.put(state), gr.update(choices=choices, value=colour), "", [],
             cluster_rows(state))
+
+
+def filter_shift(top, state, projection, colour, query):
+    """The shift filter: keep the ``top`` per cent of texts whose rationale moved them most (the
+    others stay grey); 100 shows all."""
+    state = _map(state)
+    if not state:
+        return gr.update(), gr.update(), ""
+    try:
+        top = float(top)
+        if not 1 <= top <= 100:
+            raise ValueError
+    except (TypeError, ValueError):
+        return gr.update(), gr.update(), "⚠️ The filter takes a share from 1 to 100 %."
+    if not any(p.data.shift is not None for p in state["panels"]):
+        return gr.update(), gr.update(), "This map has no rationales: there is no shift to filter by."
+    state["top"] = top
+    left, right, _ = render(state, projection, colour, query)
+    kept = max(1, round(len(state["texts"]) * top / 100))
+    return left, right, ("" if top >= 100 else f"Showing the {kept} texts whose rationale moved them most "
+                                                  f"(top {top:g} %); the others are grey.")
 
 
 def cluster_rows(state: dict) -> list[list]:
@@ -278,6 +311,9 @@ def describe(state: dict, index: int) -> str:
     for p in panels:
         if p.data.rationales[index]:
             lines.append(f"- rationale ({md_escape(p.title)}): {md_escape(p.data.rationales[index])}")
+        if p.data.shift is not None:
+            lines.append(f"- its rationale moved it ({md_escape(p.title)}): {p.data.shift[index]:.4f} "
+                         "(1 − cos between its embedding with and without the rationale)")
     if len(panels) == 2:
         a, b = panels
         shared = len({j for j, _ in neighbours(a.data.embeddings, index, K)} &
@@ -300,8 +336,11 @@ def build(settings_components, page) -> None:
         gr.Markdown(f"Embed a corpus (up to {MAX_MAP_TEXTS:,} texts) with the current settings and look at it in "
                     "2-d. **Click a point** for its text, rationale and nearest neighbours (by cosine in the full "
                     "embedding, not on the picture); in a two-map comparison the same item is starred in both, "
-                    "with a dashed line from where it lies in the other map. Switching projection, colour or "
-                    "search reuses the embeddings (no model call).")
+                    "with a dashed line from where it lies in the other map. **Colour by** a column of the file, "
+                    "by the *rationale shift* (how far each text's rationale moved its embedding: 1 − cos with and "
+                    "without it) or by *clusters* named by the words their rationales use more than the rest; "
+                    "the slider keeps only the texts their rationale moved most. Switching projection, colour, "
+                    "filter or search reuses the embeddings (no model call).")
         with gr.Row():
             source = gr.Radio(SOURCES, value=SOURCES[0], label="Corpus")
             upload = gr.File(label=".txt / .jsonl / .csv (a 'text' column; other columns can colour the map)",
@@ -311,6 +350,8 @@ def build(settings_components, page) -> None:
             projection = gr.Radio(PROJECTIONS, value=PROJECTIONS[0], label="Projection", elem_id="map-projection")
             colour = gr.Dropdown(choices=[], value=None, label="Colour by", elem_id="map-colour")
             query = gr.Textbox(label="Search the texts", placeholder="a word or phrase", elem_id="map-search")
+            shift_filter = gr.Slider(1, 100, value=100, step=1, elem_id="map-shift-filter",
+                                     label="Only the texts their rationale moved most (top %; 100: all)")
         with gr.Row():
             go = gr.Button("Map it", variant="primary", elem_id="map-go")
             stop = gr.Button("Cancel", elem_id="map-cancel")
@@ -333,6 +374,7 @@ def build(settings_components, page) -> None:
         state = gr.State(None)
         upload.upload(lambda f: SOURCES[2], [upload], [source])
         go.click(busy_note, [page], [busy], queue=False, trigger_mode="multiple", show_progress="hidden")
+        go.click(lambda: 100, None, [shift_filter], queue=False, show_progress="hidden")  # a new map shows all
         go.click(make_map, [page, source, upload, mode, projection, query] + settings_components,
                  [note, left, right, download, state, colour, detail, near, cluster_table],
                  concurrency_limit=1, concurrency_id="model", show_progress_on=[note])
@@ -341,5 +383,7 @@ def build(settings_components, page) -> None:
             control.change(lambda st, pr, co, q: render(st, pr, co, q)[:2], [state, projection, colour, query],
                            [left, right], show_progress_on=[note])
         query.submit(render, [state, projection, colour, query], [left, right, note])
+        shift_filter.change(filter_shift, [shift_filter, state, projection, colour, query], [left, right, cluster_note],
+                            trigger_mode="always_last", show_progress="hidden")
         cluster_table.select(select_cluster, [state, projection, colour, query], [left, right, cluster_note])
         clicked.change(on_click, [clicked, state, projection, colour, query], [left, right, detail, near])

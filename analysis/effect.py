@@ -1,0 +1,27 @@
+"""The rationale's measured effect on one text: how far its rationale moved its embedding, as
+1 - cos(embedding with the rationale, embedding of the text alone through the same prompt and
+pooling; no generation). 0: the rationale changed nothing; the larger, the more the embedding is
+the rationale's. The Explore table, the Map's colour and filter and the annotation items read it
+from here."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from grace.model.settings import EncodeSettings
+
+
+def text_only(encoder, settings: EncodeSettings, texts: Sequence[str]) -> np.ndarray:
+    """[N, D] unit embeddings of ``texts`` with an empty rationale (the ablation path's "text
+    only"): one forward pass each, nothing generated."""
+    return np.asarray(encoder.encode(list(texts), settings, rationales=[""] * len(texts)), dtype=np.float64)
+
+
+def rationale_shift(with_rationale: np.ndarray, without: np.ndarray) -> np.ndarray:
+    """1 - cos per row between the embeddings with and without the rationale."""
+    a = np.asarray(with_rationale, dtype=np.float64)
+    b = np.asarray(without, dtype=np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(min=1e-12)
+    return 1.0 - cos
