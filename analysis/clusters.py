@@ -69,7 +69,7 @@ def choose_k(embeddings: np.ndarray, *, max_k: int = MAX_K, seed: int = 0) -> tu
     best, best_score = None, -2.0
     for k in range(2, max(2, min(max_k, n // 3)) + 1):
         if n > BIG:  # 100,000 texts: mini-batches (seconds a k) instead of full passes (a minute a k)
-            labels = MiniBatchKMeans(n_clusters=k, n_init=3, batch_size=4096, random_state=seed).fit_predict(embeddings)
+            labels = MiniBatchKMeans(n_clusters=k, n_init=1, batch_size=4096, random_state=seed).fit_predict(embeddings)
         else:
             labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(embeddings)
         if len(set(labels.tolist())) < 2:

@@ -9,6 +9,8 @@ import plotly.graph_objects as go
 # imported here, not in the function: two page timers drawing curves at once raced on a lazy import
 from plotly.subplots import make_subplots
 
+WEBGL_FROM = 5000  # points: more are drawn with WebGL (Scattergl), which stays smooth at 100,000
+
 REWARD_KEYS = ["reward/positive", "reward/contrastive", "reward/self", "reward/consistency", "reward/hard_negative",
                "reward/length_penalty", "reward/total"]
 
@@ -44,16 +46,17 @@ def corpus_map(coords, texts: Sequence[str], labels: Sequence[str] | None = None
     def xy(idx):
         return [float(coords[i][0]) for i in idx], [float(coords[i][1]) for i in idx]
 
+    scatter = go.Scattergl if len(texts) >= WEBGL_FROM else go.Scatter
     fig = go.Figure()
     hidden = [i for i in range(len(texts)) if i not in keep]
     if hidden:
         x, y = xy(hidden)
-        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=f"filtered out ({len(hidden)})", text=hover(hidden),
+        fig.add_trace(scatter(x=x, y=y, mode="markers", name=f"filtered out ({len(hidden)})", text=hover(hidden),
                                  hoverinfo="text", customdata=hidden, marker={"size": 5, "color": "lightgrey"}))
     if values is not None:
         idx = sorted(keep)
         x, y = xy(idx)
-        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=escape(colour_name), text=hover(idx),
+        fig.add_trace(scatter(x=x, y=y, mode="markers", name=escape(colour_name), text=hover(idx),
                                  hoverinfo="text", customdata=idx, showlegend=False,
                                  marker={"size": 8, "opacity": 0.85, "color": [float(values[i]) for i in idx],
                                          "colorscale": "Viridis", "showscale": True,
@@ -62,7 +65,7 @@ def corpus_map(coords, texts: Sequence[str], labels: Sequence[str] | None = None
     for lab in sorted(set(labels), key=str) if values is None else []:
         idx = [i for i, l in enumerate(labels) if l == lab and i in keep]
         x, y = xy(idx)
-        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=escape(str(lab) or "(empty)"), text=hover(idx),
+        fig.add_trace(scatter(x=x, y=y, mode="markers", name=escape(str(lab) or "(empty)"), text=hover(idx),
                                  hoverinfo="text", customdata=idx, marker={"size": 8, "opacity": 0.8}))
     if matches:
         m = list(matches)

@@ -3,9 +3,11 @@ reproduction run (``benchmarks/reproduce.py --seeds ...``), scored on WordNet's 
 (capped per task; never the test pool), in one run. Each score is written to
 ``results/reproduce/pick/NAME.json`` as it finishes and reused on the next run.
 
-    python benchmarks/pick_adapter.py [--limit 40]
+    python benchmarks/pick_adapter.py [--limit 40] [--runs results/reproduce/runs] [--test]
 
-The winner is the adapter to pass to ``benchmarks/ship_adapter.py`` when it is not the shipped one.
+The winner is the adapter to pass to ``benchmarks/ship_adapter.py`` when it is not the shipped one;
+``--test`` then scores the winner on the test pool (full size, as the reproduction's rows) and writes
+``OUT/test-NAME.json`` in a reproduction row's format, for its model card.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main() -> None:
     ap.add_argument("--runs", default="results/reproduce/runs")
     ap.add_argument("--out", default="results/reproduce/pick")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--test", action="store_true", help="score the winner on the test pool for its model card")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,7 +60,31 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(f"{100 * v:.1f}" for v in r["categories"].values()) +
                      f" | {100 * r['average']:.1f} |")
     lines += ["", f"Best on validation: **{best}**."]
+    if args.test and not best.startswith("shipped"):
+        lines += ["", test_row(best, candidates[best], out)]
     report("pick_adapter", "Which adapter ships", "\n".join(lines), write=not args.no_write)
+
+
+def test_row(name: str, adapter: str, out: Path) -> str:
+    """The winner on the test pool (full size), as a reproduction row (``OUT/test-NAME.json``)."""
+    import json
+
+    from grace.files.run_folder import RunFolder
+
+    def score() -> dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = evaluate(EncodeSettings(adapter=adapter, device="cpu"), resolve_tasks("offline"),
+                         cache=RationaleCache(out / "rationales.sqlite"))
+        run = RunFolder(Path(adapter).parent)
+        cfg = json.loads(run.config.read_text())
+        steps = len(run.metric_rows())
+        return {**r, "label": f"GRACE supervised ({name}, picked on validation)", "measured": machine(),
+                "training": {"steps": steps, "examples_seen": steps * cfg["batch_size"],
+                             "train_minutes": sum(m["step_time"] for m in run.metric_rows()) / 60, "config": cfg}}
+
+    r = resumable_row(out, f"test-{name}", score, score="test average")
+    return f"{name} on the test pool (full size): **{100 * r['average']:.1f}**."
 
 
 if __name__ == "__main__":

@@ -75,3 +75,26 @@ def browser_page():
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+POINT_JS = """([sel, idx]) => {
+  const gd = document.querySelector(sel + ' .js-plotly-plot');
+  if (!gd || !gd._fullLayout) return null;
+  gd.scrollIntoView();
+  const fl = gd._fullLayout, box = gd.getBoundingClientRect();
+  for (const t of gd.data) {
+    const j = Array.from(t.customdata || []).indexOf(idx);
+    if (j >= 0) return [box.left + fl.xaxis._offset + fl.xaxis.l2p(t.x[j]),
+                        box.top + fl.yaxis._offset + fl.yaxis.l2p(t.y[j])];
+  }
+  return null;
+}"""
+
+
+def click_point(page, plot: str, index: int) -> None:
+    """Click item ``index`` of a plotly map inside ``plot`` (a selector) where it is drawn, SVG or
+    WebGL alike (a WebGL point is not an element: its place comes from the plot's axes)."""
+    xy = page.evaluate(POINT_JS, [plot, index])
+    if xy is None:
+        raise AssertionError(f"item {index} is not on the map {plot}")
+    page.mouse.click(*xy)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from analysis.rollouts import HEADERS
-from browser import browser_page, running_app, shot
+from browser import browser_page, click_point, running_app, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -246,3 +246,37 @@ def test_map_cancel_stops_the_work_and_writes_nothing(app_url, tmp_path):
         page.click("button[role=tab]:has-text('Explore')")
         page.click("#explore-go")
         _wait_text(page, "#explore-status", "Ranked by GRACE cosine", timeout=60_000)
+
+
+def test_map_draws_a_100000_row_encode_file_and_a_click_shows_neighbours(app_url, tmp_path):
+    """A grace encode output of 100,000 texts: drawn with WebGL from its own embeddings (no model
+    call), a click on a point shows its text and neighbours."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 16)) * 3
+    words = ["lava", "violin", "tax", "orbit", "pasta"]
+    f = tmp_path / "big.jsonl"
+    with open(f, "w") as out:
+        for i in range(100_000):
+            k = i % 5
+            e = centres[k] + rng.normal(size=16)
+            out.write(json.dumps({"text": f"text {i} about {words[k]}", "rationale": f"{words[k]} things",
+                                  "embedding": [round(float(v), 4) for v in e], "shift": round(float(i % 97) / 97, 4)})
+                      + "\n")
+    with browser_page() as page:
+        page.goto(app_url)
+        page.click("button[role=tab]:has-text('Map')")
+        page.set_input_files("#map-upload input[type=file]", str(f))
+        page.wait_for_timeout(1500)
+        page.click("text=uploaded grace encode output")
+        page.click("#map-go")
+        _wait_text(page, "#map-note", "100000 texts mapped", timeout=300_000)
+        assert "PCA first" in page.inner_text("#map-note")
+        page.wait_for_selector("#map-left .js-plotly-plot .gl-container canvas", timeout=60_000)
+        page.wait_for_timeout(1000)  # the click handler attaches within half a second
+        assert page.is_checked("#map-projection input[value=PCA]")  # the radio says what is drawn
+        click_point(page, "#map-left", 12_345)
+        _wait_text(page, "#map-detail", " about ", timeout=60_000)
+        assert "text " in page.inner_text("#map-detail") and "about" in page.inner_text("#map-neighbours")
+        shot(page, "map-100k")

@@ -120,7 +120,7 @@ def test_map_callbacks(ui_env, tmp_path):
     assert "binary" in make_map(None, SOURCES[2], str(binary), "with rationale", "UMAP", "", *ui_env)[0]
     good = tmp_path / "c.csv"
     good.write_text("text,topic,source\n" + "".join(f"sentence number {i},{'ab'[i % 2]},s{i}\n" for i in range(6)))
-    note, left, right, csv_path, state, colour, _, _, clusters = make_map(
+    note, left, right, csv_path, state, colour, _, _, clusters, drawn = make_map(
         None, SOURCES[2], str(good), "direct forward vs with rationale", "UMAP", "number 3", *ui_env, progress=_quiet)
     assert note.startswith("6 texts mapped") and "PCA" in note and "1 of 6 texts contain 'number 3'" in note
     assert left is not None and right is not None
@@ -548,3 +548,40 @@ def test_a_closed_compare_stops_its_generation_before_the_slot_frees(ui_env, mon
     second.close()
     time.sleep(0.3)
     assert not MODEL_SLOT.busy
+
+
+def test_a_grace_encode_file_is_mapped_without_the_model(ui_env, tmp_path, monkeypatch):
+    """The Map draws what grace encode wrote (no model call): colours by its shifts and clusters,
+    exports it for Embedding Atlas; a bad or too long file is refused in one line."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from grace.ui import map_tab
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was called")
+
+    monkeypatch.setattr(map_tab, "encoder_for", no_model)
+    rng = np.random.default_rng(0)
+    rows = [{"text": f"{w} text {i}", "rationale": f"about {w}", "embedding": (rng.normal(size=8) * 0.2
+                                                                              + 3 * np.eye(8)[k]).tolist(),
+             "shift": float(i) / 40} for k, w in enumerate(["lava", "violin"]) for i in range(20)]
+    f = tmp_path / "enc.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    note, left, right, download, state, colour, _, _, clusters, drawn = map_tab.make_map(
+        None, map_tab.SOURCES[3], str(f), map_tab.MODES[0], "UMAP", "", *ui_env, progress=_quiet)
+    assert note.startswith("40 texts mapped") and download is None and right["visible"] is False
+    assert colour["choices"] == [map_tab.SHIFT, map_tab.CLUSTERS] and colour["value"] == map_tab.CLUSTERS
+    assert sorted(r[2] for r in clusters) == [20, 20] and {r[3] for r in clusters} == {"lava", "violin"}
+    msg, path = map_tab.export_atlas(state, "UMAP", None, progress=_quiet)
+    assert "embedding-atlas " in msg and "--neighbors neighbors" in msg
+    table = pq.read_table(path)
+    assert table.num_rows == 40 and table.column("rationale_shift").to_pylist()[5] == pytest.approx(5 / 40)
+    f.write_text(json.dumps(rows[0]) + "\n" + '{"text": "no embedding"}\n')
+    assert "line 2: needs 'text' and 'embedding'" in map_tab.make_map(
+        None, map_tab.SOURCES[3], str(f), map_tab.MODES[0], "UMAP", "", *ui_env, progress=_quiet)[0]
+    monkeypatch.setattr(map_tab, "MAX_ENCODED", 1)
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    assert "more than 1 rows" in map_tab.make_map(None, map_tab.SOURCES[3], str(f), map_tab.MODES[0], "UMAP", "",
+                                                 *ui_env, progress=_quiet)[0]

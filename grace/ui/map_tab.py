@@ -11,8 +11,10 @@ import numpy as np
 
 from analysis.clusters import HEADERS as CLUSTER_HEADERS
 from analysis.clusters import MIN_TEXTS, cluster_map
-from analysis.corpus_map import Cancelled, Panel, align, embed_corpus, neighbours, search
+from analysis.atlas_export import write_atlas
+from analysis.corpus_map import Cancelled, Embedded, Panel, align, embed_corpus, neighbours, search
 from analysis.plots import corpus_map
+from grace.files.encoded import read_encoded
 from grace.files.textio import read_corpus, read_texts
 from grace.training.data import SAMPLE_PASSAGES
 
@@ -25,7 +27,11 @@ from .storage import export_path
 from .text import md_escape
 
 MAX_MAP_TEXTS = 2000
-SOURCES = ["sample: WordNet definitions (labelled)", "sample: 100 passages", "uploaded file"]
+SOURCES = ["sample: WordNet definitions (labelled)", "sample: 100 passages", "uploaded file",
+           "uploaded grace encode output (drawn without the model)"]
+MAX_ENCODED = 100_000  # rows of a grace encode file on one's own machine
+PUBLIC_MAX_ENCODED = 20_000  # on a public Space (memory: each map keeps its embeddings)
+BIG = 20_000  # more texts: PCA first (UMAP on request, minutes, cached)
 MODES = ["with rationale", "direct forward vs with rationale", "base vs adapter"]
 PROJECTIONS = ["UMAP", "PCA"]
 NEIGHBOUR_HEADERS = ["map", "rank", "#", "text", "cosine"]
@@ -145,12 +151,14 @@ def render(state: dict | None, projection: str, colour: str | None, query: str):
 def make_map(page, source, upload, mode, projection, query, *settings_values, progress=gr.Progress()):
     """Embed (cancellable within one batch), project, write the CSV export, draw."""
     flag = CANCELS.start(page_token(page), "map")
-    nothing = (None, gr.update(visible=False), None, None, gr.update(), "", [], [])
+    nothing = (None, gr.update(visible=False), None, None, gr.update(), "", [], [], gr.update())
     try:
         owner = visitor_from(page).id
         s = settings_from(*settings_values)
         if projection not in PROJECTIONS or mode not in MODES or source not in SOURCES:
             raise ValueError("Choose a corpus, a comparison and a projection from the lists.")
+        if source == SOURCES[3]:
+            return _map_encoded(upload, projection, query, owner, progress)
         texts, columns = load_corpus(source, upload)
         if len(texts) > MAX_MAP_TEXTS:
             texts, columns = texts[:MAX_MAP_TEXTS], {k: v[:MAX_MAP_TEXTS] for k, v in columns.items()}
@@ -179,9 +187,7 @@ def make_map(page, source, upload, mode, projection, query, *settings_values, pr
         for p in panels:
             progress(None, desc=f"Projecting {p.title} ({projection})…")
             p.coords(method)
-        progress(None, desc="Clustering and naming the clusters by their rationales…")
-        clusters = ([cluster_map(p.data.embeddings, p.data.rationales, texts) for p in panels]
-                    if len(texts) >= MIN_TEXTS else None)
+        clusters = _clusters(panels, texts, progress)
         out = _export(panels, columns, owner)
     except Cancelled:
         return (f"Cancelled after {done[0]} of {total} texts; nothing was written.",) + nothing
@@ -189,17 +195,85 @@ def make_map(page, source, upload, mode, projection, query, *settings_values, pr
         return (f"⚠️ {one_line(exc)}",) + nothing
     finally:
         RUNNING.discard(page_token(page))
+    return _shown(panels, texts, columns, clusters, projection, query, str(out))
+
+
+def _clusters(panels: list[Panel], texts: list[str], progress) -> list | None:
+    if len(texts) < MIN_TEXTS:
+        return None
+    progress(None, desc="Clustering and naming the clusters by their rationales…")
+    return [cluster_map(p.data.embeddings, p.data.rationales, texts) for p in panels]
+
+
+def _shown(panels: list[Panel], texts: list[str], columns: dict, clusters, projection: str, query: str,
+           download: str | None, note: str = "") -> tuple:
+    """A made map's outputs: the message, both maps, the download, the State's key, the colour
+    choices, the cleared click views and the clusters table."""
     state = {"panels": panels, "texts": texts, "columns": columns, "selected": None, "clusters": clusters,
              "cluster": None}
     colour = "label" if "label" in columns else next(iter(columns), CLUSTERS if clusters else None)
     left, right, found = render(state, projection, colour, query)
+    method = projection.lower()
     notes = sorted({p.projections[method].note for p in panels if p.projections[method].note})
     msg = " ".join([f"{len(texts)} texts mapped. Click a point for its neighbours, a cluster in the table for its "
-                    "points."] + notes + ([found] if found else []))
+                    "points."] + ([note] if note else []) + notes + ([found] if found else []))
     choices = list(columns) + ([SHIFT] if any(p.data.shift is not None for p in panels) else []) + (
         [CLUSTERS] if clusters else [])
-    return (msg, left, right, str(out), MAPS.put(state), gr.update(choices=choices, value=colour), "", [],
-            cluster_rows(state))
+    return (msg, left, right, download, MAPS.put(state), gr.update(choices=choices, value=colour), "", [],
+            cluster_rows(state), projection)  # the projection drawn (a big file is drawn with PCA first)
+
+
+def _map_encoded(upload, projection: str, query: str, owner: str, progress) -> tuple:
+    """A map of a ``grace encode`` output: its embeddings, rationales and shifts as they are (no
+    model call); past BIG texts PCA first (UMAP when picked: minutes, then cached). The download is
+    the Embedding Atlas export (the file itself already holds every embedding)."""
+    nothing = (None, gr.update(visible=False), None, None, gr.update(), "", [], [], gr.update())
+    limit = PUBLIC_MAX_ENCODED if is_public() else MAX_ENCODED
+    try:
+        if upload is None:
+            raise ValueError("Upload the .jsonl file grace encode wrote first.")
+        progress(None, desc="Reading the encode file…")
+        f = read_encoded(upload_path(upload), max_rows=limit)
+    except Exception as exc:
+        return (f"⚠️ {one_line(exc)}",) + nothing
+    note = ""
+    if projection == "UMAP" and len(f.texts) > BIG:
+        projection, note = "PCA", (f"PCA first: UMAP on {len(f.texts):,} texts takes minutes on a CPU; pick UMAP "
+                                   "to compute it (kept for the next time).")
+    panel = Panel("from the encode file", Embedded(f.texts, f.rationales, f.embeddings, f.shift))
+    progress(None, desc=f"Projecting {len(f.texts):,} texts ({projection})…")
+    panel.coords(projection.lower())
+    clusters = _clusters([panel], f.texts, progress)
+    return _shown([panel], f.texts, {}, clusters, projection, query, None, note)
+
+
+def export_atlas(state, projection, page, progress=gr.Progress()):
+    """"Open in Embedding Atlas": the map (its rationale map, of two) as the Parquet table the
+    ``embedding-atlas`` command reads, with exact neighbours (a minute for 100,000 texts), the
+    rationale shift and the cluster of each text; and the command to run."""
+    state = _map(state)
+    if not state:
+        return EXPIRED, None
+    try:
+        owner = visitor_from(page).id
+        if projection not in PROJECTIONS:
+            raise ValueError("Choose a projection from the list.")
+        i = len(state["panels"]) - 1  # the rationale map of a comparison
+        p, method = state["panels"][i], projection.lower()
+        columns = {}
+        if p.data.shift is not None:
+            columns["rationale_shift"] = p.data.shift
+        if state.get("clusters"):
+            columns["cluster"] = state["clusters"][i].point_labels()
+        progress(None, desc=f"Nearest neighbours of {len(p.data.texts):,} texts for Embedding Atlas…")
+        path, _, command = write_atlas(export_path(owner, "atlas", ".parquet"), texts=p.data.texts,
+                                       rationales=p.data.rationales, coords=p.coords(method),
+                                       embeddings=p.data.embeddings, columns=columns)
+    except Exception as exc:
+        return f"⚠️ {one_line(exc)}", None
+    return (f"Exported {len(p.data.texts):,} texts ({md_escape(p.title)}, {projection}). Open it in Embedding Atlas "
+            f"(it draws millions of points): `pip install embedding-atlas`, then `{command}`"
+            + (" (colour by `cluster` or `rationale_shift` there)." if columns else ".")), str(path)
 
 
 def filter_shift(top, state, projection, colour, query):
@@ -371,12 +445,16 @@ def build(settings_components, page) -> None:
                                      label="Clusters (k-means, k by silhouette), named by class-based TF-IDF over "
                                            "their rationales; click one to ring its points")
         download = gr.File(label="Embeddings and coordinates (CSV)", elem_id="map-download")
+        with gr.Row():
+            atlas = gr.Button("Open in Embedding Atlas: export a Parquet file", elem_id="map-atlas", scale=0)
+            atlas_note = gr.Markdown(elem_id="map-atlas-note")
+        atlas_file = gr.File(label="For Embedding Atlas (Parquet)", elem_id="map-atlas-file")
         state = gr.State(None)
         upload.upload(lambda f: SOURCES[2], [upload], [source])
         go.click(busy_note, [page], [busy], queue=False, trigger_mode="multiple", show_progress="hidden")
         go.click(lambda: 100, None, [shift_filter], queue=False, show_progress="hidden")  # a new map shows all
         go.click(make_map, [page, source, upload, mode, projection, query] + settings_components,
-                 [note, left, right, download, state, colour, detail, near, cluster_table],
+                 [note, left, right, download, state, colour, detail, near, cluster_table, projection],
                  concurrency_limit=1, concurrency_id="model", show_progress_on=[note])
         stop.click(cancel_map, [page], [note], show_progress="hidden", queue=False)
         for control in (projection, colour):
@@ -385,5 +463,7 @@ def build(settings_components, page) -> None:
         query.submit(render, [state, projection, colour, query], [left, right, note])
         shift_filter.change(filter_shift, [shift_filter, state, projection, colour, query], [left, right, cluster_note],
                             trigger_mode="always_last", show_progress="hidden")
+        atlas.click(export_atlas, [state, projection, page], [atlas_note, atlas_file], concurrency_limit=1,
+                    concurrency_id="atlas", show_progress_on=[atlas_note])
         cluster_table.select(select_cluster, [state, projection, colour, query], [left, right, cluster_note])
         clicked.change(on_click, [clicked, state, projection, colour, query], [left, right, detail, near])
