@@ -450,7 +450,8 @@ def build(settings_components, page) -> None:
             atlas_note = gr.Markdown(elem_id="map-atlas-note")
         atlas_file = gr.File(label="For Embedding Atlas (Parquet)", elem_id="map-atlas-file")
         state = gr.State(None)
-        upload.upload(lambda f: SOURCES[2], [upload], [source])
+        # an upload picks "uploaded file", unless the visitor chose the encode-output source first
+        upload.upload(lambda f, chosen: chosen if chosen == SOURCES[3] else SOURCES[2], [upload, source], [source])
         go.click(busy_note, [page], [busy], queue=False, trigger_mode="multiple", show_progress="hidden")
         go.click(lambda: 100, None, [shift_filter], queue=False, show_progress="hidden")  # a new map shows all
         go.click(make_map, [page, source, upload, mode, projection, query] + settings_components,
