@@ -178,10 +178,7 @@ class AnnotationStore:
         try:
             conn = self._conn()
             self._check_owner(conn)  # refuse a foreign file before changing anything in it
-            try:  # only a GRACE database (or a new file) gets here, so changing its journal is fine
-                conn.execute("PRAGMA journal_mode = WAL")
-            except sqlite3.OperationalError as exc:
-                raise AnnotationError(f"Cannot write the annotation database {self.path}: {exc}.") from None
+            self._use_wal(conn)  # only a GRACE database (or a new file) gets here: changing its journal is fine
             # the version is read again and every migration applied inside ONE write transaction:
             # of two processes opening a new file at once, the second waits, then sees it migrated
             with self._tx() as c:
@@ -194,6 +191,20 @@ class AnnotationStore:
                 raise AnnotationError(f"{self.path} is not a GRACE annotation database (not SQLite); "
                                       "it was left untouched.") from None
             raise AnnotationError(f"{self.path} cannot be used as an annotation database ({exc}).") from None
+
+    def _use_wal(self, conn: sqlite3.Connection, wait: float = 30.0) -> None:
+        """Switch the file to write-ahead logging. SQLite answers "locked" at once, without its busy
+        timeout, while another opener migrates a new file: retry until that is done (or ``wait``)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise AnnotationError(f"Cannot write the annotation database {self.path}: {exc}.") from None
+                time.sleep(0.05)
 
     def _check_owner(self, conn: sqlite3.Connection) -> int:
         """The file's schema version (0 for a new file), refusing another program's database."""
