@@ -1,8 +1,7 @@
 """An "Open in Embedding Atlas" export of a map: a Parquet table in the layout the
 ``embedding-atlas`` command reads (text, rationale, precomputed x and y, and nearest neighbours
-as ``{"ids": [...], "distances": [...]}`` with zero-based row ids and cosine distances), plus a
-labels table (x, y, text) with the clusters' names at their centres, and the command that opens
-both. For maps beyond what a browser page draws well: Embedding Atlas renders millions of points."""
+as ``{"ids": [...], "distances": [...]}`` with zero-based row ids and cosine distances), optionally
+a labels table (x, y, text: names drawn at given places), and the command that opens them. For maps beyond what a browser page draws well: Embedding Atlas renders millions of points."""
 
 from __future__ import annotations
 

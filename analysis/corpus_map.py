@@ -19,7 +19,7 @@ import numpy as np
 from grace.files.cancel import Cancelled
 from grace.model.settings import EncodeSettings
 
-from .effect import rationale_shift, text_only
+from .effect import measurable, rationale_shift, text_only
 from .projection import Projection, project
 
 BATCH = 8  # texts per model call: progress moves and a Cancel takes effect within one batch
@@ -108,13 +108,13 @@ def embed_corpus(encoder, settings: EncodeSettings, texts: list[str], *,
         results = encoder.encode(batch, settings, return_details=True)
         rationales += [r.rationale for r in results]
         vectors += [r.embedding for r in results]
-        if settings.rationale:  # the rationale's effect: the same texts without it (no generation)
+        if measurable(settings):  # the rationale's effect: the same texts without it (no generation)
             alone = text_only(encoder, settings, batch)
             shifts += rationale_shift(np.stack([r.embedding for r in results]), alone).tolist()
         if on_batch:
             on_batch(len(rationales))
     out = Embedded(texts=list(texts), rationales=rationales, embeddings=np.stack(vectors).astype(np.float32),
-                   shift=np.asarray(shifts) if settings.rationale else None)
+                   shift=np.asarray(shifts) if measurable(settings) else None)
     with _LOCK:
         _CACHE[key] = out
         while len(_CACHE) > _CACHE_SIZE:

@@ -13,6 +13,13 @@ import numpy as np
 from grace.model.settings import EncodeSettings
 
 
+def measurable(settings: EncodeSettings) -> bool:
+    """Whether the settings embed a rationale that can be taken away: not without rationales, not
+    MiniLM (it writes none), not "rationale-mean" pooling (an embedding of the rationale alone has
+    nothing left without it)."""
+    return bool(settings.rationale) and settings.model != "minilm" and settings.pooling != "rationale-mean"
+
+
 def text_only(encoder, settings: EncodeSettings, texts: Sequence[str]) -> np.ndarray:
     """[N, D] unit embeddings of ``texts`` with an empty rationale (the ablation path's "text
     only"): one forward pass each, nothing generated."""

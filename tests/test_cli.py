@@ -59,17 +59,22 @@ def test_encode_resumes_without_redoing_finished_chunks(tiny_model_dir, tmp_path
     generated.clear()
     monkeypatch.setattr(GraceEncoder, "encode", lambda self, texts, *a, **k: (
         generated.append(list(texts)) if k.get("rationales") is None else None) or real(self, texts, *a, **k))
-    code, _, err = _run(["encode", "--input", str(txt), "--output", str(out)] + args, capsys)
+    resumed = [a if a != "2" or args[i - 1] != "--batch-size" else "1" for i, a in enumerate(args)]
+    code, _, err = _run(["encode", "--input", str(txt), "--output", str(out)] + resumed, capsys)  # smaller batches
     assert code == 0 and "resuming: 2 of 3 chunks" in err and "5/5" in err  # the bar ends at every text
     assert generated == [["text number 4"]]  # only the unfinished chunk was generated
     assert out.read_text() == whole.read_text() and not parts.exists()
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(0 < r["shift"] < 2 for r in rows)  # how far each rationale moved its text
     txt.write_text("other text\n", encoding="utf-8")
-    (parts / "manifest.json").parent.mkdir()
+    parts.mkdir()
     (parts / "manifest.json").write_text('{"fingerprint": "x", "total": 1, "chunk_size": 2}')
+    (parts / "chunk-000000.jsonl").write_text('{"text": "from the other run"}\n')
     code, _, err = _run(["encode", "--input", str(txt), "--output", str(out)] + args, capsys)
     assert code == 2 and "holds a run with another input" in err and err.count("\n") == 1  # before loading
+    (parts / "chunk-000000.jsonl").unlink()  # a start that stopped before its first chunk: begins afresh
+    code, _, err = _run(["encode", "--input", str(txt), "--output", str(out)] + args, capsys)
+    assert code == 0 and [json.loads(x)["text"] for x in out.read_text().splitlines()] == ["other text"]
 
 
 @pytest.mark.parametrize("content,message", [

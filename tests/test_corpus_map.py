@@ -58,3 +58,11 @@ def test_embeddings_are_cached_by_settings_and_texts_and_a_cancel_caches_nothing
     assert enc.calls == 10
     embed_corpus(enc, s, texts[:19])
     assert enc.calls == 13  # the cancelled corpus was not cached
+
+
+def test_the_shift_is_measured_only_where_a_rationale_can_be_removed():
+    from analysis.effect import measurable
+
+    s = EncodeSettings()
+    assert measurable(s) and not measurable(s.direct()) and not measurable(s.with_(model="minilm"))
+    assert not measurable(s.with_(pooling="rationale-mean"))

@@ -457,6 +457,8 @@ def test_explore_datapoint_table_across_models_and_seeds(ui_env, tiny_model_dir,
     assert itself.shift[0] > 1e-6  # the rationale moved it
     assert plain.rows()[0][HEADERS.index("moved by rationale")] == round(plain.shift[plain.order()[0]], 4)
     assert compare_documents(base, "q", docs, settings=s.with_(rationale=False)).shift is None
+    # a rationale-only embedding has nothing left without its rationale: no shift, no failure
+    assert compare_documents(base, "q", docs, settings=s.with_(pooling="rationale-mean")).shift is None
     # sampled: the spread over 3 seeds is their standard deviation
     sampled = s.with_(sample=True, seed=5)
     comp3 = compare_documents(base, "Where is Machu Picchu?", docs, settings=sampled)
@@ -581,6 +583,13 @@ def test_a_grace_encode_file_is_mapped_without_the_model(ui_env, tmp_path, monke
     f.write_text(json.dumps(rows[0]) + "\n" + '{"text": "no embedding"}\n')
     assert "line 2: needs 'text' and 'embedding'" in map_tab.make_map(
         None, map_tab.SOURCES[3], str(f), map_tab.MODES[0], "UMAP", "", *ui_env, progress=_quiet)[0]
+    f.write_text(json.dumps(rows[0]) + "\n")  # one row: a one-line refusal, not a traceback
+    assert map_tab.make_map(None, map_tab.SOURCES[3], str(f), map_tab.MODES[0], "UMAP", "", *ui_env,
+                            progress=_quiet)[0].startswith("⚠️ A map needs at least 2 texts")
+    same = [{**rows[0], "shift": float("nan")}] * 8  # identical rows: drawn without clusters; a NaN shift is none
+    f.write_text("".join(json.dumps(r) + "\n" for r in same))
+    out = map_tab.make_map(None, map_tab.SOURCES[3], str(f), map_tab.MODES[0], "PCA", "", *ui_env, progress=_quiet)
+    assert out[0].startswith("8 texts mapped") and out[8] == [] and out[5]["choices"] == []
     monkeypatch.setattr(map_tab, "MAX_ENCODED", 1)
     f.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
     assert "more than 1 rows" in map_tab.make_map(None, map_tab.SOURCES[3], str(f), map_tab.MODES[0], "UMAP", "",

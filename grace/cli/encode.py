@@ -13,8 +13,9 @@ DEFAULT_CHUNK = 256  # texts per chunk: an interruption loses at most this many 
 
 
 def fingerprint(settings, texts: list[str]) -> str:
-    """What the output is made from: the settings (with the adapter's weights) and every text."""
-    h = hashlib.sha256(settings.fingerprint().encode())
+    """What the output is made from: the settings (with the adapter's weights) and every text. The
+    batch size and the device are left out: a resume after running out of memory may change them."""
+    h = hashlib.sha256(settings.with_(batch_size=1, device="cpu").fingerprint().encode())
     for t in texts:
         h.update(t.encode("utf-8", "surrogatepass") + b"\0")
     return h.hexdigest()
@@ -25,12 +26,12 @@ def encode_rows(enc, settings, texts: list[str]) -> list[dict]:
     rationale moved it (``analysis.effect``'s shift: the Map colours and filters by it)."""
     import numpy as np
 
-    from analysis.effect import rationale_shift, text_only
+    from analysis.effect import measurable, rationale_shift, text_only
 
     results = enc.encode(texts, settings, return_details=True)
     rows = [{"text": r.text, "rationale": r.rationale, "embedding": [round(float(x), 7) for x in r.embedding]}
             for r in results]
-    if settings.rationale:
+    if measurable(settings):
         shift = rationale_shift(np.stack([r.embedding for r in results]), text_only(enc, settings, texts))
         for row, s in zip(rows, shift):
             row["shift"] = round(float(s), 7)
@@ -48,10 +49,10 @@ def run(args: argparse.Namespace) -> int:
     texts = read_texts(args.input)
     out = ChunkedOutput(args.output, fingerprint=fingerprint(settings, texts), total=len(texts),
                         chunk_size=args.chunk_size)  # refused before the model loads when it cannot resume
-    enc = load_encoder(settings)
     done = set(out.done())
     if done:
         print(f"resuming: {len(done)} of {out.n_chunks} chunks were written before ({out.parts})", file=sys.stderr)
+    enc = load_encoder(settings) if len(done) < out.n_chunks else None
     step = max(1, settings.batch_size)
     with tqdm(total=len(texts), initial=sum(out.span(i)[1] - out.span(i)[0] for i in done), unit="text",
               desc="encode", file=sys.stderr, dynamic_ncols=True) as bar:

@@ -29,15 +29,15 @@ class ChunkedOutput:
         self.total, self.chunk_size = total, chunk_size
         manifest = {"fingerprint": fingerprint, "total": total, "chunk_size": chunk_size}
         found = self.parts / MANIFEST
-        if found.exists():
-            try:
-                old = json.loads(found.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                old = None
-            if old != manifest:
-                raise InputError(f"{self.parts} holds a run with another input, settings or chunk size: remove it "
-                                 "to start over, or run the same command as before to resume it.")
-        else:
+        chunks = list(self.parts.glob("chunk-*.jsonl"))
+        try:
+            old = json.loads(found.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if chunks and old != manifest:  # chunks of another run (or of one whose manifest is gone)
+            raise InputError(f"{self.parts} holds a run with another input, settings or chunk size: remove it "
+                             "to start over, or run the same command as before to resume it.")
+        if old != manifest:  # new, or a start that stopped before its first chunk: begin afresh
             self.parts.mkdir(parents=True, exist_ok=True)
             with atomic_output(found) as f:
                 f.write(json.dumps(manifest))
@@ -72,4 +72,8 @@ class ChunkedOutput:
             for i in range(self.n_chunks):
                 with open(self.chunk_path(i), "rb") as f:
                     shutil.copyfileobj(f, out)
-        shutil.rmtree(self.parts)
+        # out of the way by one rename first: a kill during the removal leaves no half folder to resume
+        gone = self.parts.with_name(f".{self.parts.name}.removing")
+        shutil.rmtree(gone, ignore_errors=True)
+        self.parts.rename(gone)
+        shutil.rmtree(gone, ignore_errors=True)

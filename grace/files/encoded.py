@@ -4,6 +4,7 @@ and (with rationales) shift. The Map draws such a file without running the model
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def read_encoded(path: str | Path, max_rows: int = MAX_ROWS) -> EncodedFile:
             rationales.append(row.get("rationale") if isinstance(row.get("rationale"), str) else "")
             vectors.append(v)
             s = row.get("shift")
-            shifts.append(float(s) if isinstance(s, (int, float)) and not isinstance(s, bool) else None)
+            ok = isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s)
+            shifts.append(float(s) if ok else None)
     if not texts:
         raise InputError(f"{p.name}: the file is empty.")
     emb = np.stack(vectors)

@@ -224,13 +224,17 @@ class RunFolder:
     def sample_rows(self) -> list[dict]:
         return read_jsonl(self.samples)
 
+    def rollout_rows(self) -> list[dict]:
+        """The logged steps' rollouts (``logs_rollouts`` decides which steps), one row per step."""
+        return read_jsonl(self.rollouts)
+
     def rollout_steps(self) -> list[int]:
         """The steps whose rollouts were logged, in order."""
-        return [r["step"] for r in read_jsonl(self.rollouts) if isinstance(r.get("step"), int)]
+        return [r["step"] for r in self.rollout_rows() if isinstance(r.get("step"), int)]
 
     def rollout_row(self, step: int) -> dict | None:
-        """One logged step's rollouts (``logs_rollouts`` decides which steps), or None."""
-        return next((r for r in read_jsonl(self.rollouts) if r.get("step") == step), None)
+        """One logged step's rollouts, or None."""
+        return next((r for r in self.rollout_rows() if r.get("step") == step), None)
 
     def validation_rows(self) -> list[dict]:
         return read_jsonl(self.validation)

@@ -157,8 +157,9 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
                     loss = loss + kl_beta * kl
                     kl_value = kl.item()
                 loss.backward()
-                for i, part in zip(run, torch.split(was_clipped, [len(x) for x in lps])):
-                    clipped_of[i] += float(part.float().sum())
+                parts = torch.split(was_clipped, [len(x) for x in lps])
+                for i, n in zip(run, torch.stack([x.float().sum() for x in parts]).tolist()):  # one sync
+                    clipped_of[i] += n
                 box.update(loss=loss.item(), clipped=float(was_clipped.sum()), capped=float(was_capped.sum()),
                            kl=kl_value, tokens=float(lp.numel()))
 

@@ -13,8 +13,9 @@ an anchor rationale and K rollouts of the same passage.
 
 This module keeps the data, the set-up (LoRA, resuming, processes), the two step functions and the
 loop; the run folder's files are ``RunFolder``'s. A GRACE step's rollouts, rewards and advantages
-go to ``rollouts.jsonl`` (``logs_rollouts`` bounds how many steps), for the Train tab's inspector. Every forward pass with gradients runs the prompt
-prefix shared by its rows once (``share_prefix=True``). Under ``accelerate launch`` each process
+go to ``rollouts.jsonl`` (``logs_rollouts`` bounds how many steps), for the Train tab's inspector.
+Every forward pass with gradients runs the prompt prefix shared by its rows once
+(``share_prefix=True``). Under ``accelerate launch`` each process
 takes its share of the batch and gathers the others' embeddings (``distributed``), so rewards and
 InfoNCE see the whole batch; each process's loss is its share of the whole batch's and the
 gradients are summed, so several processes take the step one would.
@@ -237,7 +238,7 @@ class Trainer:
                                     roll.logprobs if exact else None)
         clip = stats.pop("rollout_clip_fraction")
         if logs_rollouts(step):
-            self._log_rollouts(step, batch, anchors, roll, r, clip)
+            self._log_rollouts(step, batch, positions, anchors, roll, r, clip)
         counts = self.reduce(torch.tensor([float(sum(len(x) for x in roll.responses)), float(sum(roll.finished)),
                                            float(len(roll.responses))], device=self.accelerator.device)).tolist()
         return {"reward/positive" if supervised else "reward/self": float(r.main.mean()), **logged,
@@ -248,10 +249,11 @@ class Trainer:
                 "rationale_length": counts[0] / counts[2], "truncation_rate": 1.0 - counts[1] / counts[2],
                 "rollout_tokens": counts[0], "time/generate": t_gen, "time/backward": time.perf_counter() - t1}
 
-    def _log_rollouts(self, step: int, batch: list, anchors: Rollouts, roll: Rollouts, r: RewardBreakdown,
-                      clip: list[float]) -> None:
-        """This step's row of ``rollouts.jsonl`` (``rollout_log``): every process's examples, in
-        process order (the order of the gathered rewards), written by the main process."""
+    def _log_rollouts(self, step: int, batch: list, positions: list[int], anchors: Rollouts, roll: Rollouts,
+                      r: RewardBreakdown, clip: list[float]) -> None:
+        """This step's row of ``rollouts.jsonl`` (``rollout_log``), written by the main process: every
+        process's examples, in their places in the whole batch (so "example 3" is the same example
+        with any number of processes)."""
         k, supervised = self.cfg.rollouts, self.cfg.mode == "supervised"
 
         def text(ids: list[int]) -> str:
@@ -260,17 +262,22 @@ class Trainer:
         mine = [{"texts": (t.query, t.positive) if supervised else (t, t), "anchor": text(anchors.rationales[i]),
                  "rationales": [text(x) for x in roll.rationales[i * k:(i + 1) * k]],
                  "lengths": [len(x) for x in roll.responses[i * k:(i + 1) * k]],
-                 "finished": roll.finished[i * k:(i + 1) * k], "clip": clip[i * k:(i + 1) * k]}
-                for i, t in enumerate(batch)]
+                 "finished": roll.finished[i * k:(i + 1) * k], "clip": clip[i * k:(i + 1) * k],
+                 "position": pos} for i, (t, pos) in enumerate(zip(batch, positions))]
         if self.accelerator.num_processes > 1:
             from accelerate.utils import gather_object
 
             mine = gather_object(mine)
-        if self.accelerator.is_main_process:
-            self.folder.append_rollouts(rollout_log(step, [m["texts"] for m in mine], [m["anchor"] for m in mine],
-                                                    [m["rationales"] for m in mine], r,
-                                                    [m["finished"] for m in mine], [m["lengths"] for m in mine],
-                                                    [m["clip"] for m in mine]))
+        if not self.accelerator.is_main_process:
+            return
+        order = sorted(range(len(mine)), key=lambda j: mine[j]["position"])  # rewards are in process order
+        rows = [mine[j] for j in order]
+        rewards = RewardBreakdown(**{f: getattr(r, f)[order] for f in ("main", "consistency", "hard_negative",
+                                                                         "length_penalty", "total", "advantage")})
+        self.folder.append_rollouts(rollout_log(step, [m["texts"] for m in rows], [m["anchor"] for m in rows],
+                                                [m["rationales"] for m in rows], rewards,
+                                                [m["finished"] for m in rows], [m["lengths"] for m in rows],
+                                                [m["clip"] for m in rows]))
 
     def _generate(self, anchors: list[PromptIds], rollouts: list[PromptIds], seeds: list[int]
                   ) -> tuple[Rollouts, Rollouts]:

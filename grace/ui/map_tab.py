@@ -199,10 +199,15 @@ def make_map(page, source, upload, mode, projection, query, *settings_values, pr
 
 
 def _clusters(panels: list[Panel], texts: list[str], progress) -> list | None:
+    """Each panel's named clusters; None (the map is drawn without them) for too few texts or
+    embeddings that do not split (every text the same)."""
     if len(texts) < MIN_TEXTS:
         return None
     progress(None, desc="Clustering and naming the clusters by their rationales…")
-    return [cluster_map(p.data.embeddings, p.data.rationales, texts) for p in panels]
+    try:
+        return [cluster_map(p.data.embeddings, p.data.rationales, texts) for p in panels]
+    except ValueError:
+        return None
 
 
 def _shown(panels: list[Panel], texts: list[str], columns: dict, clusters, projection: str, query: str,
@@ -241,10 +246,13 @@ def _map_encoded(upload, projection: str, query: str, owner: str, progress) -> t
         projection, note = "PCA", (f"PCA first: UMAP on {len(f.texts):,} texts takes minutes on a CPU; pick UMAP "
                                    "to compute it (kept for the next time).")
     panel = Panel("from the encode file", Embedded(f.texts, f.rationales, f.embeddings, f.shift))
-    progress(None, desc=f"Projecting {len(f.texts):,} texts ({projection})…")
-    panel.coords(projection.lower())
-    clusters = _clusters([panel], f.texts, progress)
-    return _shown([panel], f.texts, {}, clusters, projection, query, None, note)
+    try:
+        progress(None, desc=f"Projecting {len(f.texts):,} texts ({projection})…")
+        panel.coords(projection.lower())
+        clusters = _clusters([panel], f.texts, progress)
+        return _shown([panel], f.texts, {}, clusters, projection, query, None, note)
+    except Exception as exc:
+        return (f"⚠️ {one_line(exc)}",) + nothing
 
 
 def export_atlas(state, projection, page, progress=gr.Progress()):
@@ -312,13 +320,15 @@ def select_cluster(evt: gr.SelectData, state, projection, colour, query):
     if not state:
         return gr.update(), gr.update(), EXPIRED
     try:
-        row = cluster_rows(state)[int(evt.index[0])]
-        panel = [p.title for p in state["panels"]].index(row[0])
+        r = int(evt.index[0])
+        row = cluster_rows(state)[r]
+        sizes = [c.k for c in state["clusters"]]  # the table lists the panels' clusters in turn
+        panel = next(i for i in range(len(sizes)) if r < sum(sizes[:i + 1]))
         c = int(row[1]) - 1
         clusters = state["clusters"][panel]
         if not 0 <= c < clusters.k:
             raise ValueError
-    except (AttributeError, IndexError, TypeError, ValueError):
+    except (AttributeError, IndexError, TypeError, ValueError, StopIteration):
         return gr.update(), gr.update(), "Pick a row of the clusters table."
     state["cluster"] = (panel, c)
     left, right, _ = render(state, projection, colour, "")

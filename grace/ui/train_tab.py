@@ -384,24 +384,24 @@ def inspect_step(name, step, who=None):
         run = jobs().run(name)  # validates the name
         if not can_see_probes(name, who):
             raise IdentityError(f"Run '{name}' trains on another visitor's file: its texts are theirs.")
-        steps = run.rollout_steps()
+        logged = {r["step"]: r for r in run.rollout_rows() if isinstance(r.get("step"), int)}  # one read
+        steps = sorted(logged)
         if not steps:
             raise ValueError(f"Run '{name}' has no logged rollouts (only GRACE runs log them).")
         if step in (None, ""):
             chosen = steps[-1]
         else:
             chosen = _number(step, "Step", integer=True)
-            if chosen not in steps:
+            if chosen not in logged:
                 raise ValueError(f"Step {chosen} was not logged; logged steps: {_ranges(steps)}.")
-        row = run.rollout_row(chosen)
-        if row is None:
-            raise ValueError(f"Step {chosen} is no longer in the log (the run resumed from an earlier step).")
+        row = logged[chosen]
+        note = [f"**Step {chosen}** of **{md_escape(name)}**: each example's rollouts, highest advantage first."]
+        note += [f"- {md_escape(line)}" for line in pushes(row)]
+        table = step_table(row)
     except Exception as exc:
         return gr.update(), f"⚠️ {one_line(exc)}", empty
-    note = [f"**Step {chosen}** of **{md_escape(name)}**: each example's rollouts, highest advantage first."]
-    note += [f"- {md_escape(line)}" for line in pushes(row)]
     return (gr.update(choices=[str(s) for s in steps], value=str(chosen)), "\n".join(note),
-            gr.update(value=step_table(row), headers=ROLLOUT_HEADERS))
+            gr.update(value=table, headers=ROLLOUT_HEADERS))
 
 
 def _ranges(steps: list[int]) -> str:
