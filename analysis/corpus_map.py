@@ -19,7 +19,7 @@ import numpy as np
 from grace.files.cancel import Cancelled
 from grace.model.settings import EncodeSettings
 
-from .effect import measurable, rationale_shift, text_only
+from .effect import measurable, measure
 from .projection import Projection, project
 
 BATCH = 8  # texts per model call: progress moves and a Cancel takes effect within one batch
@@ -80,20 +80,13 @@ def _cached_umap(embeddings: np.ndarray) -> Projection:
     return proj
 
 
-def _key(settings: EncodeSettings, texts: list[str]) -> str:
-    h = hashlib.sha256(settings.fingerprint().encode())
-    for t in texts:
-        h.update(t.encode("utf-8", "surrogatepass") + b"\0")
-    return h.hexdigest()
-
-
 def embed_corpus(encoder, settings: EncodeSettings, texts: list[str], *,
                  on_batch: Callable[[int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> Embedded:
     """Embeddings (and rationales) of ``texts``, from the cache when the same settings, adapter
     weights and texts were embedded before. ``should_stop`` is asked before every batch of
     ``BATCH`` texts; when it answers True, ``Cancelled`` is raised and nothing is cached."""
-    key = _key(settings, texts)
+    key = settings.texts_fingerprint(texts)
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
@@ -108,9 +101,9 @@ def embed_corpus(encoder, settings: EncodeSettings, texts: list[str], *,
         results = encoder.encode(batch, settings, return_details=True)
         rationales += [r.rationale for r in results]
         vectors += [r.embedding for r in results]
-        if measurable(settings):  # the rationale's effect: the same texts without it (no generation)
-            alone = text_only(encoder, settings, batch)
-            shifts += rationale_shift(np.stack([r.embedding for r in results]), alone).tolist()
+        measured = measure(encoder, settings, batch, results)  # the same texts without their rationales
+        if measured is not None:
+            shifts += measured[0].tolist()
         if on_batch:
             on_batch(len(rationales))
     out = Embedded(texts=list(texts), rationales=rationales, embeddings=np.stack(vectors).astype(np.float32),

@@ -32,3 +32,13 @@ def rationale_shift(with_rationale: np.ndarray, without: np.ndarray) -> np.ndarr
     b = np.asarray(without, dtype=np.float64)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(min=1e-12)
     return 1.0 - cos
+
+
+def measure(encoder, settings: EncodeSettings, texts: Sequence[str], results
+            ) -> tuple[np.ndarray, np.ndarray] | None:
+    """For ``texts`` encoded as ``results`` (``EncodeResult``s of ``settings``): each one's rationale
+    shift and the text-only embeddings it was measured against; None where it is not ``measurable``."""
+    if not measurable(settings):
+        return None
+    alone = text_only(encoder, settings, texts)
+    return rationale_shift(np.stack([r.embedding for r in results]), alone), alone

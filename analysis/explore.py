@@ -12,7 +12,7 @@ from grace.model.embedding import EncodeResult
 from grace.model.settings import EncodeSettings
 
 from .attributions import Contributions, contributions
-from .effect import measurable, rationale_shift, text_only
+from .effect import measure
 
 
 SEEDS = 3  # sampled rationales: the GRACE cosine is also measured with this many seeds
@@ -95,9 +95,9 @@ def compare_documents(encoder, query: str, docs: list[str], *, minilm=None, sett
     shift = without = query_shift = None
     if s.rationale:
         direct = _cosines(encoder, texts, s.direct())
-        if measurable(s):
-            alone = text_only(encoder, s, texts)  # each text with an empty rationale: no generation
-            moved = rationale_shift(np.stack([r.embedding for r in results]), alone)
+        measured = measure(encoder, s, texts, results)  # each text with an empty rationale: no generation
+        if measured is not None:
+            moved, alone = measured
             query_shift, shift = float(moved[0]), [float(x) for x in moved[1:]]
             without = [float(q.embedding @ a) for a in alone[1:]]  # the query keeps its rationale
     else:

@@ -4,7 +4,6 @@ the same command resumes (``grace.files.chunked``), with a progress bar and an E
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 
 from .common import add_command, encode_settings
@@ -15,25 +14,20 @@ DEFAULT_CHUNK = 256  # texts per chunk: an interruption loses at most this many 
 def fingerprint(settings, texts: list[str]) -> str:
     """What the output is made from: the settings (with the adapter's weights) and every text. The
     batch size and the device are left out: a resume after running out of memory may change them."""
-    h = hashlib.sha256(settings.with_(batch_size=1, device="cpu").fingerprint().encode())
-    for t in texts:
-        h.update(t.encode("utf-8", "surrogatepass") + b"\0")
-    return h.hexdigest()
+    return settings.with_(batch_size=1, device="cpu").texts_fingerprint(texts)
 
 
 def encode_rows(enc, settings, texts: list[str]) -> list[dict]:
     """One output row per text: text, rationale, embedding and (with rationales) how far the
     rationale moved it (``analysis.effect``'s shift: the Map colours and filters by it)."""
-    import numpy as np
-
-    from analysis.effect import measurable, rationale_shift, text_only
+    from analysis.effect import measure
 
     results = enc.encode(texts, settings, return_details=True)
     rows = [{"text": r.text, "rationale": r.rationale, "embedding": [round(float(x), 7) for x in r.embedding]}
             for r in results]
-    if measurable(settings):
-        shift = rationale_shift(np.stack([r.embedding for r in results]), text_only(enc, settings, texts))
-        for row, s in zip(rows, shift):
+    measured = measure(enc, settings, texts, results)
+    if measured is not None:
+        for row, s in zip(rows, measured[0]):
             row["shift"] = round(float(s), 7)
     return rows
 

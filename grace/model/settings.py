@@ -143,6 +143,14 @@ class EncodeSettings:
         """Everything that decides an embedding, the adapter by its weights' hash (not its path)."""
         return settings_key(**{**self.to_dict(), "adapter": file_fingerprint(self.adapter)})
 
+    def texts_fingerprint(self, texts) -> str:
+        """``fingerprint`` and every text: what a corpus's embeddings are made from (the Map's cache
+        key, the manifest of a resumable ``grace encode``)."""
+        h = hashlib.sha256(self.fingerprint().encode())
+        for t in texts:
+            h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+        return h.hexdigest()
+
     def load_fingerprint(self) -> str:
         """The ``LOAD`` fields alone, the adapter by its weights' hash: two settings with the same
         load fingerprint are served by the same loaded encoder (the app's encoder cache key).

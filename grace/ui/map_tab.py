@@ -99,6 +99,11 @@ def _panels_for(mode: str, s):
     return panels
 
 
+def _nothing() -> tuple:
+    """make_map's outputs after its message when no map was made (each call its own updates)."""
+    return None, gr.update(visible=False), None, None, gr.update(), "", [], [], gr.update()
+
+
 def _map(ref):
     """The map a page's State refers to (its key; a map's dict itself passes through)."""
     return MAPS.get(ref) if isinstance(ref, str) else ref
@@ -151,7 +156,7 @@ def render(state: dict | None, projection: str, colour: str | None, query: str):
 def make_map(page, source, upload, mode, projection, query, *settings_values, progress=gr.Progress()):
     """Embed (cancellable within one batch), project, write the CSV export, draw."""
     flag = CANCELS.start(page_token(page), "map")
-    nothing = (None, gr.update(visible=False), None, None, gr.update(), "", [], [], gr.update())
+    nothing = _nothing()
     try:
         owner = visitor_from(page).id
         s = settings_from(*settings_values)
@@ -232,7 +237,7 @@ def _map_encoded(upload, projection: str, query: str, owner: str, progress) -> t
     """A map of a ``grace encode`` output: its embeddings, rationales and shifts as they are (no
     model call); past BIG texts PCA first (UMAP when picked: minutes, then cached). The download is
     the Embedding Atlas export (the file itself already holds every embedding)."""
-    nothing = (None, gr.update(visible=False), None, None, gr.update(), "", [], [], gr.update())
+    nothing = _nothing()
     limit = PUBLIC_MAX_ENCODED if is_public() else MAX_ENCODED
     try:
         if upload is None:
