@@ -1,0 +1,75 @@
+"""A visitor's model request as the tabs make it: its ticket for the engine (owner, cancel flag,
+clock) and the handler wrapper whose heartbeat tells the engine the visitor is still there."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+
+import gradio as gr
+
+from grace.serving.tickets import PULSE, Pulse, Ticket, limit_for
+
+from .common import CANCELS, ENGINE, is_public
+from .identity import page_token
+
+MODEL_HANDLERS = 16  # model events Gradio runs at once: they wait in the engine, whose batches join their rows
+MAX_WAITING_OWNERS = 12  # visitors with model work queued at once; one more is refused with a sentence
+
+
+def ticket_for(page, what: str, own_flag: bool = False) -> Ticket:
+    """A new request of the page's visitor: the page's previous request of this kind is cancelled,
+    the owner is the visitor (the page when it has no identity yet), the clock is ``what``'s limit.
+    ``own_flag``: the request has its own owner and flag (a handler that gets no page). Refused
+    with a sentence when ``MAX_WAITING_OWNERS`` other visitors are already waiting."""
+    token = page_token(page)
+    who = page.get("who") if isinstance(page, dict) else None
+    owner = who.get("id") if isinstance(who, dict) and who.get("id") else token
+    if own_flag or not owner:
+        owner = owner or "request:" + secrets.token_hex(8)
+    if ENGINE.waiting_owners() >= MAX_WAITING_OWNERS and not ENGINE.is_waiting(owner):
+        raise ValueError(f"The model is serving {MAX_WAITING_OWNERS} visitors at once, the most this app takes: "
+                         "try again in a minute.")
+    flag = threading.Event() if own_flag else CANCELS.start(token, what)
+    return Ticket(owner=str(owner), what=what, limit=limit_for(what, is_public()), flag=flag)
+
+
+def streamed(fn, n_outputs: int):
+    """``fn`` as a Gradio generator handler: it runs in a thread (with the handler's context, so
+    gr.Progress works) while the handler yields nothing-changed updates and beats a ``Pulse``.
+    Gradio stops iterating a handler whose client went away (a closed page, a disconnected API
+    client): the pulse then stops and the requests ``fn`` made are cancelled (``ABANDON_S``); a
+    handler closed early cancels them at once."""
+    import contextvars
+    import functools
+
+    @functools.wraps(fn)
+    def handler(*args, **kwargs):
+        pulse = Pulse()
+        ctx = contextvars.copy_context()
+        ctx.run(PULSE.set, pulse)
+        box: dict = {}
+
+        def run() -> None:
+            try:
+                box["out"] = ctx.run(fn, *args, **kwargs)
+            except BaseException as exc:  # shown as the handler's own failure below
+                box["error"] = exc
+
+        t = threading.Thread(target=run, daemon=True, name=f"grace-{fn.__name__}")
+        pulse.touch()
+        t.start()
+        try:
+            while t.is_alive():
+                t.join(timeout=0.5)
+                pulse.touch()
+                if t.is_alive():
+                    yield tuple(gr.skip() for _ in range(n_outputs))
+        finally:
+            if t.is_alive():
+                pulse.close()
+        if "error" in box:
+            raise box["error"]
+        yield box["out"]
+
+    return handler

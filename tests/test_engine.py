@@ -1,0 +1,191 @@
+"""The model engine (grace.serving): requests of several owners decoded in one batch, each
+answer equal to the request alone, round-robin fair share, cancellation and the clock."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from grace.files.cancel import Cancelled
+from grace.model.settings import EncodeSettings
+from grace.serving.engine import Engine
+from grace.serving.tickets import Ticket, TimeLimit
+
+A = ["Where is Machu Picchu?", "A dog.", "The stock market fell sharply today as interest rates rose."]
+B = ["Photosynthesis converts light into chemical energy.", "Inca citadel in the Andes of Peru.",
+     "Bread rises because yeast releases carbon dioxide.", "Vaccines train the immune system."]
+S = EncodeSettings(max_new_tokens=10, batch_size=32, dtype="float32")
+
+
+def _in_threads(*calls):
+    """Run each call in its own thread; their results in order (an exception is returned, not raised)."""
+    out = [None] * len(calls)
+
+    def run(i, fn):
+        try:
+            out[i] = fn()
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+    return threads, out
+
+
+def test_two_owners_share_one_batch_and_get_what_they_get_alone(tiny_encoder):
+    alone_a = tiny_encoder.encode(A, S, return_details=True)
+    alone_b = tiny_encoder.encode(B, S)
+    engine = Engine()
+    engine.pause()  # both requests are queued before the worker takes its first turn
+    ea = engine.encoder(tiny_encoder, Ticket("alice", "explore"))
+    eb = engine.encoder(tiny_encoder, Ticket("bob", "map"))
+    threads, out = _in_threads(lambda: ea.encode(A, S, return_details=True), lambda: eb.encode(B, S))
+    deadline = time.time() + 10
+    while engine.waiting_owners() < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    engine.resume()
+    for t in threads:
+        t.join(60)
+    got_a, got_b = out
+    assert [t.owners for t in engine.turns] == [("alice", "bob")]  # one batch, both owners
+    assert engine.turns[0].rows == len(A) + len(B)
+    for g, r in zip(got_a, alone_a):
+        assert g.rationale_ids == r.rationale_ids and g.text == r.text
+        assert np.abs(g.embedding - r.embedding).max() < 1e-5
+    assert got_b.shape == alone_b.shape and np.abs(got_b - alone_b).max() < 1e-5
+
+
+def test_streamed_tokens_reach_their_own_request(tiny_encoder):
+    engine = Engine()
+    engine.pause()
+    seen = {"a": {}, "b": {}}
+    ea = engine.encoder(tiny_encoder, Ticket("alice"))
+    eb = engine.encoder(tiny_encoder, Ticket("bob"))
+    threads, out = _in_threads(
+        lambda: ea.encode(A, S, return_details=True, on_token=lambda r, ids: seen["a"].__setitem__(r, ids)),
+        lambda: eb.encode(B, S, return_details=True, on_token=lambda r, ids: seen["b"].__setitem__(r, ids)))
+    while engine.waiting_owners() < 2:
+        time.sleep(0.01)
+    engine.resume()
+    for t in threads:
+        t.join(60)
+    for key, results in (("a", out[0]), ("b", out[1])):
+        for i, r in enumerate(results):
+            if r.rationale_ids:  # each row's last streamed ids start with its rationale
+                assert seen[key][i][:len(r.rationale_ids)] == r.rationale_ids
+
+
+class Recorder:
+    """A stand-in encoder: records each batch it is given; a batch takes ``pause`` seconds."""
+
+    fast, generator = True, None
+
+    def __init__(self, pause: float = 0.02):
+        self.settings, self.pause, self.batches = S, pause, []
+
+    def check_layer(self, layer):
+        pass
+
+    def encode(self, texts, settings=None, *, return_details=False, on_token=None, **kw):
+        from grace.model.embedding import EncodeResult
+
+        self.batches.append(list(texts))
+        for step in range(3):
+            time.sleep(self.pause / 3)
+            for row in range(len(texts)):
+                if on_token is not None:
+                    on_token(row, [step])
+        out = [EncodeResult(text=t, rationale="", tokens=[], segments=[], embedding=np.ones(2, np.float32))
+               for t in texts]
+        return out if return_details else np.stack([r.embedding for r in out])
+
+
+def test_a_big_map_holds_a_small_compare_back_by_at_most_one_batch():
+    rec = Recorder(pause=0.05)
+    engine = Engine(batch_rows=8)
+    big = [f"map text {i}" for i in range(200)]
+    mapper = engine.encoder(rec, Ticket("mapper", "map"))
+    threads, out = _in_threads(lambda: mapper.encode(big, S))
+    while len(rec.batches) < 2:
+        time.sleep(0.005)
+    n_before = len(rec.batches)
+    small = engine.encoder(rec, Ticket("visitor", "explore")).encode(["q", "d1", "d2"], S)
+    assert small.shape == (3, 2)
+    served = next(i for i, b in enumerate(rec.batches) if "q" in b)
+    assert served - n_before <= 1  # the batch running when it arrived, then its own turn
+    assert {"q", "d1", "d2"} <= set(rec.batches[served])  # all three rows in one batch
+    threads[0].join(60)
+    assert out[0].shape == (200, 2)
+
+
+def test_round_robin_takes_one_row_per_owner_in_turn():
+    rec = Recorder(pause=0.0)
+    engine = Engine(batch_rows=4)
+    engine.pause()
+    threads, _ = _in_threads(*[
+        (lambda o=o: engine.encoder(rec, Ticket(o)).encode([f"{o}{i}" for i in range(6)], S)) for o in "abc"])
+    while engine.waiting_owners() < 3:
+        time.sleep(0.01)
+    engine.resume()
+    for t in threads:
+        t.join(30)
+    first = rec.batches[0]
+    assert len(first) == 4 and {t[0] for t in first} == {"a", "b", "c"}
+
+
+def test_a_cancelled_request_stops_and_the_other_goes_on():
+    rec = Recorder(pause=0.3)
+    engine = Engine(batch_rows=8)
+    engine.pause()
+    ta, tb = Ticket("a"), Ticket("b")
+    threads, out = _in_threads(lambda: engine.encoder(rec, ta).encode(["a1", "a2"], S),
+                               lambda: engine.encoder(rec, tb).encode(["b1"], S))
+    while engine.waiting_owners() < 2:
+        time.sleep(0.01)
+    engine.resume()
+    time.sleep(0.05)
+    ta.flag.set()
+    for t in threads:
+        t.join(30)
+    assert isinstance(out[0], Cancelled) and out[1].shape == (1, 2)
+
+
+def test_a_batch_whose_requests_all_stopped_is_abandoned_at_the_next_step():
+    rec = Recorder(pause=3.0)
+    engine = Engine()
+    t = Ticket("a")
+    threads, out = _in_threads(lambda: engine.encoder(rec, t).encode(["x"] * 4, S))
+    time.sleep(0.3)
+    t.flag.set()
+    t0 = time.time()
+    threads[0].join(30)
+    assert isinstance(out[0], Cancelled)
+    while engine.busy and time.time() - t0 < 10:
+        time.sleep(0.05)
+    assert time.time() - t0 < 2.5  # the worker left the batch at its next step, not after 3 s
+
+
+def test_the_clock_stops_a_request_with_a_sentence_naming_its_limit():
+    rec = Recorder(pause=2.0)
+    engine = Engine()
+    ticket = Ticket("a", "map", limit=0.5)
+    with pytest.raises(TimeLimit, match="map requests are limited to 0 s|map requests are limited to 1 s"):
+        engine.encoder(rec, ticket).encode(["x"], S)
+
+
+def test_work_that_does_not_batch_runs_as_its_own_turns_and_equals_the_encoder(tiny_encoder):
+    engine = Engine(batch_rows=2)
+    e = engine.encoder(tiny_encoder, Ticket("a"))
+    texts = A + B
+    given = e.encode(texts, S, rationales=["some words"] * len(texts))  # split into calls of 2
+    ref = tiny_encoder.encode(texts, S, rationales=["some words"] * len(texts))
+    assert np.abs(given - ref).max() < 1e-5
+    sampled = S.with_(sample=True, seed=3)  # one call: its seeds number its own batches
+    got = e.encode(texts, sampled, return_details=True)
+    want = tiny_encoder.encode(texts, sampled, return_details=True)
+    assert [g.rationale_ids for g in got] == [w.rationale_ids for w in want]
+    assert all(t.kind == "call" for t in engine.turns)
