@@ -102,29 +102,37 @@ def _parse_csv_row(row: dict) -> dict:
     return out
 
 
-def read_rows(path: str | Path) -> list[tuple[int, dict | None, str]]:
-    """(line number, row or None, why it is bad) for every data line of a JSONL or CSV file."""
-    from grace.files.textio import read_lines
+def read_rows(path: str | Path, max_rows: int | None = None) -> list[tuple[int, dict | None, str]]:
+    """(line number, row or None, why it is bad) for every data line of a JSONL or CSV file, read
+    as it streams; with ``max_rows``, a longer file is refused at its first row past the limit."""
+    from grace.files.textio import iter_lines
 
     p = Path(path)
-    lines = read_lines(p)
     out = []
+
+    def add(row: tuple[int, dict | None, str]) -> None:
+        if max_rows is not None and len(out) >= max_rows:
+            raise AnnotationError(f"{p.name} has more than {max_rows:,} rows; an import takes at most "
+                                  f"{max_rows:,} rows, nothing imported.")
+        out.append(row)
+
     if p.suffix.lower() == ".csv":
-        for n, row in csv_records("\n".join(lines)):
+        for n, row in csv_records(iter_lines(p)):
             try:
-                out.append((n, _parse_csv_row(row), ""))
+                parsed = (n, _parse_csv_row(row), "")
             except (ValueError, RecursionError) as exc:
-                out.append((n, None, f"bad value ({exc.__class__.__name__})"))
+                parsed = (n, None, f"bad value ({exc.__class__.__name__})")
+            add(parsed)
         return out
-    for n, line in enumerate(lines, 1):
+    for n, line in enumerate(iter_lines(p), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
-            out.append((n, None, "not valid JSON"))
+            add((n, None, "not valid JSON"))
             continue
-        out.append((n, row, "") if isinstance(row, dict) else (n, None, "not a JSON object"))
+        add((n, row, "") if isinstance(row, dict) else (n, None, "not a JSON object"))
     return out
 
 
@@ -132,9 +140,10 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _check_row(row: dict, annotator: str | None = None) -> None:
+def _check_row(row: dict, annotator: str | None = None, aliases: tuple[str, ...] = ()) -> None:
     """Refuse a row the store could not keep as it is (the message names the field), and, with
-    ``annotator``, a rating by anyone else."""
+    ``annotator``, a rating by anyone else (``aliases``: other names that mean the importer, e.g.
+    the display name their page shows)."""
     kind = row.get("kind", "item")
     if kind not in ("item", "rating"):
         raise AnnotationError(f"unknown kind {_brief(kind)}")
@@ -166,35 +175,35 @@ def _check_row(row: dict, annotator: str | None = None) -> None:
     if kind == "rating":
         name = check_name(row.get("annotator", ""))
         check_scores(row)
-        if annotator is not None and name != annotator:
-            raise AnnotationError(f"a rating by {_brief(name)}: you can import only your own ratings (as {annotator})")
+        if annotator is not None and name != annotator and name not in aliases:
+            raise AnnotationError(f"a rating by {_brief(name)}: you can import only your own ratings "
+                                  f"(as {aliases[0] if aliases else annotator})")
 
 
 def import_file(store: AnnotationStore, path: str | Path, *, skip_bad: bool = False,
-                max_rows: int | None = None, annotator: str | None = None) -> dict:
+                max_rows: int | None = None, annotator: str | None = None, aliases: tuple[str, ...] = (),
+                owner: str | None = None, max_total: int | None = None, max_per_owner: int | None = None) -> dict:
     """Import items and ratings in one transaction; returns counts and the bad lines. A file of
-    more than ``max_rows`` rows is refused whole; with ``annotator``, ratings by anyone else are
-    bad lines."""
-    parsed = read_rows(path)
+    more than ``max_rows`` rows is refused whole; with ``annotator`` (a key), ratings by anyone
+    else are bad lines, and those by one of its ``aliases`` are stored under that key: an import
+    changes only the importer's own ratings. With ``owner``, the items go to that owner's queue."""
+    parsed = read_rows(path, max_rows=max_rows)  # refused at the first row past max_rows
     if not parsed:
         raise AnnotationError(f"{path}: the file is empty.")
-    if max_rows is not None and len(parsed) > max_rows:
-        raise AnnotationError(f"{path}: {len(parsed):,} rows; an import takes at most {max_rows:,} rows, "
-                              "nothing imported.")
     good, bad = [], []
     for n, row, why in parsed:
         if row is None:
             bad.append((n, why))
             continue
         try:
-            _check_row(row, annotator)
+            _check_row(row, annotator, aliases)
         except AnnotationError as exc:
             bad.append((n, str(exc).rstrip(".")))
             continue
-        good.append(row)
+        good.append({**row, "annotator": annotator} if annotator is not None and row.get("kind") == "rating" else row)
     if bad and not skip_bad:
         detail = "; ".join(f"line {n}: {w}" for n, w in bad[:20]) + (f" (and {len(bad) - 20} more)" if len(bad) > 20 else "")
         raise AnnotationError(f"{path}: {len(bad)} bad line(s), nothing imported: {detail}. Use --skip-bad to "
                               "import the good lines.")
-    added, ratings = store.import_rows(good)
+    added, ratings = store.import_rows(good, owner=owner, max_total=max_total, max_per_owner=max_per_owner)
     return {"items_added": added, "ratings": ratings, "bad": bad, "lines": len(parsed)}

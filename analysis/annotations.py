@@ -1,7 +1,9 @@
 """The rationale-quality annotation store: SQLite (WAL, foreign keys, schema migrations).
 
 Items are (text, rationale, the settings that made it, optional paired text and similarity or
-reward, where it came from). Annotators are names (a lab tool: no passwords). Each annotator
+reward, where it came from), everyone's or one owner's (on a public app what a visitor sends or
+imports stays in their own queue). An annotator is a key with a display name: locally the typed
+name (a lab tool: no passwords), in the public app the visitor's full id. Each annotator
 rates an item once on faithfulness, informativeness and fluency (1-5), with a hallucination flag
 and a comment; a rating can be edited by its author, and every edit keeps the old values in
 ``rating_history``. Every write is one transaction.
@@ -21,10 +23,14 @@ from pathlib import Path
 from typing import Iterable
 
 APP_ID = "grace-studio-annotations"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DIMENSIONS = ("faithfulness", "informativeness", "fluency")
 SOURCES = ("explore", "training", "import")  # the app's own; an imported item may carry any short label
 MAX_NAME = 100
+# The public app's caps on the store (``add_items``/``import_rows``' max_total and max_per_owner): an
+# item holds up to 60,000 characters, so the store stays under about a gigabyte.
+MAX_ITEMS_TOTAL = 20_000
+MAX_ITEMS_PER_OWNER = 2_000
 MAX_COMMENT = 2_000
 MAX_SOURCE = 64
 RATING_VALUES = (*DIMENSIONS, "hallucination", "comment")  # what an edit changes (and history keeps)
@@ -64,6 +70,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE items ADD COLUMN rationale_shift REAL;
     """,
+    # v3 -> v4: annotators.name is the key that acts (the public app's full visitor id), display
+    # what the page shows; an item may belong to one owner's queue (NULL: everyone's)
+    """
+    ALTER TABLE annotators ADD COLUMN display TEXT;
+    ALTER TABLE items ADD COLUMN owner TEXT;
+    """,
 ]
 
 
@@ -71,8 +83,9 @@ class AnnotationError(ValueError):
     """A refused operation; the message says why in one sentence."""
 
 
-def content_hash(text: str, rationale: str, settings: dict) -> str:
-    blob = json.dumps([text, rationale, settings], sort_keys=True, ensure_ascii=False)
+def content_hash(text: str, rationale: str, settings: dict, owner: str | None = None) -> str:
+    """The de-duplication key; an owned item's includes its owner (another's copy is not "already there")."""
+    blob = json.dumps([text, rationale, settings] + ([owner] if owner else []), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -144,6 +157,7 @@ class Item:
     content_hash: str
     created: float
     rationale_shift: float | None = None  # 1 - cos(with, without the rationale); None: not measured
+    owner: str | None = None  # whose queue it is in; None: everyone's
 
 
 class AnnotationStore:
@@ -232,6 +246,11 @@ class AnnotationStore:
                 h = content_hash(row["text"], row["rationale"], json.loads(row["settings"]))
                 c.execute("UPDATE items SET content_hash=? WHERE id=?", (h, row["id"]))
             c.execute("CREATE UNIQUE INDEX items_hash ON items(content_hash)")
+        if version == 4:
+            # Existing annotators keep their names as keys, so typed local names go on working; the
+            # public app now keys by full ids ("anon:"/"hf:"), which no old short "guest:" or username
+            # key equals: those ratings stay in the statistics, nobody's to edit (legacy).
+            c.execute("UPDATE annotators SET display = name")
         c.execute("INSERT OR REPLACE INTO meta VALUES ('app', ?)", (APP_ID,))
         c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version),))
 
@@ -248,12 +267,16 @@ class AnnotationStore:
                                     paired_text=paired_text, similarity=similarity, reward=reward, run=run,
                                     step=step, rationale_shift=rationale_shift)])[0]
 
-    def add_items(self, items: Iterable[dict]) -> list[tuple[int, bool]]:
-        """Several items in one transaction (all or none)."""
+    def add_items(self, items: Iterable[dict], owner: str | None = None, *, max_total: int | None = None,
+                  max_per_owner: int | None = None) -> list[tuple[int, bool]]:
+        """Several items in one transaction (all or none); with ``owner`` (an annotator key), in
+        that annotator's own queue only. New items that would take the store past ``max_total``
+        items, or ``owner``'s queue past ``max_per_owner``, are refused whole with a sentence."""
         out = []
         with self._tx() as c:
             for it in items:
-                out.append(self._insert_item(c, it))
+                out.append(self._insert_item(c, {**it, "owner": owner} if owner else it))
+            _check_caps(c, sum(new for _, new in out), owner, max_total, max_per_owner)
         return out
 
     @staticmethod
@@ -265,7 +288,8 @@ class AnnotationStore:
             raise AnnotationError("An item needs a rationale (a string).")
         settings = it.get("settings") or {}
         source = check_source(it.get("source"))
-        h = content_hash(text, rationale, settings)
+        owner = check_name(it["owner"]) if it.get("owner") else None
+        h = content_hash(text, rationale, settings, owner)
         row = c.execute("SELECT id FROM items WHERE content_hash=?", (h,)).fetchone()
         if row:
             return row[0], False
@@ -275,15 +299,16 @@ class AnnotationStore:
             raise AnnotationError(f"rationale_shift is a number, not {_brief(shift)}.")
         cur = c.execute(
             "INSERT INTO items (text, rationale, settings, paired_text, similarity, source, created, content_hash,"
-            " run, step, reward, rationale_shift) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " run, step, reward, rationale_shift, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (text, rationale, json.dumps(settings, sort_keys=True), it.get("paired_text"), it.get("similarity"),
              source, it.get("created") or time.time(), h, it.get("run"), it.get("step"), it.get("reward"),
-             None if shift is None else float(shift)))
+             None if shift is None else float(shift), owner))
         return cur.lastrowid, True
 
-    def item(self, item_id: int) -> Item:
+    def item(self, item_id: int, annotator: str | None = None) -> Item:
+        """An item; with ``annotator``, only one in their queue (another owner's is "No item")."""
         row = self._conn().execute("SELECT * FROM items WHERE id=?", (item_id,)).fetchone()
-        if row is None:
+        if row is None or (annotator is not None and row["owner"] not in (None, annotator)):
             raise AnnotationError(f"No item {item_id}.")
         return _item(row)
 
@@ -294,21 +319,37 @@ class AnnotationStore:
         return self._conn().execute("SELECT COUNT(*) FROM items").fetchone()[0]
 
     # -- annotators and ratings ------------------------------------------------------------------
-    def annotator_id(self, name: str) -> int:
+    def annotator_id(self, name: str, display: str | None = None) -> int:
+        """The annotator with key ``name`` (made on first use); ``display`` is what the page shows
+        (default: the key), updated when it changed (a renamed account)."""
         name = check_name(name)
+        display = check_name(display) if display else None
         with self._tx() as c:
-            c.execute("INSERT OR IGNORE INTO annotators (name, created) VALUES (?, ?)", (name, time.time()))
-            return c.execute("SELECT id FROM annotators WHERE name=?", (name,)).fetchone()[0]
+            return self._annotator_id(c, name, display)
+
+    @staticmethod
+    def _annotator_id(c, name: str, display: str | None) -> int:
+        c.execute("INSERT OR IGNORE INTO annotators (name, display, created) VALUES (?, ?, ?)",
+                  (name, display or name, time.time()))
+        if display:
+            c.execute("UPDATE annotators SET display=? WHERE name=? AND display IS NOT ?", (display, name, display))
+        return c.execute("SELECT id FROM annotators WHERE name=?", (name,)).fetchone()[0]
+
+    def display_names(self) -> dict[str, str]:
+        """Each annotator's key -> the name the page shows."""
+        return {r[0]: r[1] or r[0] for r in self._conn().execute("SELECT name, display FROM annotators")}
 
     def rate(self, item_id: int, annotator: str, *, hallucination: bool = False, comment: str = "",
-             **scores) -> int:
-        """Save (or edit) this annotator's rating of the item; an edit keeps the old values in history."""
+             display: str | None = None, **scores) -> int:
+        """Save (or edit) this annotator's rating of an item in their queue; an edit keeps the old
+        values in history."""
         s = check_scores(scores)
         comment = check_comment(comment)
-        aid = self.annotator_id(annotator)
+        aid = self.annotator_id(annotator, display)
         now = time.time()
         with self._tx() as c:
-            if c.execute("SELECT 1 FROM items WHERE id=?", (item_id,)).fetchone() is None:
+            if c.execute("SELECT 1 FROM items WHERE id=? AND (owner IS NULL OR owner=?)",
+                         (item_id, annotator)).fetchone() is None:
                 raise AnnotationError(f"No item {item_id}.")
             old = c.execute("SELECT * FROM ratings WHERE item_id=? AND annotator_id=?", (item_id, aid)).fetchone()
             if old is None:
@@ -321,19 +362,23 @@ class AnnotationStore:
             _edit_rating(c, old, {**s, "hallucination": int(bool(hallucination)), "comment": comment}, now)
             return old["id"]
 
-    def import_rows(self, rows: Iterable[dict]) -> tuple[int, int]:
+    def import_rows(self, rows: Iterable[dict], owner: str | None = None, *, max_total: int | None = None,
+                    max_per_owner: int | None = None) -> tuple[int, int]:
         """Items, and ratings (``kind: rating``) with their own timestamps, in one transaction;
-        returns (new items, ratings)."""
+        returns (new items, ratings). With ``owner``, the items go to that annotator's own queue;
+        the caps are ``add_items``'."""
         added = ratings = 0
         with self._tx() as c:  # all or nothing
             for row in rows:
                 item = {k: row.get(k) for k in ITEM_FIELDS}
                 item["source"] = item.get("source") or "import"
+                item["owner"] = owner
                 item_id, new = self._insert_item(c, item)
                 added += int(new)
                 if row.get("kind") == "rating":
                     self._import_rating(c, item_id, row)
                     ratings += 1
+            _check_caps(c, added, owner, max_total, max_per_owner)
         return added, ratings
 
     @staticmethod
@@ -343,9 +388,7 @@ class AnnotationStore:
         history); an identical one is left alone."""
         new = {**check_scores(row), "hallucination": int(bool(row.get("hallucination"))),
                "comment": check_comment(row.get("comment"))}
-        name = check_name(row.get("annotator"))
-        c.execute("INSERT OR IGNORE INTO annotators (name, created) VALUES (?, ?)", (name, time.time()))
-        aid = c.execute("SELECT id FROM annotators WHERE name=?", (name,)).fetchone()[0]
+        aid = AnnotationStore._annotator_id(c, check_name(row.get("annotator")), None)
         created = row.get("rated") or time.time()
         updated = row.get("updated") or created
         old = c.execute("SELECT * FROM ratings WHERE item_id=? AND annotator_id=?", (item_id, aid)).fetchone()
@@ -371,11 +414,13 @@ class AnnotationStore:
 
     def next_item(self, annotator: str, *, random_order: bool = False, seed: int = 0,
                   after: int | None = None) -> Item | None:
-        """The next item this annotator has not rated (in id order, or a fixed shuffle per annotator)."""
+        """The next item in this annotator's queue (everyone's items and their own) they have not
+        rated (in id order, or a fixed shuffle per annotator)."""
         name = check_name(annotator)
         rows = self._conn().execute(
-            "SELECT i.id FROM items i WHERE NOT EXISTS (SELECT 1 FROM ratings r JOIN annotators a "
-            "ON a.id=r.annotator_id WHERE r.item_id=i.id AND a.name=?) ORDER BY i.id", (name,)).fetchall()
+            "SELECT i.id FROM items i WHERE (i.owner IS NULL OR i.owner=?) AND NOT EXISTS (SELECT 1 FROM ratings r "
+            "JOIN annotators a ON a.id=r.annotator_id WHERE r.item_id=i.id AND a.name=?) ORDER BY i.id",
+            (name, name)).fetchall()
         ids = [r[0] for r in rows]
         if random_order:
             random.Random(f"{seed}:{name}").shuffle(ids)
@@ -384,11 +429,13 @@ class AnnotationStore:
         return self.item(ids[0]) if ids else None
 
     def progress(self, annotator: str) -> tuple[int, int]:
-        """(items this annotator rated, items in the store)."""
+        """(items this annotator rated, items in their queue)."""
+        name = check_name(annotator)
         rated = self._conn().execute(
             "SELECT COUNT(*) FROM ratings r JOIN annotators a ON a.id=r.annotator_id WHERE a.name=?",
-            (check_name(annotator),)).fetchone()[0]
-        return rated, self.count_items()
+            (name,)).fetchone()[0]
+        total = self._conn().execute("SELECT COUNT(*) FROM items WHERE owner IS NULL OR owner=?", (name,)).fetchone()[0]
+        return rated, total
 
     def rated_by(self, annotator: str) -> list[int]:
         return [r[0] for r in self._conn().execute(
@@ -427,6 +474,23 @@ class _Transaction:
             raise
 
 
+def _check_caps(c, added: int, owner: str | None, max_total: int | None, max_per_owner: int | None) -> None:
+    """Inside a writing transaction, after its inserts: past a cap, refuse (and so roll back) the
+    ``added`` new items whole. Finding items already there adds nothing and is never refused."""
+    if not added:
+        return
+    if max_total is not None:
+        total = c.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        if total > max_total:
+            raise AnnotationError(f"The annotation store holds its limit of {max_total:,} items: "
+                                  f"{added:,} new item(s) were not added.")
+    if max_per_owner is not None and owner:
+        mine = c.execute("SELECT COUNT(*) FROM items WHERE owner=?", (owner,)).fetchone()[0]
+        if mine > max_per_owner:
+            raise AnnotationError(f"Your queue keeps at most {max_per_owner:,} items and these {added:,} new item(s) "
+                                  f"would make {mine:,}: nothing was added.")
+
+
 def _edit_rating(c, old, new: dict, updated: float) -> None:
     """Change a rating to ``new`` (values of RATING_VALUES), keeping its old values in history."""
     keep = {k: old[k] for k in (*RATING_VALUES, "updated")}
@@ -440,7 +504,7 @@ def _item(row) -> Item:
     return Item(id=row["id"], text=row["text"], rationale=row["rationale"], settings=json.loads(row["settings"]),
                 paired_text=row["paired_text"], similarity=row["similarity"], reward=row["reward"],
                 source=row["source"], run=row["run"], step=row["step"], content_hash=row["content_hash"],
-                created=row["created"], rationale_shift=row["rationale_shift"])
+                created=row["created"], rationale_shift=row["rationale_shift"], owner=row["owner"])
 
 
 _STORES: dict[Path, AnnotationStore] = {}

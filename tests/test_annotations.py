@@ -37,7 +37,7 @@ def test_migration_from_the_first_version_keeps_data(tmp_path):
     conn.commit()
     conn.close()
     s = AnnotationStore(path)
-    assert s.schema_version() == 3
+    assert s.schema_version() == SCHEMA_VERSION
     assert s.items()[0].content_hash and s.rating(1, "ann")["faithfulness"] == 4
     assert s.items()[0].rationale_shift is None  # not measured then
     # the migrated item de-duplicates like a new one
@@ -354,7 +354,7 @@ def test_an_import_of_too_many_rows_is_refused_whole(tmp_path):
 
     s = _store(tmp_path)
     f = _write_jsonl(tmp_path / "big.jsonl", [{"text": f"t{k}", "rationale": "r"} for k in range(MAX_IMPORT_ROWS + 1)])
-    with pytest.raises(AnnotationError, match="5,001 rows; an import takes at most 5,000 rows, nothing imported"):
+    with pytest.raises(AnnotationError, match="more than 5,000 rows; an import takes at most 5,000 rows, nothing imported"):
         import_file(s, f, max_rows=MAX_IMPORT_ROWS)
     assert s.count_items() == 0
     assert import_file(s, f)["items_added"] == MAX_IMPORT_ROWS + 1  # the CLI's import has no limit
@@ -394,13 +394,13 @@ def test_the_annotate_tab_in_public_mode_rates_as_the_visitor(tmp_path, monkeypa
     ids = [store.add_item(f"text {k}", f"rationale {k}", source="import")[0] for k in range(2)]
     store.rate(ids[0], "alice", faithfulness=5, informativeness=5, fluency=5, comment="alice's secret")
     assert identity_name(GUEST)["value"] == "guest:abc"
-    assert start("alice", False, {"token": "t", "who": GUEST})[-1] == "guest:abc"  # the page State works too
-    panel = start("alice", False, GUEST)  # the typed name is ignored
-    assert panel[-1] == "guest:abc" and panel[0] == ids[0] and panel[8] == "" and "guest:abc" in panel[10]
+    assert start("alice", False, {"token": "t", "who": GUEST})[-1] == "anon:abc"  # the page State works too
+    panel = start("alice", False, GUEST)  # the typed name is ignored; the key is the full id, the page shows the name
+    assert panel[-1] == "anon:abc" and panel[0] == ids[0] and panel[8] == "" and "guest:abc" in panel[10]
     out = save(ids[0], "alice", 1, 1, 1, False, "", False, GUEST)
     assert "Saved" in _panel_note(out)
     assert store.rating(ids[0], "alice")["faithfulness"] == 5 and store.history(ids[0], "alice") == []
-    assert store.rating(ids[0], "guest:abc")["faithfulness"] == 1
+    assert store.rating(ids[0], "anon:abc")["faithfulness"] == 1 and store.rating(ids[0], "guest:abc") is None
     # without an identity (a bare API call) every handler answers in one line
     for out in (start("alice", False, None), save(ids[1], "alice", 1, 1, 1, False, "", False, None),
                 skip(ids[1], "alice", False, None), back(ids[1], "alice", None)):
@@ -414,7 +414,7 @@ def test_the_annotate_tab_in_public_mode_rates_as_the_visitor(tmp_path, monkeypa
                 save(10**30, "x", 1, 1, 1, False, "", False, GUEST), skip(ids[0], "x", "on", GUEST),
                 back([1], "x", GUEST), save(999, "x", 1, 1, 1, False, "", False, GUEST)):
         assert _panel_note(out).startswith("⚠️") and "\n" not in _panel_note(out)
-    assert store.rating(ids[1], "guest:abc") is None
+    assert store.rating(ids[1], "anon:abc") is None
     assert summary_view(["a"], None)[0].startswith("⚠️")
     # an import may bring items, and ratings by the importing visitor only
     f = _write_jsonl(tmp_path / "in.jsonl", [{"text": "new", "rationale": "r"}, _rating_row("alice", 1, 1, 1),
@@ -425,7 +425,9 @@ def test_the_annotate_tab_in_public_mode_rates_as_the_visitor(tmp_path, monkeypa
     _write_jsonl(f, [{"text": "new", "rationale": "r"}, _rating_row("guest:abc", 2, 2, 2)])
     assert import_items(str(f), None, GUEST)[0].startswith("Imported 2 new item")
     rated = next(it.id for it in store.items() if it.text == "t")
-    assert store.rating(rated, "guest:abc")["faithfulness"] == 2 and store.rating(rated, "alice") is None
+    # a rating by the name the page shows is stored under the full id, in the importer's own queue
+    assert store.rating(rated, "anon:abc")["faithfulness"] == 2 and store.rating(rated, "alice") is None
+    assert store.rating(rated, "guest:abc") is None and store.item(rated).owner == "anon:abc"
 
 
 def test_the_annotate_tab_shows_names_and_messages_as_text(tmp_path, monkeypatch):
@@ -470,3 +472,74 @@ def test_faithfulness_against_the_measured_shift(tmp_path):
         t = AnnotationStore(tmp_path / f"b-{fmt}.sqlite")
         import_file(t, out)
         assert sorted(i.rationale_shift or -1 for i in t.items()) == [-1, 0.01, 0.05, 0.2, 0.3]
+
+
+# --- identity and ownership (#26 §4) ---
+
+def test_migration_to_v4_keeps_old_short_names_nobodys_in_public_mode(tmp_path, monkeypatch):
+    """A store of schema 3 whose public guests were keyed by 'guest:' + 8 hex: after the migration
+    their ratings stay (statistics), and a visitor whose short name matches edits nothing of theirs."""
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / "annotations.sqlite"
+    conn = sqlite3.connect(path)
+    for script in MIGRATIONS[:3]:
+        conn.executescript(script)
+    conn.executescript("INSERT INTO meta VALUES ('app', 'grace-studio-annotations');"
+                       "INSERT INTO meta VALUES ('schema_version', '3');"
+                       "INSERT INTO items (text, rationale, settings, source, created, content_hash)"
+                       " VALUES ('t', 'r', '{}', 'explore', 1, 'h1');"
+                       "INSERT INTO annotators (name, created) VALUES ('guest:1a2b3c4d', 1);"
+                       "INSERT INTO ratings (item_id, annotator_id, faithfulness, informativeness, fluency, comment,"
+                       " created, updated) VALUES (1, 1, 4, 4, 4, 'victim''s note', 1, 1);")
+    conn.commit()
+    conn.close()
+    monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GRACE_PUBLIC", "1")
+    from analysis.annotations import default_store
+    from grace.ui.annotate_tab import save, start
+
+    s = default_store()
+    assert s.schema_version() == SCHEMA_VERSION == 4
+    assert s.display_names() == {"guest:1a2b3c4d": "guest:1a2b3c4d"} and len(s.ratings()) == 1
+    collider = {"id": "anon:" + "9" * 20, "name": "guest:1a2b3c4d", "signed_in": False}  # the same short name
+    panel = start(None, False, collider)
+    assert panel[8] == "" and "victim" not in json.dumps(panel)  # the old rating is not shown as theirs
+    save(1, None, 1, 1, 1, False, "overwritten", False, collider)
+    store = s
+    assert store.rating(1, "guest:1a2b3c4d")["comment"] == "victim's note"
+    assert store.rating(1, collider["id"])["comment"] == "overwritten"
+
+
+def test_an_owned_item_is_only_in_its_owners_queue(tmp_path):
+    s = _store(tmp_path)
+    shared, _ = s.add_item("shared text", "r")
+    (mine, new), = s.add_items([{"text": "alice's text", "rationale": "r"}], owner="anon:alice")
+    assert new and s.item(mine).owner == "anon:alice"
+    (copy, new), = s.add_items([{"text": "alice's text", "rationale": "r"}], owner="anon:bob")
+    assert new and copy != mine  # bob's copy, not "already there" (which would say alice sent it)
+    assert s.next_item("anon:bob").id == shared
+    s.rate(shared, "anon:bob", faithfulness=3, informativeness=3, fluency=3)
+    assert s.next_item("anon:bob").id == copy and s.progress("anon:bob") == (1, 2)
+    with pytest.raises(AnnotationError, match=f"No item {mine}"):
+        s.item(mine, "anon:bob")
+    with pytest.raises(AnnotationError, match=f"No item {mine}"):
+        s.rate(mine, "anon:bob", faithfulness=1, informativeness=1, fluency=1)
+    assert s.next_item("anon:alice").id == shared and s.item(mine, "anon:alice").text == "alice's text"
+    assert s.next_item("local name").id == shared and s.progress("local name") == (0, 1)
+
+
+def test_an_import_changes_only_the_importers_rows_by_full_id(tmp_path):
+    from analysis.annotation_io import import_file
+
+    s = _store(tmp_path)
+    item, _ = s.add_item("t", "r")
+    s.rate(item, "anon:victim", faithfulness=5, informativeness=5, fluency=5, display="guest:1a2b3c4d")
+    f = _write_jsonl(tmp_path / "in.jsonl", [_rating_row("anon:victim", 1, 1, 1), _rating_row("guest:1a2b3c4d", 1, 1, 1)])
+    with pytest.raises(AnnotationError, match="only your own ratings"):
+        import_file(s, f, annotator="anon:mallory", aliases=("guest:1a2b3c4d",), owner="anon:mallory")
+    assert s.rating(item, "anon:victim")["faithfulness"] == 5
+    _write_jsonl(f, [_rating_row("guest:1a2b3c4d", 2, 2, 2)])  # the name mallory's page shows
+    res = import_file(s, f, annotator="anon:mallory", aliases=("guest:1a2b3c4d",), owner="anon:mallory")
+    assert res["ratings"] == 1 and s.rating(item, "anon:victim")["faithfulness"] == 5
+    assert s.rating(item, "guest:1a2b3c4d") is None  # stored under mallory's id, in her own queue
+    assert [r["annotator"] for r in s.ratings() if r["faithfulness"] == 2] == ["anon:mallory"]

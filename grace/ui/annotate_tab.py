@@ -13,6 +13,7 @@ from analysis.annotations import AnnotationError, AnnotationStore, check_name, d
 from analysis.plots import rating_distribution, ratings_by_step
 
 from .common import is_public, one_line, upload_path
+from .storage import item_caps
 from .identity import IdentityError, visitor_from
 from .text import md_escape
 
@@ -60,11 +61,17 @@ def _warn(exc: BaseException) -> str:
 
 
 def _annotator(name, who) -> str:
-    """Who rates: in public mode the visitor of ``who`` (the page State or its ``who`` dict; a
-    typed name is ignored), locally the typed name."""
+    """The key of who rates: in public mode the full id of the visitor of ``who`` (the page State
+    or its ``who`` dict; a typed name is ignored, and so is the short display name, which could be
+    matched by brute force), locally the typed name."""
     if is_public():
-        return check_name(visitor_from(who).name)
+        return check_name(visitor_from(who).id)
     return check_name(name)
+
+
+def _display(who) -> str | None:
+    """The name the page shows for the annotator (public mode; locally the key is the name)."""
+    return visitor_from(who).name if is_public() else None
 
 
 def _item_id(value) -> int | None:
@@ -108,10 +115,12 @@ def _progress(name) -> str:
     if not name:
         return ""
     try:
-        rated, total = _store().progress(name)
+        store = _store()
+        rated, total = store.progress(name)
+        shown = store.display_names().get(name, name) if is_public() else name
     except Exception:  # the note says what went wrong
         return ""
-    return f"**{md_escape(name)}**: {rated} of {total} rated"
+    return f"**{md_escape(shown)}**: {rated} of {total} rated"
 
 
 def identity_name(who) -> dict:
@@ -128,6 +137,8 @@ def start(name, random_order, who=None):
     """Remember the annotator for this browser session and show their next unrated item."""
     try:
         name = _annotator(name, who)
+        if is_public():  # the display name the progress line shows (and the Summary lists)
+            _store().annotator_id(name, _display(who))
         item = _store().next_item(name, random_order=_flag(random_order, "Random order"))
         return _show(item, name) + (name,)
     except Exception as exc:
@@ -147,11 +158,11 @@ def save(item_id, name, f, i, fl, halluc, comment, random_order, who=None):
     try:
         store = _store()
         store.rate(item_id, name, faithfulness=f, informativeness=i, fluency=fl,
-                   hallucination=_flag(halluc, "Hallucination"), comment=comment)
+                   hallucination=_flag(halluc, "Hallucination"), comment=comment, display=_display(who))
         nxt = store.next_item(name, random_order=random_order)
     except Exception as exc:
         try:  # the item again, with what was entered: nothing typed is lost
-            current = _show(_store().item(item_id), name)
+            current = _show(_store().item(item_id, name), name)
         except Exception:
             return _show(None, name, _warn(exc))
         return current[:4] + (_radio(f), _radio(i), _radio(fl), halluc is True,
@@ -180,16 +191,18 @@ def back(item_id, name, who=None):
         if item_id in rated:
             rated = rated[:rated.index(item_id)]
         if not rated:
-            return _show(_store().item(item_id) if item_id else None, name, "No earlier rating to edit.")
-        return _show(_store().item(rated[-1]), name, "Editing your earlier rating.")
+            return _show(_store().item(item_id, name) if item_id else None, name, "No earlier rating to edit.")
+        return _show(_store().item(rated[-1], name), name, "Editing your earlier rating.")
     except Exception as exc:
         return _show(None, None, _warn(exc))
 
 
 def import_items(upload, name, who=None):
-    """Import a file of items (and ratings: in public mode only the visitor's own)."""
+    """Import a file of items (and ratings: in public mode only the visitor's own, under their
+    full id; the items go to their own queue)."""
     try:
         name = _annotator(name, who) if is_public() or name else None
+        shown = _display(who)
     except Exception as exc:
         return md_escape(_warn(exc)), ""
     if not isinstance(upload, str) and not isinstance(getattr(upload, "name", None), str):
@@ -197,8 +210,10 @@ def import_items(upload, name, who=None):
     path = None
     try:
         path = upload_path(upload)
+        public = is_public()
         res = import_file(_store(), path, skip_bad=False, max_rows=MAX_IMPORT_ROWS,
-                          annotator=name if is_public() else None)
+                          annotator=name if public else None, aliases=(shown,) if public else (),
+                          owner=name if public else None, **item_caps())
     except Exception as exc:
         # name the file as the visitor knows it (not the server's temp path); no CLI advice here
         msg = one_line(exc)
@@ -206,7 +221,9 @@ def import_items(upload, name, who=None):
             msg = msg.replace(path, Path(path).name)
         msg = msg.replace(" Use --skip-bad to import the good lines.", " Fix those lines and import again.")
         return md_escape(f"⚠️ {msg}"), _progress(name)
-    return md_escape(f"Imported {res['items_added']} new item(s) and {res['ratings']} rating(s)."), _progress(name)
+    mine = " into your own queue (only you see them there)" if is_public() else ""
+    return (md_escape(f"Imported {res['items_added']} new item(s){mine} and {res['ratings']} rating(s)."),
+            _progress(name))
 
 
 def summary_view(a, b):
@@ -214,6 +231,7 @@ def summary_view(a, b):
         if not all(x is None or isinstance(x, str) for x in (a, b)):
             raise AnnotationError("Choose annotators from the lists.")
         ratings = _store().ratings()
+        names = _store().display_names()  # the Summary shows display names; the lists' values are the keys
     except Exception as exc:
         return md_escape(_warn(exc)), None, None, gr.update(), gr.update()
     s = summarise(ratings)
@@ -231,9 +249,9 @@ def summary_view(a, b):
         lines.append(f"- hallucination flagged in {100 * s['hallucination_rate']:.0f} % of ratings")
     if a and b and a != b:
         ks = [pair_kappa(ratings, a, b, dim) for dim in s["dimensions"]]
-        lines.append(f"- weighted κ (quadratic) {md_escape(a)} vs {md_escape(b)}: " + ", ".join(
+        lines.append(f"- weighted κ (quadratic) {md_escape(names.get(a, a))} vs {md_escape(names.get(b, b))}: " + ", ".join(
             f"{dim} {'–' if k is None else f'{k:.2f}'}" for dim, k in zip(s["dimensions"], ks)))
-    choices = s["annotators"]
+    choices = [(names.get(k, k), k) for k in s["annotators"]]
     return ("\n".join(lines), rating_distribution(s), ratings_by_step(s),
             gr.update(choices=choices), gr.update(choices=choices))
 
@@ -289,9 +307,10 @@ def build(who: gr.State | None = None) -> None:
                 steps = gr.Plot()
         panel = [item_id, text, rationale, context, f, i, fl, halluc, comment, note, progress]
         who.change(identity_name, who, name)
-        go.click(start, [name, random_order, who], panel + [annotator])
-        save_btn.click(save, [item_id, annotator, f, i, fl, halluc, comment, random_order, who], panel)
-        skip_btn.click(skip, [item_id, annotator, random_order, who], panel)
-        back_btn.click(back, [item_id, annotator, who], panel)
+        # cheap SQLite work: outside Gradio's queue, so a queue full of model requests never holds a save
+        go.click(start, [name, random_order, who], panel + [annotator], queue=False)
+        save_btn.click(save, [item_id, annotator, f, i, fl, halluc, comment, random_order, who], panel, queue=False)
+        skip_btn.click(skip, [item_id, annotator, random_order, who], panel, queue=False)
+        back_btn.click(back, [item_id, annotator, who], panel, queue=False)
         import_btn.click(import_items, [upload, annotator, who], [note, progress])
         refresh.click(summary_view, [ka, kb], [summary, dist, steps, ka, kb])

@@ -2,23 +2,33 @@
 
 Run locally the app is single-user: everyone is ``LOCAL`` and may do everything. On a public
 Space (``SPACE_ID`` set, or ``GRACE_PUBLIC=1``) a visitor is the Hugging Face account they signed
-in with (``hf_oauth: true`` in the README's front matter, ``gr.LoginButton``), else the random
-token their browser keeps (``gr.BrowserState``: it survives reloads). What a visitor makes (a
-training run, an Evaluate row, an export) is stored with their ``Visitor.id``; only that id may
-cancel, resume or remove it. The id of an anonymous visitor is a hash of their token, so the id
-stored on disk or shown to others never lets anyone act as them.
+in with (``hf_oauth: true`` in the README's front matter, ``gr.LoginButton``; keyed by the
+account's stable ``sub``, never the renameable username, and trusted only where Gradio runs its
+real OAuth routes), else the random token their browser keeps (``gr.BrowserState``: it survives
+reloads). What a visitor makes (a training run, an Evaluate row, an export, a rating) is stored
+with their full ``Visitor.id``; only that id may cancel, resume, remove or edit it. The id of an
+anonymous visitor is an 80-bit hash of their token, so the id stored on disk never lets anyone act
+as them; the short display name (``guest:`` + 8 hex) is only ever shown, never checked.
+
+The page's identity is also kept on the server under the Gradio session (``PAGES``), filled only
+by ``identify`` (rate-limited per address), so a flood of fresh sessions that evicts Gradio's
+session State does not log visitors out.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import secrets
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass
 
 import gradio as gr
+from gradio.context import LocalContext
+from gradio.utils import get_space
 
 from grace.files.paths import data_dir
 from grace.files.textio import atomic_output
@@ -29,8 +39,8 @@ from .text import md_escape
 
 @dataclass(frozen=True)
 class Visitor:
-    id: str  # what is stored with a visitor's work: "local", "hf:<username>" or "anon:<hash of the token>"
-    name: str  # what the page shows and the annotation store records
+    id: str  # what is stored with a visitor's work and checked: "local", "hf:<sub>" or "anon:<hash of the token>"
+    name: str  # what the page shows (never checked: "guest:" + 8 hex is short enough to collide)
     signed_in: bool = False
 
     def owns(self, owner: str | None) -> bool:
@@ -53,12 +63,13 @@ class IdentityError(ValueError):
 
 def visitor_from(state: dict | None) -> Visitor:
     """The session's visitor: the page State (``{"token", "who"}``, its ``who`` set by
-    ``identify`` when the page loads) or a ``who`` dict itself. In public mode a session that
-    never loaded the page (a bare API call that skipped ``identify``) has no identity."""
+    ``identify`` when the page loads) or a ``who`` dict itself. A page State that Gradio evicted
+    (and made anew, empty) is refilled from ``PAGES``. In public mode a session that never loaded
+    the page (a bare API call that skipped ``identify``) has no identity."""
     if not is_public():
         return LOCAL
     if isinstance(state, dict) and "token" in state:
-        state = state.get("who")
+        state = _restore(state).get("who")
     if not state or not isinstance(state, dict) or not str(state.get("id", "")).startswith(("hf:", "anon:")):
         raise IdentityError("This session has no visitor identity yet: reload the page.")
     return Visitor(str(state["id"]), str(state.get("name", "")), bool(state.get("signed_in")))
@@ -72,6 +83,43 @@ def require_owner(state: dict | None, owner: str | None, what: str) -> Visitor:
     return v
 
 
+def guests_may_train() -> bool:
+    """``GRACE_GUEST_TRAINING=1``, set by whoever runs the app: guests may start training and
+    export too (tests, a trusted room). Off by default so that quotas bind to accounts."""
+    return os.environ.get("GRACE_GUEST_TRAINING", "") == "1"
+
+
+def require_account(visitor: Visitor, what: str) -> None:
+    """In public mode ``what`` (training, downloads) needs a signed-in account: a guest identity
+    costs nothing, so per-visitor quotas would not bind to guests. A one-line refusal otherwise."""
+    if not is_public() or visitor.signed_in or guests_may_train():
+        return
+    how = ("sign in with Hugging Face (top of the page)" if oauth_is_real()
+           else "this app has no sign-in, so it is not offered here")
+    raise IdentityError(f"{what} needs a signed-in account on this public app: {how}. "
+                        "Guests can explore, map and annotate.")
+
+
+def require_export(owner: str) -> None:
+    """``require_account`` for an export, by the owner id the exports are filed under."""
+    require_account(Visitor(owner, owner, signed_in=str(owner).startswith("hf:")), "Exporting")
+
+
+def may_export(owner: str) -> bool:
+    try:
+        require_export(owner)
+    except IdentityError:
+        return False
+    return True
+
+
+def oauth_is_real() -> bool:
+    """Whether "Sign in with Hugging Face" is real here. Gradio installs the real OAuth routes only
+    on a Space (``SYSTEM=spaces`` with ``SPACE_ID``); anywhere else, with ``OAUTH_CLIENT_ID`` set,
+    it mocks them and anyone "signs in" as one fixed profile, so a profile is then ignored."""
+    return is_public() and get_space() is not None and bool(os.environ.get("OAUTH_CLIENT_ID"))
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(("grace-visitor:" + token).encode("utf-8")).hexdigest()[:20]
 
@@ -82,11 +130,20 @@ def visitor_for(token: str | None, profile=None) -> tuple[str, Visitor]:
     token = token if isinstance(token, str) and 32 <= len(token) <= 128 and token.isalnum() else secrets.token_hex(24)
     if not is_public():
         return token, LOCAL
-    username = getattr(profile, "username", None) or getattr(profile, "preferred_username", None)
-    if username:
-        return token, Visitor(f"hf:{username}", str(username), True)
+    sub = _profile_field(profile, "sub") if oauth_is_real() else ""
+    if sub and sub.isalnum() and len(sub) <= 64:  # the account's stable id: a username can be renamed and reused
+        name = _profile_field(profile, "preferred_username") or sub
+        return token, Visitor(f"hf:{sub}", name[:64], True)
     h = _token_hash(token)
     return token, Visitor(f"anon:{h}", f"guest:{h[:8]}")
+
+
+def _profile_field(profile, key: str) -> str:
+    try:
+        value = profile.get(key) if hasattr(profile, "get") else getattr(profile, key, None)
+    except Exception:
+        value = None
+    return value.strip() if isinstance(value, str) else ""
 
 
 def browser_secret() -> str:
@@ -109,30 +166,124 @@ def browser_secret() -> str:
 
 
 class PageSessions:
-    """Gradio session hash -> the page's cancel token, so that ``demo.unload`` (which gets a
-    gr.Request, not the page's States) can stop the work of a visitor who closed the tab.
+    """Gradio session hash -> the page's token and visitor, kept on the server: ``demo.unload``
+    (which gets a gr.Request, not the page's States) stops the work of a visitor who closed the
+    tab, and a page whose session State Gradio evicted gets its identity back. Only ``identify``
+    (rate-limited) adds entries, so a flood of fresh sessions cannot push visitors out of it.
     Bounded: the oldest sessions drop out."""
 
-    def __init__(self, capacity: int = 4096) -> None:
-        self._tokens: OrderedDict[str, str] = OrderedDict()
+    def __init__(self, capacity: int = 50_000) -> None:
+        self._pages: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
         self.capacity = capacity
 
-    def remember(self, session_hash: str | None, token: str | None) -> None:
+    def remember(self, session_hash: str | None, token: str | None, who: dict | None = None) -> None:
         if not session_hash or not token:
             return
         with self._lock:
-            self._tokens[session_hash] = token
-            self._tokens.move_to_end(session_hash)
-            while len(self._tokens) > self.capacity:
-                self._tokens.popitem(last=False)
+            self._pages[session_hash] = {"token": token, "who": who}
+            self._pages.move_to_end(session_hash)
+            while len(self._pages) > self.capacity:
+                self._pages.popitem(last=False)
+
+    def known(self, session_hash: str | None) -> bool:
+        with self._lock:
+            return bool(session_hash) and session_hash in self._pages
+
+    def lookup(self, session_hash: str | None) -> dict | None:
+        """The page ``{"token", "who"}`` kept for this session (a copy), or None."""
+        with self._lock:
+            page = self._pages.get(session_hash or "")
+            return dict(page) if page else None
 
     def forget(self, session_hash: str | None) -> str | None:
         with self._lock:
-            return self._tokens.pop(session_hash or "", None)
+            page = self._pages.pop(session_hash or "", None)
+            return page["token"] if page else None
 
 
 PAGES = PageSessions()
+
+
+class RateLimit:
+    """At most ``limit`` events per ``window`` seconds for each key (a sliding window), for at most
+    ``max_keys`` keys (the least recently seen drop out, so the table itself stays bounded)."""
+
+    def __init__(self, limit: int, window: float = 60.0, max_keys: int = 10_000, clock=time.monotonic) -> None:
+        self.limit, self.window, self.max_keys, self.clock = limit, window, max_keys, clock
+        self._seen: OrderedDict[str, deque] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        with self._lock:
+            times = self._seen.pop(key, None) or deque()
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            ok = len(times) < self.limit
+            if ok:
+                times.append(now)
+            self._seen[key] = times
+            while len(self._seen) > self.max_keys:
+                self._seen.popitem(last=False)
+            return ok
+
+
+def page_loads_per_minute() -> int:
+    """New page sessions one address may open per minute (``GRACE_PAGE_LOADS_PER_MINUTE``, default
+    60: a classroom behind one address reloading, not a script minting identities)."""
+    try:
+        return max(1, int(os.environ.get("GRACE_PAGE_LOADS_PER_MINUTE", "60")))
+    except ValueError:
+        return 60
+
+
+PAGE_LOADS = RateLimit(page_loads_per_minute())
+
+
+def client_key(request) -> str:
+    """Who a rate limit counts: the visitor's address (on a Space the first X-Forwarded-For entry,
+    as its proxy reports the visitor; elsewhere the socket's peer, since a header there is anyone's
+    to write). IPv6 addresses count by their /64, the block one subscriber gets."""
+    host = ""
+    if get_space() is not None:
+        headers = getattr(request, "headers", None) or {}
+        host = str(headers.get("x-forwarded-for", "")).split(",")[0].strip()
+    if not host:
+        host = str(getattr(getattr(request, "client", None), "host", "") or "")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64] or "unknown"
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _session_hash() -> str | None:
+    """The Gradio session of the event being handled (None outside an event: tests, scripts)."""
+    request = LocalContext.request.get(None)
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
+def _restore(page: dict) -> dict:
+    """Public mode: a page State without its visitor (Gradio evicted the session's State and made
+    a new, empty one) gets the token and visitor that ``identify`` kept for this session."""
+    if is_public() and isinstance(page, dict) and not page.get("who"):
+        kept = PAGES.lookup(_session_hash())
+        if kept and kept.get("who"):
+            page.update(kept)  # in place: Gradio keeps this dict as the session's State again
+    return page
+
+
+def session_visitor() -> Visitor:
+    """The visitor of the event being handled, from the server's record of its page session, for
+    handlers that do not get the page State."""
+    if not is_public():
+        return LOCAL
+    return visitor_from((PAGES.lookup(_session_hash()) or {}).get("who"))
 
 
 def page_state() -> gr.State:
@@ -145,7 +296,7 @@ def page_state() -> gr.State:
 def page_token(page) -> str | None:
     """The page's token (tests and scripts may pass the token itself)."""
     if isinstance(page, dict):
-        return page.get("token")
+        return _restore(page).get("token")
     return page if isinstance(page, str) else None
 
 
@@ -153,17 +304,31 @@ def browser_token_state() -> gr.BrowserState:
     return gr.BrowserState(None, storage_key="grace-visitor", secret=browser_secret())
 
 
+REFUSED_LOAD = "⚠️ Too many new pages from your address in the last minute: wait a minute, then reload."
+
+
 def identify(browser_token, page, profile: gr.OAuthProfile | None, request: gr.Request):
     """Runs as the page loads: the visitor (signed-in account or browser token) into the page
-    State, the token back into the browser, and the session remembered for ``left``."""
-    token, visitor = visitor_for(browser_token, profile)
+    State and the server's record of the session, the token back into the browser. New page
+    sessions are rate-limited per address (each is a new place to keep an identity)."""
+    session = getattr(request, "session_hash", None)
     page = dict(page) if isinstance(page, dict) else {"token": secrets.token_hex(16)}
+    if is_public() and not PAGES.known(session) and not PAGE_LOADS.allow(client_key(request)):
+        page["who"] = None
+        return gr.skip(), page, REFUSED_LOAD
+    token, visitor = visitor_for(browser_token, profile)
+    kept = PAGES.lookup(session)
+    if kept:  # the same page identifying again keeps its token (its running work is keyed by it)
+        page["token"] = kept["token"]
     page["who"] = visitor.to_state()
-    PAGES.remember(getattr(request, "session_hash", None), page["token"])
+    PAGES.remember(session, page["token"], page["who"])
     name = md_escape(visitor.name)
+    ignored = profile is not None and is_public() and not oauth_is_real()
     shown = ("" if not is_public() else f"Signed in as **{name}**." if visitor.signed_in else
              f"You are **{name}** (this browser)" + ("; sign in to keep your work under your account."
-                                                     if os.environ.get("OAUTH_CLIENT_ID") else "."))
+                                                     if oauth_is_real() else "."))
+    if ignored:
+        shown += " Sign-in is not trusted here (not a Hugging Face Space), so you are a guest."
     return token, page, shown
 
 
