@@ -7,40 +7,78 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 class InputError(ValueError):
     """Bad user input; the message names the file, the line and the reason."""
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """Lines of a UTF-8 text file, refusing binary or non-UTF-8 content."""
+def iter_lines(path: str | Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file, read one at a time (memory holds one line, not the file),
+    refusing binary or non-UTF-8 content at the line where it shows. Readers with a row limit
+    stop reading at the first row past it (``read_lines(max_lines=)``, ``read_texts(max_texts=)``)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file.")
-    raw = p.read_bytes()
-    if b"\x00" in raw:
-        raise InputError(f"{p}: looks like a binary file, not text.")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{p}: not UTF-8 text (bad byte at offset {exc.start}).") from None
-    # split on line feeds only: str.splitlines() also splits on U+2028, U+0085 and other characters
-    # that json.dumps(ensure_ascii=False) leaves raw inside one valid JSONL line
-    lines = text.replace("\r\n", "\n").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    offset = 0
+    with open(p, "rb") as f:
+        # split on line feeds only: str.splitlines() also splits on U+2028, U+0085 and other characters
+        # that json.dumps(ensure_ascii=False) leaves raw inside one valid JSONL line
+        for n, raw in enumerate(f):
+            if b"\x00" in raw:
+                raise InputError(f"{p}: looks like a binary file, not text.")
+            try:
+                line = raw.decode("utf-8-sig" if n == 0 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{p}: not UTF-8 text (bad byte at offset {offset + exc.start}).") from None
+            offset += len(raw)
+            if line.endswith("\n"):
+                line = line[:-1]
+                if line.endswith("\r"):
+                    line = line[:-1]
+            yield line
+
+
+def too_many(path: str | Path, limit: int, what: str) -> InputError:
+    """The refusal of a file with more than ``limit`` ``what`` (rows, texts, records)."""
+    return InputError(f"{Path(path).name} has more than {limit:,} {what}; the limit is {limit:,}.")
+
+
+def read_lines(path: str | Path, max_lines: int | None = None) -> list[str]:
+    """Lines of a UTF-8 text file, refusing binary or non-UTF-8 content; with ``max_lines``, a
+    file of more non-blank lines is refused as soon as the reader reaches one more."""
+    lines, filled = [], 0
+    for line in iter_lines(path):
+        if line.strip():
+            filled += 1
+            if max_lines is not None and filled > max_lines:
+                raise too_many(path, max_lines, "lines")
+        lines.append(line)
     return lines
 
 
-def csv_records(content: str):
-    """``(line number, row)`` for each record of CSV text with a header line, the number being the
-    record's first physical line (a quoted cell may span several lines)."""
+def count_lines(path: str | Path, limit: int, what: str = "lines") -> int:
+    """The number of non-blank lines of a text file, read as it streams and refused (with
+    ``too_many``) at the first line past ``limit``: a check before a file is stored or parsed."""
+    n = 0
+    for line in iter_lines(path):
+        if line.strip():
+            n += 1
+            if n > limit:
+                raise too_many(path, limit, what)
+    return n
+
+
+def csv_records(content: "str | Iterable[str]"):
+    """``(line number, row)`` for each record of CSV text with a header line (a string, or its lines
+    as they stream, e.g. ``iter_lines``), the number being the record's first physical line (a
+    quoted cell may span several lines)."""
     import csv
     import io
 
-    reader = csv.DictReader(io.StringIO(content))
+    lines = io.StringIO(content) if isinstance(content, str) else (line + "\n" for line in content)
+    reader = csv.DictReader(lines)
     _ = reader.fieldnames
     prev = reader.line_num
     for row in reader:
@@ -67,17 +105,24 @@ def csv_unsafe(value: str) -> str:
     return value
 
 
-def read_texts(path: str | Path, field: str = "text") -> list[str]:
-    """Texts from a .txt (one per line) or .jsonl (objects with a ``text`` field) file."""
+def read_texts(path: str | Path, field: str = "text", max_texts: int | None = None) -> list[str]:
+    """Texts from a .txt (one per line) or .jsonl (objects with a ``text`` field) file; with
+    ``max_texts``, a longer file is refused when the reader reaches one text more."""
+    return [t for t, _ in _text_records(path, field, max_texts)]
+
+
+def _text_records(path: str | Path, field: str = "text", max_texts: int | None = None):
+    """``(text, record)`` of each line (the record: the JSON object, or None for .txt), streamed."""
     p = Path(path)
-    lines = read_lines(p)
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines:
-        raise InputError(f"{p}: the file is empty.")
-    texts = []
     jsonl = p.suffix.lower() in (".jsonl", ".json")
-    for n, line in enumerate(lines, 1):
+    out, blank = [], None  # blank: the number of the first empty line since the last text
+    for n, line in enumerate(iter_lines(p), 1):
+        if not line.strip():
+            blank = blank or n
+            continue
+        if blank is not None:  # an empty line before the end of the file
+            raise InputError(f"{p}, line {blank}: empty text.")
+        obj = None
         if jsonl:
             try:
                 obj = json.loads(line)
@@ -88,10 +133,14 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
             line = obj[field]
             if not isinstance(line, str):
                 raise InputError(f"{p}, line {n}: {field!r} is not a string.")
-        if not line.strip():
-            raise InputError(f"{p}, line {n}: empty text.")
-        texts.append(line)
-    return texts
+            if not line.strip():
+                raise InputError(f"{p}, line {n}: empty text.")
+        if max_texts is not None and len(out) >= max_texts:
+            raise too_many(p, max_texts, "texts")
+        out.append((line, obj))
+    if not out:
+        raise InputError(f"{p}: the file is empty.")
+    return out
 
 
 def _new_file_mode() -> int:
@@ -145,35 +194,31 @@ def read_corpus(path: str | Path, max_texts: int = 2000) -> tuple[list[str], dic
     """Texts and every other column (as strings, for colouring a map) from .txt, .jsonl (objects
     with a ``text`` field) or .csv (a ``text`` column). Columns that are empty throughout are dropped."""
     import csv
-    import io
 
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix == ".csv":
-        content = "\n".join(read_lines(p))
-        header = next(csv.reader(io.StringIO(content)), [])
+        # read as it streams: a huge file is refused at its first text past max_texts
+        header = next(csv.reader(line + "\n" for line in iter_lines(p)), [])
         cols = [c.strip().lower() for c in header]
         if "text" not in cols:
             raise InputError(f"{p.name}: the CSV has no 'text' column (columns: {', '.join(cols) or 'none'}).")
         records = []
-        for n, row in csv_records(content):
+        for n, row in csv_records(iter_lines(p)):
             row = {k.strip().lower(): csv_unsafe(v or "") for k, v in row.items() if k}
             if not (row.get("text") or "").strip():
                 raise InputError(f"{p.name}, line {n}: empty text.")
+            if len(records) >= max_texts:
+                raise too_many(p, max_texts, "texts")
             records.append(row)
     elif suffix in (".jsonl", ".json"):
-        texts = read_texts(p)
-        records = [json.loads(line) for line in read_lines(p) if line.strip()]
-        for r, t in zip(records, texts):
-            r["text"] = t
+        records = [{**obj, "text": t} for t, obj in _text_records(p, max_texts=max_texts)]
     elif suffix == ".txt":
-        records = [{"text": t} for t in read_texts(p)]
+        records = [{"text": t} for t in read_texts(p, max_texts=max_texts)]
     else:
         raise InputError(f"{p.name}: use a .txt, .jsonl or .csv file.")
     if not records:
         raise InputError(f"{p.name}: the file is empty.")
-    if len(records) > max_texts:
-        raise InputError(f"{p.name}: {len(records)} texts; the limit is {max_texts}.")
     texts = [r["text"].strip() for r in records]
     names = list(dict.fromkeys(k for r in records for k in r if k != "text"))
     columns = {k: ["" if r.get(k) is None else str(r.get(k)) for r in records] for k in names}

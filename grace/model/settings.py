@@ -135,7 +135,8 @@ class EncodeSettings:
         name = "Base" if self.model == "default" else self.model
         if self.adapter:
             p = Path(self.adapter)
-            name += f" + {p.resolve().parent.name if p.name == 'adapter' else p.name}"
+            # the run's name (RUN/adapter), never the link's target (RUN/adapters/step-N: "adapters")
+            name += f" + {p.parent.name if p.name == 'adapter' else p.name}"
         name += " w/ reasoning" if self.rationale else " (direct forward)"
         return name + (f" [{', '.join(self.differences())}]" if self.differences() else "")
 

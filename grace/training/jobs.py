@@ -87,7 +87,9 @@ def _claim_info(raw: bytes) -> dict | None:
 
 
 def _child(cfg_dict: dict, overwrite: bool) -> None:
-    """Runs in the job's own process."""
+    """Runs in the job's own process. Its time limit (``max_minutes``) counts from here: importing
+    torch and loading the model are part of the job's time."""
+    began = time.time()
     import logging
     import warnings
 
@@ -98,7 +100,7 @@ def _child(cfg_dict: dict, overwrite: bool) -> None:
     cfg = GraceConfig(**cfg_dict)
     run = RunFolder(cfg.output)
     run.create()
-    state = {"state": "running", "step": 0, "steps": cfg.steps, "pid": os.getpid(), "started": time.time(),
+    state = {"state": "running", "step": 0, "steps": cfg.steps, "pid": os.getpid(), "started": began,
              "error": None}
     run.write_status(state)
 
@@ -111,7 +113,7 @@ def _child(cfg_dict: dict, overwrite: bool) -> None:
             run.write_status(state)
 
     try:
-        res = train(cfg, overwrite=overwrite, callback=on_event, should_stop=run.cancel_requested)
+        res = train(cfg, overwrite=overwrite, callback=on_event, should_stop=run.cancel_requested, started=began)
         state.update(state="cancelled" if res.stopped_early else "finished", step=res.steps_done)
     except Exception as exc:  # the job's failure is reported, never raised into the app
         state.update(state="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")

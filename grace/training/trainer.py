@@ -97,7 +97,10 @@ class Trainer:
 
     def __init__(self, cfg: GraceConfig, *, overwrite: bool = False,
                  callback: Callable[[dict], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None):
+                 should_stop: Callable[[], bool] | None = None, started: float | None = None):
+        # ``cfg.max_minutes`` counts from ``started`` (wall clock; default: now), so loading the
+        # data and the model is inside the limit (a job passes its process's start)
+        self.started = time.time() if started is None else started
         cfg.validate()
         self.cfg = cfg
         self.callback = callback or (lambda event: None)
@@ -406,7 +409,7 @@ class Trainer:
             self.folder.truncate_logs(self.start_step)  # rows past the checkpoint are recomputed
         self.callback({"event": "start", "summary": self.report.summary(), "start_step": self.start_step,
                        "steps": cfg.steps})
-        began = time.time()
+        began = self.started  # the model load counts against max_minutes
         step, stopped = self.start_step, False
         if self.start_step == 0 and cfg.sample_every:
             self.callback({"event": "samples", "step": 0, "samples": self._write_samples(0)})
@@ -440,6 +443,7 @@ class Trainer:
 
 
 def train(cfg: GraceConfig, *, overwrite: bool = False, callback: Callable[[dict], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> RunResult:
-    """Run a training job; the Python API the CLI and the app call."""
-    return Trainer(cfg, overwrite=overwrite, callback=callback, should_stop=should_stop).run()
+          should_stop: Callable[[], bool] | None = None, started: float | None = None) -> RunResult:
+    """Run a training job; the Python API the CLI and the app call. ``cfg.max_minutes`` counts from
+    ``started`` (``time.time()``; default: this call), the set-up and the model load included."""
+    return Trainer(cfg, overwrite=overwrite, callback=callback, should_stop=should_stop, started=started).run()
