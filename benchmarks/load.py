@@ -6,14 +6,26 @@ warm, then N simulated visitors (gradio_client, one thread each) press Compare i
 same moment, each with 1 query and 3 documents of its own. Reports each visitor's latency, its
 best queue position while waiting, p50 / p95, and exits non-zero when a visitor was not served.
 
-``--mixed``: a mixed crowd as a public Space sees it (the app in public mode): 4 Explore visitors
-(2 Compare presses each), 2 small Maps (12 uploaded lines each), 1 visitor watching a 2-step
-training job, 1 annotator (import, start, 5 saves) and 24 idle tabs whose 2-second timers refresh
-the Train status, all at once. Reports a table per kind of visitor and exits non-zero unless every
-visitor was served, with 0 errors and Explore's p95 under 30 s. ``--timeout`` bounds the whole run.
+``--mixed``: a mixed crowd as a public Space sees it (the app in public mode). First one Compare
+alone on the quiet app (a fresh page pressing Compare 3 times with an Explore visitor's request;
+the median is the lone Compare), then all at once: 4 Explore visitors (2 Compare presses each),
+2 small Maps (12 uploaded lines each), 1 visitor watching a 2-step training job, 1 annotator
+(import, start, 5 saves) and 24 idle tabs whose 2-second timers refresh the Train status. Reports
+a table per kind of visitor and the goals: Explore p95 ÷ lone Compare ≤ 3x, annotation save p95
+≤ 1 s, idle refresh p95 ≤ 1 s, each met or not. Exits non-zero unless every visitor was served
+with 0 errors. ``--timeout`` bounds the whole run.
+
+``--hostile``: the same (lone Compare, calm crowd), then, a minute later, the crowd again with one
+flooding visitor: 6 threads sending the largest requests the page allows (Compare of 50 documents
+of 20,000 chars at 128 tokens; a Map of 2,000 rows in a 20 MB upload) and ones it refuses
+(max_new_tokens 512, temperature 1e300, no_repeat_ngram 10**9, bfloat16), each from a new client
+and identity. Goals: the calm Explore p95 within 1.5x of the calm run's, 0 errors for the calm
+visitors, the flooder refused with sentences (counted by sentence). Exits non-zero only when a
+calm visitor was not served or met an error.
 
     python benchmarks/load.py [--visitors 4] [--timeout 300] [--model default]
     python benchmarks/load.py --mixed [--timeout 900] [--model default]
+    python benchmarks/load.py --hostile [--timeout 1800] [--model default]
 """
 
 from __future__ import annotations
@@ -95,7 +107,11 @@ MAP_VISITORS, MAP_LINES = 2, 12
 ANNOTATE_ITEMS, ANNOTATE_SAVES = 2, 5
 IDLE_TABS = 24
 TICK = 2.0  # seconds between a page's timer ticks (the Train tab's gr.Timer)
-EXPLORE_P95_TARGET = 30.0
+LONE_PRESSES = 3  # the lone Compare: its median is the yardstick of Explore's p95 in the crowd
+GOAL_EXPLORE_RATIO = 3.0  # the crowd's Explore p95 / the lone Compare
+GOAL_SAVE_P95 = 1.0  # seconds: an annotation save in the crowd
+GOAL_IDLE_P95 = 1.0  # seconds: an idle tab's status refresh in the crowd
+GOAL_HOSTILE_RATIO = 1.5  # the calm Explore p95 with the flooder / without it
 KINDS = ["explore", "map", "train-watch", "annotate", "idle"]
 MAP_SENTENCES = ["Bees feed on nectar and pollen.", "The train to Lyon leaves at noon.",
                  "Vaccines train the immune system.", "Air scatters blue light more than red.",
@@ -109,13 +125,15 @@ class Crowd:
     """What the visitors share: the app, one deadline, a start line, a stop flag for the idle
     tabs, and the log of every request and every visitor."""
 
-    def __init__(self, url: str, model: str, folder: Path, deadline: float, parties: int):
-        self.url, self.model, self.folder, self.deadline = url, model, folder, deadline
-        self.start_line = threading.Barrier(parties)
+    def __init__(self, url: str, model: str, folder: Path, deadline: float, parties: int, tag: str = "crowd"):
+        self.url, self.model, self.folder, self.deadline, self.tag = url, model, folder, deadline, tag
+        self.go = threading.Event()  # set as everyone passes the start line (the flooder starts then)
+        self.start_line = threading.Barrier(parties, action=self.go.set)
         self.stop = threading.Event()  # set when the active visitors are done: the idle tabs close
         self.lock = threading.Lock()
         self.requests: list[dict] = []
         self.visitors: list[dict] = []
+        self.flood: list[dict] = []  # --hostile: the flooder's requests
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -175,7 +193,8 @@ def status_ok(out) -> bool:
 def explore_visitor(crowd: Crowd, client, i: int, v: dict) -> bool:
     """Presses Compare EXPLORE_PRESSES times in a row, 1 query and 3 documents of its own."""
     query, docs = TOPICS[i % len(TOPICS)]
-    served = [call(crowd, client, "explore", i, "/run_compare", f"{query} (visitor {i + 1}, press {k + 1})",
+    served = [call(crowd, client, "explore", i, "/run_compare",
+                   f"{query} ({crowd.tag} visitor {i + 1}, press {k + 1})",
                    "\n".join(docs), ok=lambda out: _text(out).startswith("Ranked by GRACE cosine")) is not None
               for k in range(EXPLORE_PRESSES)]
     return all(served)
@@ -185,8 +204,9 @@ def map_visitor(crowd: Crowd, client, i: int, v: dict) -> bool:
     """Maps a .txt file of its own (MAP_LINES lines) with rationales, PCA."""
     from gradio_client import handle_file
 
-    path = crowd.folder / f"map-{i + 1}.txt"
-    path.write_text("\n".join(f"{s} (map {i + 1})" for s in MAP_SENTENCES[:MAP_LINES]) + "\n", encoding="utf-8")
+    path = crowd.folder / f"map-{crowd.tag}-{i + 1}.txt"
+    path.write_text("\n".join(f"{s} ({crowd.tag} map {i + 1})" for s in MAP_SENTENCES[:MAP_LINES]) + "\n",
+                    encoding="utf-8")
     out = call(crowd, client, "map", i, "/make_map", "uploaded file", handle_file(str(path)), "with rationale",
                "PCA", "", ok=lambda out: _text(out).startswith(f"{MAP_LINES} texts mapped"))
     return out is not None
@@ -221,8 +241,8 @@ def annotator(crowd: Crowd, client, i: int, v: dict) -> bool:
     """Imports ANNOTATE_ITEMS items, presses Start, then Save ANNOTATE_SAVES times (4/4/4)."""
     from gradio_client import handle_file
 
-    path = crowd.folder / "annotate.jsonl"
-    path.write_text("".join(json.dumps({"text": f"Mixed-crowd text {n + 1}: bees feed on nectar.",
+    path = crowd.folder / f"annotate-{crowd.tag}.jsonl"
+    path.write_text("".join(json.dumps({"text": f"Mixed-crowd text {n + 1} ({crowd.tag}): bees feed on nectar.",
                                         "rationale": f"Rationale {n + 1}: about bees and what they eat."}) + "\n"
                             for n in range(ANNOTATE_ITEMS)), encoding="utf-8")
     imported = call(crowd, client, "annotate", i, "/import_items", handle_file(str(path)),
@@ -277,18 +297,41 @@ def crowd_plan() -> list[tuple[str, int]]:
     return [(kind, i) for kind in KINDS for i in range(counts[kind])]
 
 
-def run_crowd(crowd: Crowd, plan: list[tuple[str, int]]) -> None:
-    """Everyone at once; the idle tabs close when the active visitors are done (or at the deadline)."""
+def run_crowd(crowd: Crowd, plan: list[tuple[str, int]], extra=()) -> None:
+    """Everyone at once; the idle tabs close when the active visitors are done (or at the deadline).
+    ``extra``: functions of the crowd (the flooder's threads) that start as the crowd passes its
+    start line and stop with the idle tabs."""
     threads = [(kind, threading.Thread(target=visit, args=(crowd, kind, i), daemon=True)) for kind, i in plan]
+    threads += [("extra", threading.Thread(target=fn, args=(crowd,), daemon=True)) for fn in extra]
     for _, t in threads:
         t.start()
     for kind, t in threads:
-        if kind != "idle":
+        if kind not in ("idle", "extra"):
             t.join(max(0.0, crowd.left()) + 5)
     crowd.stop.set()
     for kind, t in threads:
-        if kind == "idle":
+        if kind in ("idle", "extra"):
             t.join(max(0.0, crowd.left()) + 10)
+
+
+def lone_compare(url: str, model: str, folder: Path, deadline: float) -> tuple[list[float], Crowd]:
+    """One visitor alone, before the crowd: a fresh page (``/identify``) pressing Compare
+    LONE_PRESSES times in a row with the Explore visitors' request (1 query, 3 documents, the
+    page's settings); its latencies (every press served, else the run stops)."""
+    from gradio_client import Client
+
+    crowd = Crowd(url, model, folder, deadline, parties=1, tag="alone")
+    client = Client(url, verbose=False, download_files=False)
+    call(crowd, client, "explore", 0, "/identify", secrets.token_hex(24))
+    query, docs = TOPICS[0]
+    lat = []
+    for k in range(LONE_PRESSES):
+        t0 = time.monotonic()
+        if call(crowd, client, "explore", 0, "/run_compare", f"{query} (alone, press {k + 1})", "\n".join(docs),
+                ok=lambda out: _text(out).startswith("Ranked by GRACE cosine")) is None:
+            raise SystemExit(f"the lone Compare was not served: {crowd.requests[-1]['error']}")
+        lat.append(time.monotonic() - t0)
+    return lat, crowd
 
 
 def warm_up(url: str, crowd_deadline: float) -> float:
@@ -368,40 +411,208 @@ def cpu_note(cpu: dict, wall: float) -> str:
             f"{cpu['clients']:.0f} s{app}.")
 
 
-def mixed_report(crowd: Crowd, args, warm: float, wall: float, cpu: dict) -> tuple[str, bool]:
-    """The table (Markdown) and whether the target was met."""
-    lines = [f"A mixed crowd on the app in public mode, all at once, each visitor its own gradio_client "
-             f"(model {args.model}, after one warm-up Compare of {warm:.1f} s): {EXPLORE_VISITORS} Explore, "
-             f"{MAP_VISITORS} Map, 1 watching a training job (grace / supervised, 2 steps, B 2, K 2, 16 new tokens), "
-             f"1 annotator and {IDLE_TABS} idle tabs. {wall:.0f} s in all. Machine: {machine()}. "
-             + cpu_note(cpu, wall), "",
-             "| visitor | completed | requests | served | errors | p50 | p95 | notes |",
+# --- --hostile: one visitor flooding the app with the largest requests, fresh identities --------
+
+FLOOD_THREADS = 6  # the flooder's requests in flight at once, each from a new client and identity
+FLOOD_DOCS, FLOOD_CHARS = 50, 20_000  # grace.ui.common.MAX_DOCS / MAX_CHARS: the largest legal Compare
+FLOOD_TOKENS = 128  # the page's largest Max rationale tokens (grace.serving.limits)
+FLOOD_MAP_ROWS, FLOOD_MAP_BYTES = 2000, 20_000_000  # map_tab.MAX_MAP_TEXTS in common.MAX_UPLOAD_MB (20 MB)
+# (name, endpoint, legal, settings by their label on the page)
+FLOOD = [
+    ("Compare, 50 documents of 20,000 chars, 128 tokens", "/run_compare", True, {"Max rationale tokens": 128}),
+    ("Map, 2,000 rows in a 20 MB upload, direct vs with rationale, 128 tokens", "/make_map", True,
+     {"Max rationale tokens": 128}),
+    ("Compare, max_new_tokens 512", "/run_compare", False, {"Max rationale tokens": 512}),
+    ("Compare, sampled at temperature 1e300", "/run_compare", False,
+     {"Sample (else greedy)": True, "Temperature": 1e300}),
+    ("Compare, no_repeat_ngram 10**9", "/run_compare", False, {"No-repeat n-gram": 10**9}),
+    ("Compare, dtype bfloat16", "/run_compare", False, {"Precision": "bfloat16"}),
+    ("Map of the 20 MB upload, max_new_tokens 512", "/make_map", False, {"Max rationale tokens": 512}),
+]
+REFUSED, SERVED, ERROR, UNFINISHED = "refused with a sentence", "served", "error", "still running at the end"
+
+
+def with_settings(client, api_name: str, fixed: list, by_label: dict) -> list:
+    """The endpoint's arguments: ``fixed`` first, then each setting by its label on the page (a
+    label given by its start), else the page's default."""
+    params = client.view_api(return_format="dict", print_info=False)["named_endpoints"][api_name]["parameters"]
+    args = []
+    for k, prm in enumerate(params):
+        label = str(prm.get("label") or "")
+        given = [v for name, v in by_label.items() if label.startswith(name)]
+        args.append(fixed[k] if k < len(fixed) else given[0] if given else prm.get("parameter_default"))
+    return args
+
+
+def flood_payload(api_name: str, folder: Path, n: int) -> list:
+    """The largest legal input of the endpoint, new each time (no cache answers it)."""
+    from gradio_client import handle_file
+
+    tag = secrets.token_hex(4)
+    body = "The flooding visitor writes the longest text the page takes, again and again. "
+    long = lambda k: (f"{tag} {k} " + body * (FLOOD_CHARS // len(body) + 1))[:FLOOD_CHARS]  # noqa: E731
+    if api_name == "/run_compare":
+        return [long("query"), "\n".join(long(d) for d in range(FLOOD_DOCS)), "raw cosine"]
+    width = FLOOD_MAP_BYTES // FLOOD_MAP_ROWS - 1  # each row and its newline
+    path = folder / f"flood-{n}.txt"
+    path.write_text("\n".join((f"{tag} {r} " + body * (width // len(body) + 1))[:width]
+                              for r in range(FLOOD_MAP_ROWS)) + "\n", encoding="utf-8")
+    return ["uploaded file", handle_file(str(path)), "direct forward vs with rationale", "PCA", ""]
+
+
+def flood_once(crowd: Crowd, name: str, api_name: str, legal: bool, settings: dict, n: int) -> None:
+    """One flood request from a new client (a new session) with a new identity (``/identify``),
+    followed until it ends or the calm crowd is done (then cancelled)."""
+    from gradio_client import Client
+
+    row = {"request": name, "legal": legal, "outcome": ERROR, "sentence": "", "page": ""}
+    t0, job = time.monotonic(), None
+    try:
+        client = Client(crowd.url, verbose=False, download_files=False)
+        page = client.predict(secrets.token_hex(24), api_name="/identify")
+        refused = [t for t in (page if isinstance(page, (tuple, list)) else [page]) if "⚠️" in str(t)]
+        row["page"] = str(refused[0]).replace("⚠️", "").strip()[:160] if refused else "loaded"
+        job = client.submit(*with_settings(client, api_name, flood_payload(api_name, crowd.folder, n), settings),
+                            api_name=api_name)
+        while not job.done():
+            if crowd.stop.wait(0.5) or crowd.left() <= 0:
+                job.cancel()
+                row["outcome"] = UNFINISHED
+                break
+        else:
+            text = _text(job.result(timeout=30))
+            if text.startswith("⚠️"):
+                row["outcome"], row["sentence"] = REFUSED, text.replace("⚠️", "", 1).strip()[:200]
+            elif text.startswith("Ranked by GRACE cosine") or " texts mapped" in text.split("\n")[0]:
+                row["outcome"] = SERVED
+            else:
+                row["sentence"] = f"answered: {text[:200]}"
+    except Exception as exc:  # Gradio's own refusal (a value off the component's range) is a sentence too
+        if job is not None and not job.done():
+            job.cancel()
+        said = str(exc).strip()
+        if type(exc).__name__ == "AppError" and said and "Traceback" not in said and "raised an exception" not in said:
+            row["outcome"], row["sentence"] = REFUSED, f"(Gradio) {said}"[:200]
+        else:  # an error or a traceback
+            row["sentence"] = f"{type(exc).__name__}: {said}"[:200]
+    row["latency"] = time.monotonic() - t0
+    with crowd.lock:
+        crowd.flood.append(row)
+
+
+def flooder(crowd: Crowd) -> None:
+    """The flooding visitor: FLOOD_THREADS threads, each sending the FLOOD requests in turn (each
+    from a fresh client and identity) from the crowd's start until the calm visitors are done."""
+    def worker(n: int) -> None:
+        k = n
+        while not crowd.stop.is_set() and crowd.left() > 0:
+            name, api_name, legal, settings = FLOOD[k % len(FLOOD)]
+            flood_once(crowd, name, api_name, legal, settings, n)
+            k += 1
+
+    while not crowd.go.wait(0.5):
+        if crowd.stop.is_set() or crowd.left() <= 0:
+            return
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(FLOOD_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, crowd.left()) + 40)
+
+
+def flood_report(crowd: Crowd) -> tuple[list[str], bool]:
+    """The flooder's table (one row per kind of request), the sentences it got, and whether every
+    illegal request was refused with a sentence and no request ended in an error."""
+    from collections import Counter
+
+    lines = ["| flood request | sent | served | refused with a sentence | error | still running at the end |",
+             "|---|---|---|---|---|---|"]
+    for name, _, legal, _ in FLOOD:
+        rows = [r for r in crowd.flood if r["request"] == name]
+        c = Counter(r["outcome"] for r in rows)
+        lines.append(f"| {name}{'' if legal else ' (illegal)'} | {len(rows)} | {c[SERVED]} | {c[REFUSED]} | "
+                     f"{c[ERROR]} | {c[UNFINISHED]} |")
+    said = Counter((r["outcome"], r["sentence"]) for r in crowd.flood if r["outcome"] in (REFUSED, ERROR))
+    lines += ["", "What the flooder was told (count, outcome, sentence):"]
+    lines += [f"- {n} × {outcome}: {sentence.replace('|', '/')}" for (outcome, sentence), n in said.most_common()]
+    pages = Counter(r["page"] for r in crowd.flood if r["page"])
+    lines += ["", "Its page loads (/identify, one per request): "
+              + "; ".join(f"{n} × {p}" for p, n in pages.most_common()) + "."]
+    illegal_ok = all(r["outcome"] in (REFUSED, UNFINISHED) for r in crowd.flood if not r["legal"]) and \
+        any(r["outcome"] == REFUSED for r in crowd.flood if not r["legal"])
+    no_error = not any(r["outcome"] == ERROR for r in crowd.flood)
+    return lines, illegal_ok and no_error
+
+
+# --- the reports -------------------------------------------------------------------------------
+
+
+def goal_line(what: str, value: float | None, goal: float, unit: str) -> str:
+    shown = "–" if value is None else f"{value:.2f}{unit}"
+    met = value is not None and value <= goal
+    return f"- {what}: {shown} (goal ≤ {goal:g}{unit}): {'met' if met else 'NOT met'}"
+
+
+def crowd_table(crowd: Crowd, plan: list) -> tuple[list[str], dict]:
+    """The table per kind of visitor, and the figures the goals are of."""
+    lines = ["| visitor | completed | requests | served | errors | p50 | p95 | notes |",
              "|---|---|---|---|---|---|---|---|"]
     latencies = {}
     for kind in KINDS:
         row, latencies[kind] = kind_row(crowd, kind)
         lines.append(row)
-    explore_lat = latencies["explore"]
     loads = [r["latency"] for r in crowd.requests if r["api"] == "/identify" and r["served"]]
     p50, p95 = spread(loads)
     lines += ["", f"Page loads (/identify): {len(loads)} of {len(crowd.visitors)} served, p50 {p50}, p95 {p95}."]
-    errors = sum(not r["served"] for r in crowd.requests)
-    everyone = all(v["done"] for v in crowd.visitors) and len(crowd.visitors) == len(crowd_plan())
-    explore_p95 = percentile(explore_lat, 0.95) if explore_lat else float("inf")
-    met = everyone and errors == 0 and explore_p95 < EXPLORE_P95_TARGET
-    lines += ["", f"target: every visitor served, 0 errors, Explore p95 under {EXPLORE_P95_TARGET:.0f} s: "
-                  f"{'met' if met else 'NOT met'} ({sum(v['done'] for v in crowd.visitors)} of {len(crowd_plan())} "
-                  f"visitors completed, {errors} errors, Explore p95 "
-                  f"{'–' if not explore_lat else f'{explore_p95:.1f} s'})."]
-    return "\n".join(lines), met
+    saves = [r["latency"] for r in crowd.requests if r["api"] == "/save" and r["served"]]
+    fig = {"explore_p95": percentile(latencies["explore"], 0.95) if latencies["explore"] else None,
+           "save_p95": percentile(saves, 0.95) if saves else None,
+           "idle_p95": percentile(latencies["idle"], 0.95) if latencies["idle"] else None,
+           "errors": sum(not r["served"] for r in crowd.requests),
+           "completed": sum(v["done"] for v in crowd.visitors), "visitors": len(plan)}
+    fig["served"] = fig["completed"] == len(plan) and len(crowd.visitors) == len(plan) and fig["errors"] == 0
+    return lines, fig
 
 
-def mixed_main(args) -> None:
+def mixed_goals(fig: dict, lone: float) -> list[str]:
+    p95 = fig["explore_p95"]
+    ratio, shown = (None, "–") if p95 is None else (p95 / lone, f"{p95:.2f} s")
+    return [goal_line(f"Explore p95 ÷ lone Compare ({shown} ÷ {lone:.2f} s)", ratio, GOAL_EXPLORE_RATIO, "x"),
+            goal_line("annotation save p95", fig["save_p95"], GOAL_SAVE_P95, " s"),
+            goal_line("idle refresh p95", fig["idle_p95"], GOAL_IDLE_P95, " s"),
+            f"- every visitor served, 0 errors: {'met' if fig['served'] else 'NOT met'} ({fig['completed']} of "
+            f"{fig['visitors']} visitors completed, {fig['errors']} errors)"]
+
+
+def crowd_intro(args, warm: float, lone: list[float]) -> str:
+    return (f"The app in public mode (model {args.model}, after one warm-up Compare of {warm:.1f} s). The lone "
+            f"Compare, measured first on the quiet app: one fresh page pressing Compare {LONE_PRESSES} times "
+            f"(1 query, 3 documents, the page's settings, as each Explore visitor does): "
+            f"{', '.join(f'{x:.2f}' for x in lone)} s, median {statistics.median(lone):.2f} s. Then the crowd, all at "
+            f"once, each visitor its own gradio_client: {EXPLORE_VISITORS} Explore, {MAP_VISITORS} Map, 1 watching a "
+            f"training job (grace / supervised, 2 steps, B 2, K 2, 16 new tokens), 1 annotator and {IDLE_TABS} idle "
+            f"tabs. Machine: {machine()}.")
+
+
+def crowd_phase(url: str, args, files: Path, deadline: float, tag: str, pid: list, extra=()) -> tuple:
+    """One crowd (and ``extra``), timed: the crowd, its seconds, the CPU each side used."""
+    plan = crowd_plan()
+    crowd = Crowd(url, args.model, files, deadline, parties=len(plan), tag=tag)
+    t0, clients0, app0 = time.monotonic(), time.process_time(), cpu_seconds(pid[0] if pid else None)
+    run_crowd(crowd, plan, extra)
+    wall, app1 = time.monotonic() - t0, cpu_seconds(pid[0] if pid else None)
+    cpu = {"clients": time.process_time() - clients0, "app": None if None in (app0, app1) else app1 - app0}
+    return crowd, wall, cpu
+
+
+def crowd_main(args) -> None:
+    """--mixed: the lone Compare, then the crowd. --hostile: the same, then the crowd again with
+    the flooder (after a minute, so that the first crowd's page loads leave the app's per-address
+    window: every client here shares 127.0.0.1, where on a Space the flooder has its own address)."""
     from browser import running_app
 
-    t_begin = time.monotonic()
-    deadline = t_begin + args.timeout
-    env = {"GRACE_PUBLIC": "1"}
+    deadline = time.monotonic() + args.timeout
+    env = {"GRACE_PUBLIC": "1", "GRACE_GUEST_TRAINING": "1"}  # the crowd's training watcher is a guest
     if args.model not in ("default", "minilm"):
         env["GRACE_ALLOW_ANY_MODEL"] = "1"
     plan = crowd_plan()
@@ -412,20 +623,54 @@ def mixed_main(args) -> None:
         ctx = (running_app(args.model, str(data), timeout=min(300.0, args.timeout), env=env, pid=pid)
                if not args.url else _given(args.url))
         with ctx as url:
-            # the app (started above) keeps its priority; the 32 clients in this process take the
-            # lowest: on a Space they run on the visitors' own machines, not on its 2 cores
+            # the app (started above) keeps its priority; the clients in this process (the crowd and
+            # the flooder) take the lowest: on a Space they run on the visitors' own machines
             os.nice(19)
             warm = warm_up(url, deadline)
-            print(f"warm-up request: {warm:.1f} s; {len(plan)} visitors arrive", flush=True)
-            crowd = Crowd(url, args.model, files, deadline, parties=len(plan))
-            t0, clients0, app0 = time.monotonic(), time.process_time(), cpu_seconds(pid[0] if pid else None)
-            run_crowd(crowd, plan)
-            wall, app1 = time.monotonic() - t0, cpu_seconds(pid[0] if pid else None)
-            cpu = {"clients": time.process_time() - clients0, "app": None if None in (app0, app1) else app1 - app0}
-    body, met = mixed_report(crowd, args, warm, wall, cpu)
-    report("load-mixed", "A mixed crowd at once", body, write=not args.no_write,
-           command="benchmarks/load.py --mixed")
-    if not met:
+            lone, _ = lone_compare(url, args.model, files, deadline)
+            print(f"warm-up request: {warm:.1f} s; lone Compare {', '.join(f'{x:.1f}' for x in lone)} s; "
+                  f"{len(plan)} visitors arrive", flush=True)
+            calm_deadline = deadline if args.mixed else time.monotonic() + 0.45 * (deadline - time.monotonic())
+            t_calm = time.monotonic()
+            calm, calm_wall, calm_cpu = crowd_phase(url, args, files, calm_deadline, "calm", pid)
+            if args.hostile:
+                pause = max(0.0, 61.0 - (time.monotonic() - t_calm))
+                print(f"calm crowd: {calm_wall:.0f} s; the crowd again with the flooder in {pause:.0f} s", flush=True)
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic() - 60)))
+                hostile, hostile_wall, hostile_cpu = crowd_phase(url, args, files, deadline, "hostile", pid,
+                                                                 extra=[flooder])
+    lone_s = statistics.median(lone)
+    lines, fig = crowd_table(calm, plan)
+    calm_body = "\n".join([crowd_intro(args, warm, lone), f"{calm_wall:.0f} s in all. " + cpu_note(calm_cpu, calm_wall),
+                           "", *lines, "", "Goals:", *mixed_goals(fig, lone_s)])
+    if args.mixed:
+        report("load-mixed", "A mixed crowd at once", calm_body, write=not args.no_write,
+               command="benchmarks/load.py --mixed")
+        if not fig["served"]:
+            raise SystemExit(1)
+        return
+    h_lines, h_fig = crowd_table(hostile, plan)
+    f_lines, flood_ok = flood_report(hostile)
+    calm_p95, h_p95 = fig["explore_p95"], h_fig["explore_p95"]
+    ratio = None if None in (calm_p95, h_p95) else h_p95 / calm_p95
+    shown = "–" if ratio is None else f"{h_p95:.2f} s ÷ {calm_p95:.2f} s"
+    goals = [goal_line(f"calm Explore p95 with the flooder ÷ without ({shown})", ratio, GOAL_HOSTILE_RATIO, "x"),
+             f"- calm visitors with the flooder: every one served, 0 errors: {'met' if h_fig['served'] else 'NOT met'} "
+             f"({h_fig['completed']} of {h_fig['visitors']} completed, {h_fig['errors']} errors)",
+             f"- the flooder refused with sentences (every illegal request refused, no request ended in an error): "
+             f"{'met' if flood_ok else 'NOT met'}"]
+    body = "\n".join([
+        "### Calm: the mixed crowd alone", "", calm_body, "",
+        "### Hostile: the same crowd again, with one flooding visitor", "",
+        f"The flooder: {FLOOD_THREADS} threads, each sending in turn the largest requests the page allows and "
+        f"requests it does not ({len(FLOOD)} kinds below), every one from a new gradio_client (a new session) "
+        f"with a new identity (/identify), from the crowd's start until the calm visitors are done; then its "
+        f"requests in flight are cancelled. {hostile_wall:.0f} s in all. " + cpu_note(hostile_cpu, hostile_wall), "",
+        *h_lines, "", *f_lines, "", "Goals:", *goals, "",
+        "The crowd's own goals with the flooder:", *mixed_goals(h_fig, lone_s)])
+    report("load-hostile", "A flooding visitor in the mixed crowd", body, write=not args.no_write,
+           command="benchmarks/load.py --hostile")
+    if not (fig["served"] and h_fig["served"]):
         raise SystemExit(1)
 
 
@@ -433,22 +678,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--visitors", type=int, default=4)
     ap.add_argument("--mixed", action="store_true", help="a mixed crowd as a public Space sees it (see above)")
+    ap.add_argument("--hostile", action="store_true", help="the mixed crowd, then again with a flooder (see above)")
     ap.add_argument("--timeout", type=float, default=None,
-                    help="seconds a visitor waits before giving up (default 300); with --mixed, the bound on the "
-                         "whole run (default 900)")
+                    help="seconds a visitor waits before giving up (default 300); with --mixed or --hostile, the "
+                         "bound on the whole run (default 900, --hostile 1800)")
     ap.add_argument("--model", default="default")
     ap.add_argument("--url", default=None, help="a running app on this machine (default: start one)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    if args.mixed and args.hostile:
+        raise SystemExit("--hostile runs the mixed crowd first: give one of --mixed and --hostile.")
     if args.timeout is None:
-        args.timeout = 900.0 if args.mixed else 300.0
+        args.timeout = 1800.0 if args.hostile else 900.0 if args.mixed else 300.0
     if not 1 <= args.visitors <= MAX_VISITORS:
         raise SystemExit(f"--visitors must be 1 to {MAX_VISITORS}.")
     if args.url and urlparse(args.url).hostname not in ("127.0.0.1", "localhost"):
         raise SystemExit("--url must be an app on this machine (127.0.0.1): this benchmark never loads a public app.")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.mixed:
-        return mixed_main(args)
+    if args.mixed or args.hostile:
+        return crowd_main(args)
     from browser import running_app
 
     with tempfile.TemporaryDirectory() as data:

@@ -116,7 +116,7 @@ def test_every_field_in_the_app_reaches_the_encoder_from_each_tab(prompt, tmp_pa
 
     made = []
     monkeypatch.setattr(loading, "load_encoder", lambda s: made.append(RecordingEncoder(s)) or made[-1])
-    monkeypatch.setattr(common, "_ENCODERS", common.OrderedDict())
+    monkeypatch.setattr(common.ENGINE, "_encoders", common.OrderedDict())
     changed = _changed(tmp_path).with_(prompt=prompt)
     fields = [n for n in common._panel_fields() if n != "adapter"]
     want = common.APP_DEFAULTS.with_(**{n: getattr(changed, n) for n in fields})

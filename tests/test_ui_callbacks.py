@@ -161,6 +161,8 @@ def test_map_callbacks(ui_env, tmp_path):
 
 
 def test_map_cancel_stops_within_a_batch_and_writes_nothing(ui_env, tmp_path, monkeypatch):
+    """Cancel pressed as the first batch starts: the engine drops the map's rows at the batch's
+    next decode step (so not even that batch completes), and nothing is written."""
     import analysis.corpus_map as cm
     from grace.files.paths import data_dir
     from grace.ui import map_tab
@@ -182,7 +184,7 @@ def test_map_cancel_stops_within_a_batch_and_writes_nothing(ui_env, tmp_path, mo
     monkeypatch.setattr(map_tab, "embed_corpus", counting)
     note = map_tab.make_map("visitor-a", map_tab.SOURCES[2], str(corpus), "with rationale", "UMAP", "", *ui_env,
                             progress=_quiet)[0]
-    assert note.startswith("Cancelled after 8 of 40 texts") and "nothing was written" in note
+    assert note.startswith("Cancelled after 0 of 40 texts") and "nothing was written" in note
     assert calls == [cm.BATCH]
     assert not map_tab.CANCELS.start("visitor-b").is_set()  # another visitor's map is not cancelled
     assert not (data_dir() / "exports").exists() or not list((data_dir() / "exports").glob("map-*.csv"))
@@ -255,7 +257,7 @@ def test_evaluate_callback(ui_env, monkeypatch):
     other[_panel_fields().index("max_new_tokens")] = 6
     status, table, fig, rows = run_eval(None, "quick", ["WordNetRetrieval"], *other, progress=_quiet)
     assert len(rows["choices"]) == 2
-    status, table, fig, rows = remove(rows["choices"][0])
+    status, table, fig, rows = remove(rows["choices"][0][1])  # (label, file key): removed by its key
     assert status.startswith("Removed") and len(rows["choices"]) == 1 and "[6 tokens]" in table
     status = run_eval(None, "quick", [], *ui_env, progress=_quiet)[0]
     assert status.startswith("⚠️")
@@ -344,7 +346,7 @@ def test_a_public_app_serves_only_the_embedded_models(monkeypatch, tmp_path, tin
             encoder_for(APP_DEFAULTS.with_(model=bad))
     assert "no visitor identity" in start("r1", "grace / supervised", None, 2, 2, 4, 0.2, 0.2, 0.1, 8, 8,
                                           "default")[0]  # a bare API call that skipped the page's identify
-    who = {"id": "anon:0123", "name": "guest:0123"}
+    who = {"id": "hf:0123", "name": "someone", "signed_in": True}  # public training needs an account
     msg, _ = start("r1", "grace / supervised", None, 2, 2, 4, 0.2, 0.2, 0.1, 8, 8, str(tiny_model_dir), who)
     assert "serves only the embedded models" in msg and not (tmp_path / "runs" / "r1").exists()
     monkeypatch.setenv("GRACE_ALLOW_ANY_MODEL", "1")
@@ -356,7 +358,7 @@ def test_the_encoder_cache_keeps_two_backbones(monkeypatch, tmp_path):
 
     monkeypatch.delenv("GRACE_PUBLIC", raising=False)
     monkeypatch.delenv("SPACE_ID", raising=False)
-    monkeypatch.setattr(common, "_ENCODERS", common.OrderedDict())
+    monkeypatch.setattr(common.ENGINE, "_encoders", common.OrderedDict())
     loaded = []
     import grace.model.loading as loading
 
@@ -364,9 +366,9 @@ def test_the_encoder_cache_keeps_two_backbones(monkeypatch, tmp_path):
     for m in ("a", "b", "a", "c", "minilm", "a"):
         common.encoder_for(common.APP_DEFAULTS.with_(model=m))
     assert loaded == ["a", "b", "c", "minilm"]  # "a" stayed (used last), "b" went out first
-    assert [k[0] for k in common._ENCODERS] == ["c", "minilm", "a"]
+    assert [k[0] for k in common.ENGINE._encoders] == ["c", "minilm", "a"]
     common.encoder_for(common.APP_DEFAULTS.with_(model="b"))
-    assert loaded[-1] == "b" and [k[0] for k in common._ENCODERS] == ["minilm", "a", "b"]
+    assert loaded[-1] == "b" and [k[0] for k in common.ENGINE._encoders] == ["minilm", "a", "b"]
 
 
 def test_uploads_are_limited_and_named_safely(ui_env, tmp_path, monkeypatch):
@@ -502,9 +504,9 @@ def test_shipped_adapters_are_offered_and_load(ui_env, tiny_model_dir, tmp_path,
 
 def test_a_closed_compare_stops_its_generation_before_the_slot_frees(ui_env, monkeypatch):
     """Gradio closes a cancelled event's generator; a visitor's new Compare replaces their last:
-    either way the worker stops at its next token, and only then is the model slot free."""
+    either way the engine stops the work at its next token, and only then is the model free."""
     from grace.ui import explore
-    from grace.ui.common import MODEL_SLOT
+    from grace.ui.common import ENGINE
 
     tokens = []
 
@@ -532,11 +534,11 @@ def test_a_closed_compare_stops_its_generation_before_the_slot_frees(ui_env, mon
 
     gen = explore.run_compare("page-a", "q", "a document", "raw cosine", *ui_env)
     generating(gen)
-    assert MODEL_SLOT.busy
+    assert ENGINE.busy
     gen.close()  # what Gradio does to a cancelled event
     n = len(tokens)
     time.sleep(0.3)
-    assert not MODEL_SLOT.busy and len(tokens) <= n + 1
+    assert not ENGINE.busy and len(tokens) <= n + 1
     # the same page's next Compare stops the one before it, which says so
     first = explore.run_compare("page-b", "q", "a document", "raw cosine", *ui_env)
     generating(first)
@@ -545,11 +547,11 @@ def test_a_closed_compare_stops_its_generation_before_the_slot_frees(ui_env, mon
     assert _last(first)[0] == "Stopped."
     generating(second)
     another = explore.run_compare("page-c", "q", "a document", "raw cosine", *ui_env)
-    assert next(another)[0].startswith("⏳ The model is busy")  # another visitor waits, and is told so
+    assert next(another)[0].startswith("⏳ The model is serving other visitors")  # told so
     another.close()
     second.close()
     time.sleep(0.3)
-    assert not MODEL_SLOT.busy
+    assert not ENGINE.busy
 
 
 def test_a_grace_encode_file_is_mapped_without_the_model(ui_env, tmp_path, monkeypatch):
@@ -594,3 +596,22 @@ def test_a_grace_encode_file_is_mapped_without_the_model(ui_env, tmp_path, monke
     f.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
     assert "more than 1 rows" in map_tab.make_map(None, map_tab.SOURCES[3], str(f), map_tab.MODES[0], "UMAP", "",
                                                  *ui_env, progress=_quiet)[0]
+
+
+def test_an_explore_request_past_its_clock_says_which_limit_stopped_it(ui_env, monkeypatch):
+    from grace.ui import explore
+
+    class Slow:  # a generation that would take 10 s
+        def encode(self, texts, s=None, return_details=False, on_token=None, **kw):
+            for i in range(1000):
+                if on_token is not None:
+                    on_token(0, [1])
+                time.sleep(0.01)
+            raise AssertionError("the clock did not stop it")
+
+    monkeypatch.setattr(explore, "encoder_for", lambda s: Slow())
+    monkeypatch.setenv("GRACE_LIMIT_EXPLORE", "1")
+    t0 = time.time()
+    final = _last(explore.run_compare("page-clock", "q", "a document", "raw cosine", *ui_env))
+    assert final[0].startswith("⚠️ Stopped: explore requests are limited to 1 s"), final[0]
+    assert time.time() - t0 < 5

@@ -10,7 +10,7 @@ from grace.model.backbone import CONVERSION_TIME
 
 from . import annotate_tab, evaluate_tab, explore, map_tab, train_tab
 from .common import WARMUP, is_public, max_upload_mb, model_bar
-from .identity import browser_token_state, identify, left, page_state
+from .identity import browser_token_state, identify, left, oauth_is_real, page_state
 from .storage import served_paths
 
 # Gradio's own copies of uploads and returned files: every hour, those older than an hour go
@@ -29,7 +29,7 @@ def build(default_model: str = "default") -> gr.Blocks:
         browser = browser_token_state()  # the visitor's token, kept by their browser across reloads
         with gr.Row():
             who_line = gr.Markdown(elem_id="visitor")
-            if is_public() and os.environ.get("OAUTH_CLIENT_ID"):  # a Space with hf_oauth: true
+            if oauth_is_real():  # a Space with hf_oauth: true (off a Space Gradio would mock sign-in)
                 gr.LoginButton(scale=0)
         warm = gr.Markdown(WARMUP.message, elem_id="model-status")
         settings = model_bar(default_model)
@@ -39,7 +39,7 @@ def build(default_model: str = "default") -> gr.Blocks:
         saved, eval_outs = evaluate_tab.build(settings, page)
         annotate_tab.build(page)
         # who the visitor is comes first; then the page re-attaches to their running job
-        demo.load(identify, [browser, page], [browser, page, who_line], api_name="identify") \
+        demo.load(identify, [browser, page], [browser, page, who_line], api_name="identify", queue=False) \
             .then(refresh, refresh_inputs, outs, queue=False)
         demo.load(saved, None, eval_outs)
         demo.unload(left)  # a visitor who closes the tab stops their running work
@@ -54,7 +54,8 @@ def main() -> None:
     model = os.environ.get("GRACE_MODEL", "default")
     WARMUP.start(model)  # in the background: the page is up at once and says how far loading is
     demo = build(model)
-    demo.queue(default_concurrency_limit=1, max_size=32).launch(
+    # api_open=False: off a Space Gradio leaves the direct /run routes open, which skip every queue limit
+    demo.queue(default_concurrency_limit=1, max_size=64, api_open=False).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), show_error=False,
         max_file_size=f"{max_upload_mb()}mb",

@@ -6,13 +6,13 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
 
+from grace.serving.engine import Engine
+from grace.serving.tickets import CancelFlags
 from grace.training.jobs import JobManager
-from grace.files.cancel import Cancelled
 from grace.files.paths import data_dir
 from grace.model.pooling import POOLINGS
 from grace.model.settings import DTYPES, EncodeSettings
@@ -77,7 +77,12 @@ def settings_from(*values) -> EncodeSettings:
     if not v.get("sample"):
         v["seed"] = None  # greedy rationales need no seed
     # the app offers its templates by name only: a prompt *file* is for the library and the CLI
-    return APP_DEFAULTS.with_(**v).validate(known_prompt_only=True)
+    s = APP_DEFAULTS.with_(**v)
+    if is_public():  # the page's bounds, on the server: a script may send any value
+        from grace.serving.limits import check_public
+
+        s = check_public(s)
+    return s.validate(known_prompt_only=True)
 
 
 def panel_values(settings: EncodeSettings = APP_DEFAULTS, adapter_run: str = "(none)") -> list:
@@ -110,10 +115,9 @@ def adapter_name(settings: EncodeSettings) -> str | None:
     return p.parent.name if p.name == "adapter" else p.name
 
 
-_ENCODERS: "OrderedDict" = OrderedDict()  # least recently used first
-_LOCK = threading.Lock()
 MAX_BACKBONES = 2  # loaded causal LMs kept at once (MiniLM, small, is not counted)
 PUBLIC_MODELS = ("default", "minilm")
+ENGINE = Engine(max_backbones=MAX_BACKBONES)  # all of the app's model work runs here (grace.serving)
 
 
 def is_public() -> bool:
@@ -133,23 +137,12 @@ def check_model_choice(model: str) -> str:
 
 
 def encoder_for(settings: EncodeSettings):
-    """The app's shared encoder for these settings: loaded once per (model, load fingerprint), the
-    fingerprint of the load-time fields alone (``EncodeSettings.LOAD``, the adapter by its weights'
-    hash: a run retrained under the same name loads its new weights); the least recently used
-    backbone goes past ``MAX_BACKBONES``. Every other field, the prompt included, is honoured by
-    each ``encode`` call, so pass the same settings there."""
-    from grace.model import loading
-
+    """The app's shared encoder for these settings (``Engine.load``: loaded once per model and load
+    fingerprint, the least recently used backbone out past ``MAX_BACKBONES``). Every other field,
+    the prompt included, is honoured by each ``encode`` call, so pass the same settings there.
+    Requests run it through ``ENGINE.encoder(encoder, ticket)``, never directly."""
     check_model_choice(settings.model)
-    key = (settings.model, settings.load_fingerprint())
-    with _LOCK:
-        if key not in _ENCODERS:
-            _ENCODERS[key] = loading.load_encoder(settings)
-            lms = [k for k in _ENCODERS if k[0] != "minilm"]
-            for old in lms[:-MAX_BACKBONES]:  # least recently used out
-                del _ENCODERS[old]
-        _ENCODERS.move_to_end(key)
-        return _ENCODERS[key]
+    return ENGINE.load(settings)
 
 
 def model_bar(default_model: str):
@@ -224,80 +217,21 @@ def _in_upload_cache(path: str) -> bool:
 
 
 def one_line(exc: BaseException) -> str:
-    """A readable one-line message for the UI (never a traceback)."""
+    """A readable one-line message for the UI (never a traceback), with no server path or hash on
+    a public app (``for_visitors``): the one place every tab's error messages pass through."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return msg[:400]
+    return for_visitors(msg)[:400]
 
 
-class CancelFlags:
-    """One cancel flag per (page, kind of work): the Cancel button sets it, the running job asks it
-    between batches (or generated tokens) and stops there, so its model slot is freed only when
-    the work has stopped. The key is the page's ``session_token()`` State (a handler with *args
-    gets no gr.Request). Starting new work of a kind sets the page's previous flag of that kind
-    first: start, cancel, start again never leaves the first job running. Bounded: the oldest
-    pages' flags drop out."""
+def for_visitors(text: str) -> str:
+    """``text`` as the page may show it: on a public app without server paths or hashes
+    (``text.no_server_paths``); on one's own machine as it is (the paths are the user's own)."""
+    from .text import no_server_paths
 
-    def __init__(self, capacity: int = 4096) -> None:
-        self._flags: OrderedDict[tuple[str, str], threading.Event] = OrderedDict()
-        self._lock = threading.Lock()
-        self.capacity = capacity
-
-    def start(self, token: str | None, kind: str = "model") -> threading.Event:
-        key = (token or "local", kind)
-        with self._lock:
-            old = self._flags.pop(key, None)
-            if old is not None:
-                old.set()
-            flag = self._flags[key] = threading.Event()
-            while len(self._flags) > self.capacity:
-                self._flags.popitem(last=False)[1].set()
-        return flag
-
-    def cancel(self, token: str | None, kind: str | None = None) -> None:
-        """Stop the page's work of ``kind`` (every kind when None: the visitor left)."""
-        with self._lock:
-            for (t, k), flag in self._flags.items():
-                if t == (token or "local") and kind in (None, k):
-                    flag.set()
+    return no_server_paths(text) if is_public() else text
 
 
 CANCELS = CancelFlags()
-
-
-class ModelSlot:
-    """The one model slot, held by the code that really runs the model (a worker thread or the
-    handler itself), not by the Gradio event: when an event is cancelled or its visitor leaves,
-    Gradio frees its concurrency slot at once, while the work may still be running. Whoever
-    comes next waits here until that work has stopped; ``busy`` says whether it is held.
-
-    With ``GRACE_SLOT_LOG`` set to a file, every hold appends ``what start end`` (wall-clock
-    seconds) to it: a diagnostic of who held the model when (the public-Space tests read it)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def hold(self, flag: threading.Event | None = None, what: str = "model", poll: float = 0.25):
-        """Wait for the slot (giving up with ``Cancelled`` if ``flag`` is set meanwhile)."""
-        while not self._lock.acquire(timeout=poll):
-            if flag is not None and flag.is_set():
-                raise Cancelled("cancelled while waiting for the model")
-        began = time.time()
-        try:
-            yield
-        finally:
-            log = os.environ.get("GRACE_SLOT_LOG")
-            if log:
-                with open(log, "a", encoding="utf-8") as f:
-                    f.write(f"{what} {began:.3f} {time.time():.3f}\n")
-            self._lock.release()
-
-    @property
-    def busy(self) -> bool:
-        return self._lock.locked()
-
-
-MODEL_SLOT = ModelSlot()
 
 
 class SessionStore:

@@ -14,8 +14,11 @@ from grace.files.cancel import Cancelled
 from grace.files.textio import atomic_output
 from grace.model.settings import settings_key
 
-from .common import CANCELS, MODEL_SLOT, data_dir, encoder_for, one_line, settings_from
+from grace.serving.tickets import TimeLimit
+
+from .common import CANCELS, ENGINE, data_dir, encoder_for, one_line, settings_from
 from .identity import page_token, require_owner, visitor_from
+from .requests import MODEL_HANDLERS, streamed, ticket_for
 
 
 def results_dir():
@@ -45,11 +48,15 @@ def saved():
     """The comparison table, the bars and the remove list, from the saved results (oldest first).
     A damaged result file never hides the others: the good rows are shown with a note naming it."""
     try:
-        res = load_results([str(f) for f in _files()])
+        files = _files()
+        res = load_results([str(f) for f in files])
     except OSError:  # the folder changed while it was listed
-        res = load_results([])
+        files, res = [], load_results([])
     note = "\n\n" + _skipped_note(res.skipped) if res.skipped else ""
-    choices = gr.update(choices=[_row_name(r) for r in res], value=None)
+    # each row is removed by its file's key (its name), not by its label: two rows may share a label
+    skipped = {p for p, _ in res.skipped}
+    good = [f for f in files if str(f) not in skipped]
+    choices = gr.update(choices=[(_row_name(r), f.stem) for f, r in zip(good, res)], value=None)
     if not res:
         return "No saved results yet." + note, None, choices
     try:
@@ -64,7 +71,6 @@ def result_key(settings, size: str, tasks: list[str]) -> str:
 
 
 def run_eval(page, size, tasks, *settings_values, progress=gr.Progress()):
-    flag = CANCELS.start(page_token(page), "eval")
     try:
         owner = visitor_from(page).id
         s = settings_from(*settings_values)
@@ -76,7 +82,8 @@ def run_eval(page, size, tasks, *settings_values, progress=gr.Progress()):
         if unknown:
             raise ValueError(f"Unknown task(s): {', '.join(unknown)[:200]}; choose from the list.")
         picked = resolve_tasks(",".join(tasks), quick=size == "quick")
-        enc = encoder_for(s)
+        ticket = ticket_for(page, "evaluate")
+        enc = ENGINE.encoder(encoder_for(s), ticket)
         done = []
         progress(0, desc=f"{picked[0].metadata.name} (1 of {len(picked)})")
 
@@ -85,9 +92,9 @@ def run_eval(page, size, tasks, *settings_values, progress=gr.Progress()):
             nxt = f"; next {picked[len(done)].metadata.name}" if len(done) < len(picked) else ""
             progress(len(done) / len(picked), desc=f"{name}: {100 * score:.1f}{nxt}")
 
-        with warnings.catch_warnings(), MODEL_SLOT.hold(flag, "evaluate"):
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = evaluate(s, picked, encoder=enc, on_task=on_task, should_stop=flag.is_set)
+            r = evaluate(s, picked, encoder=enc, on_task=on_task, should_stop=lambda: ticket.stopped() is not None)
         r["suite"] = size
         r["owner"] = owner  # only whoever ran it may remove its row
         out = results_dir() / f"{result_key(s, size, tasks)}.json"
@@ -100,7 +107,12 @@ def run_eval(page, size, tasks, *settings_values, progress=gr.Progress()):
             require_owner(page, earlier, "The saved row with these settings")
         with atomic_output(out) as f:  # a crash or a full disk never leaves a cut result file
             json.dump(r, f, indent=1)
+    except TimeLimit as exc:
+        return (f"⚠️ {one_line(exc)} Nothing was saved.",) + saved()
     except Cancelled:
+        why = ticket.stopped()
+        if isinstance(why, TimeLimit):
+            return (f"⚠️ {one_line(why)} Nothing was saved.",) + saved()
         return ("Cancelled; nothing was saved.",) + saved()
     except Exception as exc:
         return (f"⚠️ {one_line(exc)}",) + saved()
@@ -110,28 +122,29 @@ def run_eval(page, size, tasks, *settings_values, progress=gr.Progress()):
 
 
 def cancel_eval(page) -> str:
-    CANCELS.cancel(page_token(page), "eval")
+    CANCELS.cancel(page_token(page), "evaluate")
     return "Cancelling: the evaluation stops after the current batch of texts and saves nothing."
 
 
-def remove(row: str, page=None):
-    """Delete one saved result (by its row name), if it is the visitor's."""
-    if not row or not isinstance(row, str):
+def remove(key: str, page=None):
+    """Delete one saved result (by its file's key, the Saved row list's value), if it is the visitor's."""
+    if not key or not isinstance(key, str):
         return ("Pick a saved row to remove.",) + saved()
-    for f in _files():
+    for f in _files():  # the key is matched against the folder's own files: it never names a path
+        if f.stem != key:
+            continue
         try:
             r = json.loads(f.read_text())
-            if _row_name(r) != row:
-                continue
+            row = _row_name(r)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue
+            break
         try:
             require_owner(page, r.get("owner"), "This row")
         except ValueError as exc:
             return (f"⚠️ {one_line(exc)}",) + saved()
         f.unlink(missing_ok=True)
         return (f"Removed {row}.",) + saved()
-    return (f"{row} is no longer saved.",) + saved()
+    return ("That row is no longer saved.",) + saved()
 
 
 def build(settings_components, page) -> tuple:
@@ -151,8 +164,8 @@ def build(settings_components, page) -> tuple:
         with gr.Row():
             rows = gr.Dropdown(choices=[], label="Saved row", elem_id="eval-rows", scale=3)
             drop = gr.Button("Remove this row", elem_id="eval-remove", scale=1)
-        go.click(run_eval, [page, size, tasks] + settings_components, [status, table, bars, rows],
-                 concurrency_limit=1, concurrency_id="model", show_progress_on=[status])
+        go.click(streamed(run_eval, 4), [page, size, tasks] + settings_components, [status, table, bars, rows],
+                 concurrency_limit=MODEL_HANDLERS, concurrency_id="model", show_progress_on=[status])
         stop.click(cancel_eval, [page], [status], show_progress="hidden", queue=False)
         drop.click(remove, [rows, page], [status, table, bars, rows])
     return saved, [table, bars, rows]

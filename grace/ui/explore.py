@@ -15,10 +15,13 @@ from analysis.plots import token_heat_html
 
 from grace.files.cancel import Cancelled
 
-from .common import (CANCELS, MAX_CHARS, MAX_DOCS, MODEL_SLOT, WARMUP, SessionStore, adapter_name, encoder_for,
+from grace.serving.tickets import TimeLimit
+
+from .common import (CANCELS, ENGINE, MAX_CHARS, MAX_DOCS, WARMUP, SessionStore, adapter_name, encoder_for,
                      is_public, one_line, settings_from)
 from .identity import page_token, visitor_from
-from .storage import export_path
+from .requests import MODEL_HANDLERS, ticket_for
+from .storage import export_path, item_caps
 
 # A comparison keeps every token's hidden states (tens of MB for 50 long documents) for the token
 # views; the page's State holds only its key, and the server keeps the most recent ones.
@@ -115,13 +118,14 @@ def _contrib_view(comp, choice_index: int, mode: str = ATTRIBUTIONS[0]):
 def run_compare(page, query, docs_text, mode, *settings_values):
     """Generator: streams rationales while they are generated, then the full comparison.
 
-    The model work runs in a worker thread that holds the model slot until it has *stopped*:
-    a cancelled event, a visitor who left and a new Compare from the same page each set the
-    page's flag, which the worker checks at every generated token."""
+    The model work runs in the engine (grace.serving), batched with other visitors' rows; a
+    cancelled event, a visitor who left, a new Compare from the same page, the wall-clock limit and
+    a page that stopped waiting (missed heartbeats) each stop the request at its next decode step."""
     none = gr.update(choices=[], value=None)
     empty = ([], "", "", "", "", none, "", "", None, none, none)
-    flag = CANCELS.start(page_token(page), "explore")
     try:
+        ticket = ticket_for(page, "explore")
+        flag = ticket.flag
         query, docs, notes = parse_inputs(query, docs_text)
         s = settings_from(*settings_values)
         if WARMUP.waiting():
@@ -129,9 +133,10 @@ def run_compare(page, query, docs_text, mode, *settings_values):
             WARMUP.wait()
         if s.adapter:
             yield (f"Loading the adapter {adapter_name(s)} (the first use takes a few seconds)…",) + empty
-        enc = encoder_for(s)
-        minilm = encoder_for(s.with_(model="minilm", adapter=None)) if s.model != "minilm" else None
-        base = encoder_for(s.with_(adapter=None)) if s.adapter else None
+        enc = ENGINE.encoder(encoder_for(s), ticket)
+        minilm = ENGINE.encoder(encoder_for(s.with_(model="minilm", adapter=None)), ticket) \
+            if s.model != "minilm" else None
+        base = ENGINE.encoder(encoder_for(s.with_(adapter=None)), ticket) if s.adapter else None
     except Exception as exc:  # shown in the UI
         yield (f"⚠️ {one_line(exc)}",) + empty
         return
@@ -148,23 +153,22 @@ def run_compare(page, query, docs_text, mode, *settings_values):
 
     def work():
         try:
-            with MODEL_SLOT.hold(flag, "explore"):
-                if flag.is_set():
-                    raise Cancelled("stopped")
-                box["comp"] = compare_documents(enc, query, docs, minilm=minilm, settings=s, base_encoder=base,
-                                                on_token=on_token if s.rationale and tok is not None else None,
-                                                should_stop=flag.is_set)
+            box["comp"] = compare_documents(enc, query, docs, minilm=minilm, settings=s, base_encoder=base,
+                                            on_token=on_token if s.rationale and tok is not None else None,
+                                            should_stop=flag.is_set)
         except Exception as exc:
             box["error"] = exc
 
     t = threading.Thread(target=work, daemon=True, name="grace-explore")
-    if MODEL_SLOT.busy:
-        yield ("⏳ The model is busy with another request; yours starts when it is free.",) + empty
+    if ENGINE.busy:
+        yield ("⏳ The model is serving other visitors; your texts join its next batch.",) + empty
+    ticket.touch()
     t.start()
     skip = tuple(gr.skip() for _ in range(12))
     try:
         while t.is_alive():
             t.join(timeout=0.4)
+            ticket.touch()  # the heartbeat: Gradio stops iterating this generator when its client leaves
             changed = False
             while not updates.empty():
                 row, ids = updates.get()
@@ -175,13 +179,14 @@ def run_compare(page, query, docs_text, mode, *settings_values):
                 yield ("Generating rationales…",) + ([], stream) + empty[2:]
             else:
                 yield skip  # a point where a cancelled event can close this generator
-    finally:  # closed early (cancelled, or the visitor left): stop the worker before the slot frees
+    finally:  # closed early (cancelled, or the visitor left): the engine drops its rows at the next step
         if t.is_alive():
             flag.set()
             t.join(timeout=60)
     if "error" in box:
         err = box["error"]
-        yield ("Stopped." if isinstance(err, Cancelled) else f"⚠️ {one_line(err)}",) + empty
+        yield (f"⚠️ {one_line(err)}" if isinstance(err, TimeLimit) or not isinstance(err, Cancelled)
+               else "Stopped.",) + empty
         return
     comp = box["comp"]
     try:
@@ -285,9 +290,8 @@ def ablate(choice, comp, *settings_values):
         i = _index(comp, choice)
         if not comp.docs[i].rationale.strip():
             raise ValueError(f"Document #{i + 1} has an empty rationale.")
-        enc = encoder_for(s)
-        with MODEL_SLOT.hold(what="ablate"):
-            r = ablate_rationale(enc, s, comp.query, comp.docs[i])
+        enc = ENGINE.encoder(encoder_for(s), ticket_for(None, "ablate", own_flag=True))
+        r = ablate_rationale(enc, s, comp.query, comp.docs[i])
     except Exception as exc:
         return f"⚠️ {one_line(exc)}", []
     msg = (f"**#{i + 1}: cosine {r['cosine']:+.4f}** with text and rationale · text only {r['text_only']:+.4f} · "
@@ -323,12 +327,11 @@ def what_if(choice, query_rat, doc_rat, comp, *settings_values):
         if not isinstance(query_rat or "", str) or not isinstance(doc_rat or "", str):
             raise ValueError("A rationale is text.")
         s = settings_from(*settings_values)
-        enc = encoder_for(s)
+        enc = ENGINE.encoder(encoder_for(s), ticket_for(None, "what-if", own_flag=True))
         i = _index(comp, choice)
         query_rat, q_note = _bounded_rationale(enc, query_rat, "query")
         doc_rat, d_note = _bounded_rationale(enc, doc_rat, "document")
-        with MODEL_SLOT.hold(what="what-if"):
-            w = rescore(enc, comp.query, comp.docs[i], query_rat, doc_rat, s)
+        w = rescore(enc, comp.query, comp.docs[i], query_rat, doc_rat, s)
     except Exception as exc:
         return f"⚠️ {one_line(exc)}", "", ""
     c = w.contributions
@@ -364,7 +367,9 @@ def export_table(comp, page=None) -> tuple[str, object]:
 
 
 def send_to_annotation(comp, *settings_values):
-    """Queue the shown rationales (query and documents) for rating in the Annotate tab."""
+    """Queue the shown rationales (query and documents) for rating in the Annotate tab. On a public
+    app they go to the sender's own queue (the visitor of this page session): a visitor's texts are
+    never shown to other annotators."""
     if comp is None:
         return "Run a comparison first."
     comp = _comp(comp)
@@ -373,14 +378,19 @@ def send_to_annotation(comp, *settings_values):
     try:
         from analysis.annotations import default_store, items_from_comparison
 
+        from .common import is_public
+        from .identity import session_visitor
+
+        owner = session_visitor().id if is_public() else None
         s = settings_from(*settings_values)
         settings = {"model": s.model, "adapter": adapter_name(s), "prompt": s.prompt,
                     "max_new_tokens": s.max_new_tokens, "sampled": s.sample, "seed": s.seed}
-        added = default_store().add_items(items_from_comparison(comp, settings))
+        added = default_store().add_items(items_from_comparison(comp, settings), owner=owner, **item_caps())
     except Exception as exc:
         return f"⚠️ {one_line(exc)}"
     new = sum(1 for _, is_new in added if is_new)
-    return f"Sent {new} rationale(s) to the annotation queue ({len(added) - new} were already there)."
+    where = "your own annotation queue (only you see them there)" if owner else "the annotation queue"
+    return f"Sent {new} rationale(s) to {where} ({len(added) - new} were already there)."
 
 
 def _tokens(label: str, elem_id: str) -> gr.HTML:
@@ -455,13 +465,13 @@ def build(settings_components, page) -> dict:
         export.click(export_table, [comp_state, page], [sent, export_file])
         compare = go.click(run_compare, [page, query, docs, mode] + settings_components,
                            [status, table, stream, q_hl, d_hl, summary, pick, q_rat, d_rat, comp_state, pair_a,
-                            pair_b], concurrency_limit=1, concurrency_id="model")
+                            pair_b], concurrency_limit=MODEL_HANDLERS, concurrency_id="model")
         halt.click(cancel_compare, [page], [sent], cancels=[compare], queue=False)
         for trigger in (pick.change, mode.change):
             trigger(select_doc, [pick, comp_state, mode], [q_hl, d_hl, summary, d_rat])
         pair_go.click(explain_choice, [pair_a, pair_b, comp_state], [pair_msg, pair_q, pair_ha, pair_hb])
         ablate_go.click(ablate, [pick, comp_state] + settings_components, [ablate_msg, ablate_table],
-                        concurrency_limit=1, concurrency_id="model")
+                        concurrency_limit=MODEL_HANDLERS, concurrency_id="model")
         rescore_btn.click(what_if, [pick, q_rat, d_rat, comp_state] + settings_components, [whatif_msg, wq, wd],
-                          concurrency_limit=1, concurrency_id="model")
+                          concurrency_limit=MODEL_HANDLERS, concurrency_id="model")
     return {"comp_state": comp_state, "pick": pick, "q_rat": q_rat, "d_rat": d_rat}

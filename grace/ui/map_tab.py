@@ -20,10 +20,13 @@ from grace.training.data import SAMPLE_PASSAGES
 
 from grace.files.textio import atomic_output, csv_safe
 
-from .common import (CANCELS, MODEL_SLOT, WARMUP, SessionStore, adapter_name, encoder_for, is_public, one_line,
+from grace.serving.tickets import TimeLimit
+
+from .common import (CANCELS, ENGINE, WARMUP, SessionStore, adapter_name, encoder_for, is_public, one_line,
                      settings_from, upload_path)
-from .identity import page_token, visitor_from
-from .storage import export_path
+from .identity import may_export, page_token, visitor_from
+from .requests import MODEL_HANDLERS, streamed, ticket_for
+from .storage import StorageFull, export_path
 from .text import md_escape
 
 MAX_MAP_TEXTS = 2000
@@ -85,13 +88,14 @@ def load_corpus(source: str, upload) -> tuple[list[str], dict[str, list[str]]]:
     return read_corpus(upload_path(upload), max_texts=MAX_MAP_TEXTS)
 
 
-def _panels_for(mode: str, s):
+def _panels_for(mode: str, s, ticket):
+    """(title, encoder, settings) of each panel; the encoders run in the engine under ``ticket``."""
     if mode == MODES[2]:
         if not s.adapter:
             raise ValueError("Choose an adapter in the model settings to compare base vs adapter.")
-        return [("base", encoder_for(s.with_(adapter=None)), s.with_(adapter=None)),
-                (f"adapter {adapter_name(s)}", encoder_for(s), s)]
-    enc = encoder_for(s)
+        return [("base", ENGINE.encoder(encoder_for(s.with_(adapter=None)), ticket), s.with_(adapter=None)),
+                (f"adapter {adapter_name(s)}", ENGINE.encoder(encoder_for(s), ticket), s)]
+    enc = ENGINE.encoder(encoder_for(s), ticket)
     panels = []
     if mode == MODES[1]:
         panels.append(("direct forward", enc, s.direct()))
@@ -154,8 +158,8 @@ def render(state: dict | None, projection: str, colour: str | None, query: str):
 
 
 def make_map(page, source, upload, mode, projection, query, *settings_values, progress=gr.Progress()):
-    """Embed (cancellable within one batch), project, write the CSV export, draw."""
-    flag = CANCELS.start(page_token(page), "map")
+    """Embed (in the engine: batched with other visitors' rows, cancellable at every decode step,
+    under the Map's wall-clock limit), project, write the CSV export, draw."""
     nothing = _nothing()
     try:
         owner = visitor_from(page).id
@@ -170,7 +174,8 @@ def make_map(page, source, upload, mode, projection, query, *settings_values, pr
         if WARMUP.waiting():
             progress(None, desc=WARMUP.waiting())
             WARMUP.wait()
-        specs = _panels_for(mode, s)
+        ticket = ticket_for(page, "map")
+        specs = _panels_for(mode, s, ticket)
     except Exception as exc:
         return (f"⚠️ {one_line(exc)}",) + nothing
     total, panels, done = len(specs) * len(texts), [], [0]
@@ -181,26 +186,33 @@ def make_map(page, source, upload, mode, projection, query, *settings_values, pr
 
     RUNNING.add(page_token(page))
     try:
-        if MODEL_SLOT.busy:
-            progress(None, desc="The model is busy with another request; yours starts when it is free.")
-        with MODEL_SLOT.hold(flag, "map"):
-            for n, (title, enc, kw) in enumerate(specs):
-                data = embed_corpus(enc, kw, texts, should_stop=flag.is_set,
-                                    on_batch=lambda k, b=n * len(texts), t=title: step(k, b, t))
-                panels.append(Panel(title, data))
+        if ENGINE.waiting_owners():
+            progress(None, desc="The model is serving other visitors; your texts join its batches in turn.")
+        for n, (title, enc, kw) in enumerate(specs):
+            data = embed_corpus(enc, kw, texts, should_stop=lambda: ticket.stopped() is not None,
+                                on_batch=lambda k, b=n * len(texts), t=title: step(k, b, t))
+            panels.append(Panel(title, data))
         method = (projection or "UMAP").lower()
         for p in panels:
             progress(None, desc=f"Projecting {p.title} ({projection})…")
             p.coords(method)
         clusters = _clusters(panels, texts, progress)
-        out = _export(panels, columns, owner)
-    except Cancelled:
+        out, note = None, "Sign in to download the map's CSV."  # a guest maps, without the download
+        if may_export(owner):
+            try:
+                out, note = _export(panels, columns, owner), ""
+            except StorageFull as exc:  # the map is still worth showing
+                note = one_line(exc)
+    except Cancelled as exc:
+        why = ticket.stopped()
+        if isinstance(why, TimeLimit) or isinstance(exc, TimeLimit):
+            return (f"⚠️ {one_line(why or exc)} {done[0]} of {total} texts were embedded; nothing was written.",) + nothing
         return (f"Cancelled after {done[0]} of {total} texts; nothing was written.",) + nothing
     except Exception as exc:
         return (f"⚠️ {one_line(exc)}",) + nothing
     finally:
         RUNNING.discard(page_token(page))
-    return _shown(panels, texts, columns, clusters, projection, query, str(out))
+    return _shown(panels, texts, columns, clusters, projection, query, None if out is None else str(out), note)
 
 
 def _clusters(panels: list[Panel], texts: list[str], progress) -> list | None:
@@ -469,9 +481,9 @@ def build(settings_components, page) -> None:
         upload.upload(lambda f, chosen: chosen if chosen == SOURCES[3] else SOURCES[2], [upload, source], [source])
         go.click(busy_note, [page], [busy], queue=False, trigger_mode="multiple", show_progress="hidden")
         go.click(lambda: 100, None, [shift_filter], queue=False, show_progress="hidden")  # a new map shows all
-        go.click(make_map, [page, source, upload, mode, projection, query] + settings_components,
+        go.click(streamed(make_map, 10), [page, source, upload, mode, projection, query] + settings_components,
                  [note, left, right, download, state, colour, detail, near, cluster_table, projection],
-                 concurrency_limit=1, concurrency_id="model", show_progress_on=[note])
+                 concurrency_limit=MODEL_HANDLERS, concurrency_id="model", show_progress_on=[note])
         stop.click(cancel_map, [page], [note], show_progress="hidden", queue=False)
         for control in (projection, colour):
             control.change(lambda st, pr, co, q: render(st, pr, co, q)[:2], [state, projection, colour, query],

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -14,13 +15,15 @@ from analysis.plots import training_curves
 from analysis.rollouts import HEADERS as ROLLOUT_HEADERS
 from analysis.rollouts import pushes, step_table
 from grace.files.run_folder import RunFolder
+from grace.files.textio import count_lines
 from grace.training.config import GraceConfig
 from grace.training.data import SAMPLE_PASSAGES, SAMPLE_TRIPLETS
 from grace.training.jobs import estimate_seconds, measured_step_seconds
 
-from .common import adapter_choices, check_model_choice, is_public, jobs, one_line, upload_path
-from .identity import IdentityError, require_owner, visitor_from
-from .storage import MAX_RUNS_PER_VISITOR, MAX_RUNS_TOTAL, prune_uploads, store_upload
+from .common import adapter_choices, check_model_choice, for_visitors, is_public, jobs, one_line, upload_path
+from .identity import IdentityError, require_account, require_owner, visitor_from
+from .storage import (MAX_RUNS_PER_VISITOR, MAX_RUNS_TOTAL, StorageFull, discard_upload, item_caps,
+                      prune_uploads, store_upload)
 from .text import md_escape
 
 D = GraceConfig(data="-")  # the form's defaults are GraceConfig's
@@ -38,13 +41,25 @@ FORM_DEFAULT_STEPS = D.steps
 PUBLIC_LIMITS = {"Steps": (1, 40), "Batch size B": (1, 8), "Rollouts K": (2, 8), "Max new tokens": (4, 64),
                  "LoRA rank": (1, 32), "λ1 consistency": (0.0, 5.0), "λ2 hard negative": (0.0, 5.0),
                  "reward temperature τ": (0.01, 10.0)}
-PUBLIC_MAX_MINUTES = 15.0
+PUBLIC_MAX_MINUTES = 15.0  # wall clock from the job's process start: the model load counts
+PUBLIC_MAX_TRAIN_ROWS = 20_000  # records of an uploaded training file, counted as it is read
+JOB_COOLDOWN_S = 60.0  # public mode: a visitor's next job starts this long after their last one ended
+
+
+def job_cooldown_s() -> float:
+    """Seconds between a visitor's jobs on a public app: GRACE_JOB_COOLDOWN, else JOB_COOLDOWN_S."""
+    try:
+        return max(0.0, float(os.environ.get("GRACE_JOB_COOLDOWN", JOB_COOLDOWN_S)))
+    except ValueError:
+        return JOB_COOLDOWN_S
 
 
 def public_note() -> str:
     limits = ", ".join(f"{k} {lo:g}–{hi:g}" for k, (lo, hi) in PUBLIC_LIMITS.items())
-    return (f"**On this public Space** each job stops and saves after {PUBLIC_MAX_MINUTES:.0f} minutes, "
-            f"the fields are bounded ({limits}), and each visitor keeps at most {MAX_RUNS_PER_VISITOR} runs. "
+    return (f"**On this public Space** each job stops and saves after {PUBLIC_MAX_MINUTES:.0f} minutes (loading "
+            f"the model included), the fields are bounded ({limits}), an uploaded file holds at most "
+            f"{PUBLIC_MAX_TRAIN_ROWS:,} records, each visitor keeps at most {MAX_RUNS_PER_VISITOR} runs and "
+            f"waits {job_cooldown_s():.0f} s after a job ends before starting the next. "
             "Others see your runs' curves and settings, never the texts of a file you uploaded.")
 
 
@@ -89,8 +104,6 @@ def _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_to
                 max_new_tokens=_number(new_tokens, "Max new tokens", integer=True),
                 lora_rank=_number(rank, "LoRA rank", integer=True))
     data = str(SAMPLE_TRIPLETS if mode == "supervised" else SAMPLE_PASSAGES)
-    if upload is not None:
-        data = str(store_upload(upload_path(upload)))
     cfg = GraceConfig(method=method, mode=mode, data=data, model=check_model_choice(model), sample_every=1,
                       save_every=max(1, nums["steps"] // 4), max_minutes=PUBLIC_MAX_MINUTES if is_public() else 0.0,
                       **nums)
@@ -98,6 +111,11 @@ def _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_to
         cfg.validate()
     except ValueError as exc:
         raise ValueError(form_words(str(exc))) from None
+    if upload is not None:  # stored last, once everything else passed (``start`` removes it if the start fails)
+        path = upload_path(upload)
+        if is_public():  # counted as it streams: a 20 MB file of ten million lines stops at the limit
+            count_lines(path, PUBLIC_MAX_TRAIN_ROWS, "records")
+        cfg.data = str(store_upload(path))
     return cfg
 
 
@@ -148,19 +166,18 @@ def can_see_probes(name: str, who) -> bool:
 
 
 def _check_quota(jm, visitor, name: str) -> None:
-    """Public mode: at most MAX_RUNS_PER_VISITOR runs each (refused, with how to make room), and at
-    most MAX_RUNS_TOTAL on disk (the oldest ended runs are removed to make room)."""
+    """Public mode: at most MAX_RUNS_PER_VISITOR runs each and MAX_RUNS_TOTAL on disk, each refused
+    with a sentence saying how to make room. Nobody's run is removed to make room for another's."""
     if not is_public() or (jm.runs_dir / name).exists():
         return
-    mine = [r for r in jm.runs() if (run_owner(r["name"]) or {}).get("owner") == visitor.id]
+    runs = jm.runs()  # newest first
+    mine = [r for r in runs if (run_owner(r["name"]) or {}).get("owner") == visitor.id]
     if len(mine) >= MAX_RUNS_PER_VISITOR:
         raise ValueError(f"You have {len(mine)} runs, the most a visitor keeps here: remove one "
                          f"(e.g. '{mine[-1]['name']}') to start another.")
-    runs = jm.runs()  # newest first
     if len(runs) >= MAX_RUNS_TOTAL:
-        ended = [r for r in reversed(runs) if r["state"] in ("finished", "cancelled", "failed", "unknown")]
-        for r in ended[:len(runs) - MAX_RUNS_TOTAL + 1]:  # oldest first
-            shutil.rmtree(jm.run_dir(r["name"]), ignore_errors=True)
+        raise StorageFull(f"The app holds its limit of {MAX_RUNS_TOTAL} runs from all visitors"
+                          + (": remove one of yours to start another." if mine else "; try again later."))
 
 
 def estimate(method_mode, steps, batch, rollouts, new_tokens, model) -> str:
@@ -194,21 +211,52 @@ def cores_busy() -> str:
     return (f"Other work shares the {cores} cores now (load {load:.1f}): expect it to take longer.")
 
 
+def _check_cooldown(jm, visitor) -> None:
+    """Public mode: a visitor's next job (or resume) starts ``job_cooldown_s()`` after their last
+    job ended, refused until then with how long to wait."""
+    wait = job_cooldown_s()
+    if not is_public() or not wait:
+        return
+    ended = 0.0
+    for r in jm.runs():
+        if r["state"] not in ("finished", "cancelled", "failed") or \
+                (run_owner(r["name"]) or {}).get("owner") != visitor.id:
+            continue
+        st = jm.status(r["name"])
+        t = st.get("ended")
+        if not isinstance(t, (int, float)) or isinstance(t, bool):
+            try:
+                t = jm.run(r["name"]).status.stat().st_mtime
+            except OSError:
+                continue
+        ended = max(ended, float(t))
+    left = ended + wait - time.time()
+    if left > 0:
+        raise ValueError(f"Your previous job ended {max(0, time.time() - ended):.0f} s ago; each visitor waits "
+                         f"{wait:.0f} s between jobs here: start again in {math.ceil(left)} s.")
+
+
 def start(name, method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model, who=None):
     name = (name or "").strip()
+    stored = None
     try:
         visitor = visitor_from(who)
+        require_account(visitor, "Training")  # public: quotas bind to accounts, not free guest ids
         jm = jobs()
         run = jm.run_dir(name)  # validates the name
         if jm.run(name).has_config():
             require_owner(who, (run_owner(name) or {}).get("owner"), f"Run '{name}'")
         _check_quota(jm, visitor, name)
+        _check_cooldown(jm, visitor)
         cfg = _config(method_mode, upload, steps, batch, rollouts, lam1, lam2, tau, new_tokens, rank, model)
+        stored = Path(cfg.data) if upload is not None else None
         resumed = _check_reuse(jm, run, name, cfg)
         jm.start(cfg, name)
         _write_owner(name, visitor, uploaded=upload is not None)
         prune_uploads(_used_uploads())
     except Exception as exc:
+        if stored is not None:  # a failed start leaves no upload behind
+            discard_upload(stored, _used_uploads())
         return f"⚠️ {one_line(exc)}", gr.update()
     return (f"Resuming **{name}** from step {resumed} (same settings)." if resumed is not None
             else f"Started **{name}**. The job loads the model first (about a minute)."), name
@@ -303,7 +351,7 @@ def refresh(name, who=None, drawn=None):
                          f"{active.get('steps')}.")
     runs = jm.runs()
     table = [[r["name"], f"{r['method']}/{r['mode']}", r["state"], f"{r['step'] or 0}/{r['steps']}",
-              _owner_label(r["name"], who), r["error"] or ""] for r in runs]
+              _owner_label(r["name"], who), for_visitors(r["error"] or "")] for r in runs]
     adapters = gr.update(choices=adapter_choices(runs))
     if not name:
         return ("No job of yours yet. Start one, or pick a run in the table below." + line_busy,
@@ -312,8 +360,8 @@ def refresh(name, who=None, drawn=None):
     metrics = jm.metrics(name)
     validation = jm.validation(name)
     line = f"**{md_escape(name)}**: {st.get('state')} — step {st.get('step', 0)} of {st.get('steps')}"
-    if st.get("error"):
-        line += f" — {md_escape(st['error'])}"
+    if st.get("error"):  # written by the job's process: no server path or upload name reaches the page
+        line += f" — {md_escape(for_visitors(str(st['error'])))}"
     if metrics:
         line += f" — last step {metrics[-1]['step_time']:.1f} s"
     if can_see_probes(name, who):
@@ -334,7 +382,8 @@ def run_settings(name: str) -> str:
     d = GraceConfig(data="-").to_dict()
     changed = {k: v for k, v in c.items() if k in d and v != d[k] and k not in ("output", "data")}
     same = ", ".join(f"{k}={md_escape(str(c[k]))}" for k in c if k in d and k not in changed and k not in ("output", "data"))
-    lines = [f"**Settings of {md_escape(name)}** (data: {md_escape(Path(c.get('data', '')).name)})"]
+    data = for_visitors(str(Path(c["data"]).resolve())) if c.get("data") else ""  # no upload's hashed name
+    lines = [f"**Settings of {md_escape(name)}** (data: {md_escape(data)})"]
     lines += [f"- **{k}**: {md_escape(str(v))}" for k, v in changed.items()]
     lines.append(f"<details><summary>defaults</summary>{same}</details>")
     return "\n".join(lines)
@@ -367,10 +416,13 @@ def send_probes(name, who=None):
         c = json.loads(cfg.read_text()) if cfg.exists() else {}
         settings = {"model": c.get("model"), "run": name, "prompt": c.get("prompt"),
                     "max_new_tokens": c.get("max_new_tokens"), "sampled": False}
-        added = default_store().add_items(items_from_samples(name, jm.samples(name), settings))
+        owner = visitor_from(who).id if is_public() else None  # public: the sender's own queue, never published
+        added = default_store().add_items(items_from_samples(name, jm.samples(name), settings), owner=owner,
+                                          **item_caps())
     except Exception as exc:
         return f"⚠️ {one_line(exc)}"
-    return f"Sent {sum(1 for _, n in added if n)} probe rationale(s) of '{name}' to the annotation queue."
+    where = "your own annotation queue (only you see them there)" if is_public() else "the annotation queue"
+    return f"Sent {sum(1 for _, n in added if n)} probe rationale(s) of '{name}' to {where}."
 
 
 def inspect_step(name, step, who=None):
@@ -419,7 +471,8 @@ FORM_FIELDS = ("name", "method", "steps", "batch", "rollouts", "new_tokens", "ra
 
 def form_for(name, who=None) -> list:
     """The form's values for a reopened run (so a reload shows the settings of the run the page
-    shows, not the defaults); unchanged when no run is shown."""
+    shows, not the defaults); unchanged when no run is shown. Another visitor's run fills the
+    settings but never the run name, so the visitor's next Start does not target that run."""
     path = jobs().run(name).config if name else None
     if path is None or not path.exists():
         return [gr.update()] * len(FORM_FIELDS)
@@ -427,7 +480,11 @@ def form_for(name, who=None) -> list:
         c = GraceConfig.load(path)
     except Exception:
         return [gr.update()] * len(FORM_FIELDS)
-    return [name, f"{c.method} / {c.mode}", c.steps, c.batch_size, c.rollouts, c.max_new_tokens, c.lora_rank,
+    try:
+        mine = visitor_from(who).owns((run_owner(name) or {}).get("owner"))
+    except IdentityError:
+        mine = False
+    return [name if mine else gr.update(), f"{c.method} / {c.mode}", c.steps, c.batch_size, c.rollouts, c.max_new_tokens, c.lora_rank,
             c.lambda_consistency, c.lambda_hard, c.reward_temperature]
 
 
