@@ -177,15 +177,56 @@ def test_the_clock_stops_a_request_with_a_sentence_naming_its_limit():
         engine.encoder(rec, ticket).encode(["x"], S)
 
 
-def test_work_that_does_not_batch_runs_as_its_own_turns_and_equals_the_encoder(tiny_encoder):
+def test_forward_passes_of_two_owners_share_a_batch_and_equal_the_encoder(tiny_encoder):
+    """What-if rows (given rationales) batch across owners, as do direct-forward rows."""
+    engine = Engine(batch_rows=4)
+    engine.pause()
+    rats_a = ["some words", "", "a longer rationale about the text"]
+    rats_b = ["x", "two words", "", "the last one"]
+    ea = engine.encoder(tiny_encoder, Ticket("alice"))
+    eb = engine.encoder(tiny_encoder, Ticket("bob"))
+    ec = engine.encoder(tiny_encoder, Ticket("carol"))
+    threads, out = _in_threads(lambda: ea.encode(A, S, rationales=rats_a),
+                               lambda: eb.encode(B, S, rationales=rats_b, return_details=True),
+                               lambda: ec.encode(B, S.direct()))
+    while engine.waiting_owners() < 3:
+        time.sleep(0.01)
+    engine.resume()
+    for t in threads:
+        t.join(60)
+    ref_b = tiny_encoder.encode(B, S, rationales=rats_b, return_details=True)
+    assert np.abs(out[0] - tiny_encoder.encode(A, S, rationales=rats_a)).max() < 1e-5
+    assert all(np.abs(g.embedding - r.embedding).max() < 1e-5 and g.rationale == r.rationale
+               for g, r in zip(out[1], ref_b))
+    assert np.abs(out[2] - tiny_encoder.encode(B, S.direct())).max() < 1e-5
+    assert all(t.kind == "rows" for t in engine.turns)
+    assert any({"alice", "bob"} <= set(t.owners) and t.rows == 4 for t in engine.turns)  # a shared batch
+
+
+def test_sampled_rationales_run_as_their_own_turn_and_equal_the_encoder(tiny_encoder):
     engine = Engine(batch_rows=2)
     e = engine.encoder(tiny_encoder, Ticket("a"))
     texts = A + B
-    given = e.encode(texts, S, rationales=["some words"] * len(texts))  # split into calls of 2
-    ref = tiny_encoder.encode(texts, S, rationales=["some words"] * len(texts))
-    assert np.abs(given - ref).max() < 1e-5
     sampled = S.with_(sample=True, seed=3)  # one call: its seeds number its own batches
     got = e.encode(texts, sampled, return_details=True)
     want = tiny_encoder.encode(texts, sampled, return_details=True)
     assert [g.rationale_ids for g in got] == [w.rationale_ids for w in want]
-    assert all(t.kind == "call" for t in engine.turns)
+    assert [t.kind for t in engine.turns] == ["call"]
+
+
+def test_background_priority_lowers_only_the_calling_thread():
+    import os
+
+    from grace.serving.engine import background_priority
+
+    seen = {}
+
+    def worker():
+        background_priority(7)
+        seen["worker"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen["worker"] == os.getpriority(os.PRIO_PROCESS, 0) + 7 or seen["worker"] == 7
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != seen["worker"]  # this thread kept its own

@@ -3,6 +3,7 @@
 import time
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 
@@ -211,6 +212,8 @@ def test_train_callbacks_one_job_at_a_time(ui_env, tiny_model_dir):
         time.sleep(1)
     assert "cancelled" in line and table[0][0] == "first"
     assert "first" in adapters["choices"]
+    again = refresh("first", None, drawn)  # the page's next tick: nothing changed, nothing rebuilt
+    assert again[1] == gr.skip() and again[5] == gr.skip() and again[7] == drawn
     # the cancelled run's name with the same settings resumes it, and says so
     msg, _ = start("first", *args)
     assert msg.startswith("Resuming **first** from step")

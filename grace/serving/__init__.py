@@ -1,1 +1,2 @@
-"""Serving the model to many visitors: one engine that owns the model, batches rows across requests and keeps a clock."""
+"""Serving the model to many visitors: one engine that owns the model, batches rows across requests
+and keeps a clock."""

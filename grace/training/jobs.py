@@ -86,10 +86,17 @@ def _claim_info(raw: bytes) -> dict | None:
     return info
 
 
+JOB_NICE = 15  # below the app's model work (grace.serving.engine.MODEL_NICE)
+
+
 def _child(cfg_dict: dict, overwrite: bool) -> None:
     """Runs in the job's own process. Its time limit (``max_minutes``) counts from here: importing
     torch and loading the model are part of the job's time."""
     began = time.time()
+    try:
+        os.nice(JOB_NICE)  # a background job: visitors' requests and the model engine come first
+    except OSError:
+        pass
     import logging
     import warnings
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import gradio as gr
 
@@ -13,6 +14,7 @@ from .common import WARMUP, is_public, max_upload_mb, model_bar
 from .identity import browser_token_state, identify, left, oauth_is_real, page_state
 from .storage import served_paths
 
+SWITCH_INTERVAL_S = 0.001  # see main()
 # Gradio's own copies of uploads and returned files: every hour, those older than an hour go
 DELETE_CACHE = (3600, 3600)
 
@@ -51,6 +53,9 @@ def build(default_model: str = "default") -> gr.Blocks:
 
 
 def main() -> None:
+    # The server's event loop shares the GIL with the engine's decode loop; at the default 5 ms switch
+    # interval every syscall of a status tick or a save could wait 5 ms to get it back
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     model = os.environ.get("GRACE_MODEL", "default")
     WARMUP.start(model)  # in the background: the page is up at once and says how far loading is
     demo = build(model)

@@ -306,6 +306,9 @@ class Warmup:
         def work() -> None:
             import time
 
+            from grace.serving.engine import background_priority
+
+            background_priority()  # torch's worker threads start here, and inherit it
             t0 = time.perf_counter()
             try:
                 load(model)

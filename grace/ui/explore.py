@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import gradio as gr
 
@@ -28,6 +29,7 @@ from .storage import export_path, item_caps
 COMPARISONS = SessionStore(capacity=8 if is_public() else 32, ttl=1800)
 MAX_WHATIF_TOKENS = 256  # an edited rationale is cut here (the generation limit of the panel is 128)
 MAX_WHATIF_CHARS = 20_000  # longer edits are refused before any tokenising
+STREAM_EVERY = 1.5  # seconds between the streamed views a running Compare sends
 EXPIRED = "This comparison is no longer kept on the server (it keeps the most recent ones): press Compare again."
 
 EXAMPLES = [
@@ -164,21 +166,26 @@ def run_compare(page, query, docs_text, mode, *settings_values):
         yield ("⏳ The model is serving other visitors; your texts join its next batch.",) + empty
     ticket.touch()
     t.start()
-    skip = tuple(gr.skip() for _ in range(12))
+    # While it runs, the handler yields plain values (no gr.update: Gradio builds a component for each
+    # update it gets, on its event loop, and a crowd's heartbeats made every status tick wait for it),
+    # at most every STREAM_EVERY seconds: the streamed rationales when they changed, else the same view
+    # again as a heartbeat (a point where a cancelled or abandoned event stops iterating this generator).
+    status, stream, last = "Generating rationales…", "", 0.0
     try:
         while t.is_alive():
-            t.join(timeout=0.4)
+            t.join(timeout=0.5)
             ticket.touch()  # the heartbeat: Gradio stops iterating this generator when its client leaves
-            changed = False
-            while not updates.empty():
-                row, ids = updates.get()
-                live[row] = tok.decode(ids, skip_special_tokens=True)
-                changed = True
-            if changed:
+            if not updates.empty():
+                latest = {}
+                while not updates.empty():  # each row's newest ids, decoded once
+                    row, ids = updates.get()
+                    latest[row] = ids
+                for row, ids in latest.items():
+                    live[row] = tok.decode(ids, skip_special_tokens=True)
                 stream = "\n".join(f"[{'query' if i == 0 else f'#{i}'}] {live[i]}" for i in live)
-                yield ("Generating rationales…",) + ([], stream) + empty[2:]
-            else:
-                yield skip  # a point where a cancelled event can close this generator
+            if time.monotonic() - last >= STREAM_EVERY:
+                last = time.monotonic()
+                yield (status, [], stream, "", "", "", None, "", "", None, None, None)
     finally:  # closed early (cancelled, or the visitor left): the engine drops its rows at the next step
         if t.is_alive():
             flag.set()

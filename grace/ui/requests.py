@@ -13,6 +13,7 @@ from grace.serving.tickets import PULSE, Pulse, Ticket, limit_for
 from .common import CANCELS, ENGINE, is_public
 from .identity import page_token
 
+HEARTBEAT_S = 3.0  # how often a streamed handler tells Gradio it is alive (well inside tickets.ABANDON_S)
 MODEL_HANDLERS = 16  # model events Gradio runs at once: they wait in the engine, whose batches join their rows
 MAX_WAITING_OWNERS = 12  # visitors with model work queued at once; one more is refused with a sentence
 
@@ -61,9 +62,9 @@ def streamed(fn, n_outputs: int):
         t.start()
         try:
             while t.is_alive():
-                t.join(timeout=0.5)
+                t.join(timeout=HEARTBEAT_S)
                 pulse.touch()
-                if t.is_alive():
+                if t.is_alive():  # each gr.skip() costs Gradio a component on its event loop: seldom
                     yield tuple(gr.skip() for _ in range(n_outputs))
         finally:
             if t.is_alive():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -352,10 +353,16 @@ def refresh(name, who=None, drawn=None):
     runs = jm.runs()
     table = [[r["name"], f"{r['method']}/{r['mode']}", r["state"], f"{r['step'] or 0}/{r['steps']}",
               _owner_label(r["name"], who), for_visitors(r["error"] or "")] for r in runs]
-    adapters = gr.update(choices=adapter_choices(runs))
+    # ``drawn`` holds what the page shows: the curves' signature, then "#" and the adapter list's;
+    # what is unchanged is skipped (each update costs Gradio a component, on its event loop)
+    drawn_curves, _, drawn_adapters = str(drawn or "").partition("#")
+    choices = adapter_choices(runs)
+    listed = hashlib.sha256("\n".join(choices).encode("utf-8")).hexdigest()[:12]
+    adapters = gr.skip() if drawn_adapters == listed else gr.update(choices=choices)
     if not name:
         return ("No job of yours yet. Start one, or pick a run in the table below." + line_busy,
-                gr.skip() if drawn == "-" else training_curves([]), [], "", table, adapters, shown, "-")
+                gr.skip() if drawn_curves == "-" else training_curves([]), [], "", table, adapters, shown,
+                "-#" + listed)
     st = jm.status(name)
     metrics = jm.metrics(name)
     validation = jm.validation(name)
@@ -369,8 +376,8 @@ def refresh(name, who=None, drawn=None):
     else:
         samples = [["", "(hidden: this run trains on another visitor's file)", ""]]
     signature = f"{name}:{len(metrics)}:{len(validation)}"
-    curves = gr.skip() if drawn == signature else training_curves(metrics, validation)
-    return line, curves, samples, run_settings(name), table, adapters, shown, signature
+    curves = gr.skip() if drawn_curves == signature else training_curves(metrics, validation)
+    return line, curves, samples, run_settings(name), table, adapters, shown, f"{signature}#{listed}"
 
 
 def run_settings(name: str) -> str:
