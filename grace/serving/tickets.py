@@ -83,6 +83,18 @@ class Ticket:
         if why is not None:
             raise why
 
+    def should_stop(self) -> bool:
+        """For loops that ask between batches (``embed_corpus``, the evaluation)."""
+        return self.stopped() is not None
+
+    def time_limit(self, exc: BaseException) -> "TimeLimit | None":
+        """The clock's refusal if the clock is what stopped this request (``exc`` is what the work
+        raised: a plain Cancelled when a loop saw ``should_stop``), else None."""
+        if isinstance(exc, TimeLimit):
+            return exc
+        why = self.stopped()
+        return why if isinstance(why, TimeLimit) else None
+
 
 def _why(exc: Cancelled, reason: str) -> Cancelled:
     exc.reason = reason  # cancelled, abandoned or timeout: the engine's log says which

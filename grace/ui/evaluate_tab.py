@@ -14,8 +14,6 @@ from grace.files.cancel import Cancelled
 from grace.files.textio import atomic_output
 from grace.model.settings import settings_key
 
-from grace.serving.tickets import TimeLimit
-
 from .common import CANCELS, ENGINE, data_dir, encoder_for, one_line, settings_from
 from .identity import page_token, require_owner, visitor_from
 from .requests import MODEL_HANDLERS, streamed, ticket_for
@@ -94,7 +92,7 @@ def run_eval(page, size, tasks, *settings_values, progress=gr.Progress()):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = evaluate(s, picked, encoder=enc, on_task=on_task, should_stop=lambda: ticket.stopped() is not None)
+            r = evaluate(s, picked, encoder=enc, on_task=on_task, should_stop=ticket.should_stop)
         r["suite"] = size
         r["owner"] = owner  # only whoever ran it may remove its row
         out = results_dir() / f"{result_key(s, size, tasks)}.json"
@@ -107,12 +105,10 @@ def run_eval(page, size, tasks, *settings_values, progress=gr.Progress()):
             require_owner(page, earlier, "The saved row with these settings")
         with atomic_output(out) as f:  # a crash or a full disk never leaves a cut result file
             json.dump(r, f, indent=1)
-    except TimeLimit as exc:
-        return (f"⚠️ {one_line(exc)} Nothing was saved.",) + saved()
-    except Cancelled:
-        why = ticket.stopped()
-        if isinstance(why, TimeLimit):
-            return (f"⚠️ {one_line(why)} Nothing was saved.",) + saved()
+    except Cancelled as exc:
+        clock = ticket.time_limit(exc)
+        if clock is not None:
+            return (f"⚠️ {one_line(clock)} Nothing was saved.",) + saved()
         return ("Cancelled; nothing was saved.",) + saved()
     except Exception as exc:
         return (f"⚠️ {one_line(exc)}",) + saved()

@@ -20,8 +20,6 @@ from grace.training.data import SAMPLE_PASSAGES
 
 from grace.files.textio import atomic_output, csv_safe
 
-from grace.serving.tickets import TimeLimit
-
 from .common import (CANCELS, ENGINE, WARMUP, SessionStore, adapter_name, encoder_for, is_public, one_line,
                      settings_from, upload_path)
 from .identity import may_export, page_token, visitor_from
@@ -189,7 +187,7 @@ def make_map(page, source, upload, mode, projection, query, *settings_values, pr
         if ENGINE.waiting_owners():
             progress(None, desc="The model is serving other visitors; your texts join its batches in turn.")
         for n, (title, enc, kw) in enumerate(specs):
-            data = embed_corpus(enc, kw, texts, should_stop=lambda: ticket.stopped() is not None,
+            data = embed_corpus(enc, kw, texts, should_stop=ticket.should_stop,
                                 on_batch=lambda k, b=n * len(texts), t=title: step(k, b, t))
             panels.append(Panel(title, data))
         method = (projection or "UMAP").lower()
@@ -204,9 +202,9 @@ def make_map(page, source, upload, mode, projection, query, *settings_values, pr
             except StorageFull as exc:  # the map is still worth showing
                 note = one_line(exc)
     except Cancelled as exc:
-        why = ticket.stopped()
-        if isinstance(why, TimeLimit) or isinstance(exc, TimeLimit):
-            return (f"⚠️ {one_line(why or exc)} {done[0]} of {total} texts were embedded; nothing was written.",) + nothing
+        clock = ticket.time_limit(exc)
+        if clock is not None:
+            return (f"⚠️ {one_line(clock)} {done[0]} of {total} texts were embedded; nothing was written.",) + nothing
         return (f"Cancelled after {done[0]} of {total} texts; nothing was written.",) + nothing
     except Exception as exc:
         return (f"⚠️ {one_line(exc)}",) + nothing
