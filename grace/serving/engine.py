@@ -28,15 +28,14 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
-
-import numpy as np
+from dataclasses import dataclass
+from typing import Callable
 
 from grace.files.cancel import Cancelled
-from grace.model.settings import EncodeSettings, settings_key
+from grace.model.settings import EncodeSettings
 
 from .tickets import Ticket
+from .work import _Call, _Rows, _Work
 
 BATCH_ROWS = 32  # rows per generation batch: where the decode step's cost per row flattens on 2 cores
 # The niceness of the model's threads. Above 0 they yield the cores to the server's own (status ticks,
@@ -52,44 +51,6 @@ def background_priority(nice: int | None = None) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MODEL_NICE if nice is None else nice)
     except (AttributeError, OSError):
         pass
-
-
-@dataclass(eq=False)
-class _Work:
-    ticket: Ticket
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: BaseException | None = None
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.done.is_set():
-            self.error = exc
-            self.done.set()
-
-
-@dataclass(eq=False)
-class _Rows(_Work):
-    """Rows that may share a batch with other requests' rows of the same ``key``: greedy rationales
-    to generate, or one forward pass (given rationales, or none: the direct forward pass)."""
-    encoder: Any = None
-    settings: EncodeSettings | None = None
-    key: str = ""
-    texts: Sequence[str] = ()
-    rationales: Sequence[str] | None = None  # given rationales: a forward pass, nothing generated
-    on_token: Callable[[int, list[int]], None] | None = None
-    taken: int = 0  # rows handed to a batch so far
-    left: int = 0  # rows not finished yet
-    out: list = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.left, self.out = len(self.texts), [None] * len(self.texts)
-
-
-@dataclass(eq=False)
-class _Call(_Work):
-    """One encoder call run as one turn; ``fn(stop)`` gets an ``on_token`` that raises when the
-    ticket must stop."""
-    fn: Callable[[Callable], Any] | None = None
 
 
 @dataclass
@@ -137,8 +98,11 @@ class Engine:
             return self._encoders[key]
 
     # -- requests ----------------------------------------------------------------------------
-    def encoder(self, encoder, ticket: Ticket) -> "EngineEncoder":
-        """``encoder`` as seen by one request: its ``encode`` calls run in the engine under ``ticket``."""
+    def encoder(self, encoder, ticket: Ticket):
+        """``encoder`` as seen by one request (``stand_in.EngineEncoder``): its ``encode`` calls run
+        in the engine under ``ticket``."""
+        from .stand_in import EngineEncoder
+
         return EngineEncoder(self, encoder, ticket)
 
     def pause(self) -> None:
@@ -334,86 +298,3 @@ class Engine:
             if w.left == 0 and not w.done.is_set():
                 w.result = w.out
                 w.done.set()
-
-
-def _batchable(encoder, s: EncodeSettings | None, rationales, cache) -> bool:
-    """Whether an ``encode`` call's rows can share batches with other requests: a GRACE encoder's
-    forward pass (given rationales, or the direct forward pass), or greedy generated rationales
-    through the transformers fast path. Not sampled rationales (a row's draw depends on its batch's
-    seed), a rationale cache, or rationale-only pooling over an empty rationale (its error would
-    fail the other requests' rows)."""
-    if s is None or cache is not None or getattr(encoder, "generator", "x") is not None:
-        return False
-    if rationales is not None:
-        return not (s.pooling == "rationale-mean" and any(not r for r in rationales))
-    if not s.rationale:
-        return True
-    return not s.sample and getattr(encoder, "fast", False)
-
-
-class EngineEncoder:
-    """An encoder as one request sees it: attributes are the encoder's, ``encode`` runs in the engine."""
-
-    def __init__(self, engine: Engine, encoder, ticket: Ticket) -> None:
-        self._engine, self._encoder, self.ticket = engine, encoder, ticket
-
-    def __getattr__(self, name: str):
-        return getattr(self._encoder, name)
-
-    def encode(self, texts: str | Sequence[str], settings: EncodeSettings | None = None, *,
-               return_details: bool = False, on_token: Callable[[int, list[int]], None] | None = None,
-               rationales: Sequence[str] | None = None, cache=None, **overrides):
-        """``encoder.encode`` with the same arguments and the same answer, run in the engine."""
-        self.ticket.check()
-        single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
-        enc, engine = self._encoder, self._engine
-        s = None
-        if hasattr(enc, "check_layer"):  # a GraceEncoder: its settings decide whether rows batch
-            s = (settings or enc.settings).with_(**{k: v for k, v in overrides.items()
-                                                    if k not in EncodeSettings.LOAD}).validate()
-        if _batchable(enc, s, rationales, cache) and not overrides.get("show_progress_bar") and texts:
-            from grace.model.encoder import validate_texts
-
-            validate_texts(texts)
-            enc.check_layer(s.layer)  # a bad request fails alone, before its rows meet others
-            given = None if rationales is None else [r or "" for r in rationales]
-            if given is not None and len(given) != len(texts):
-                raise ValueError(f"Got {len(given)} rationales for {len(texts)} texts.")
-            key = settings_key(encoder=id(enc), settings=s.with_(batch_size=1).to_dict(), given=given is not None)
-            work = engine.submit(_Rows(ticket=self.ticket, encoder=enc, settings=s, key=key, texts=texts,
-                                       rationales=given, on_token=on_token))
-            results = engine.wait(work)
-            if return_details:
-                return results[0] if single else results
-            embs = np.stack([r.embedding for r in results]).astype(np.float32)
-            return embs[0] if single else embs
-
-        def call(part: list[str], part_rationales, user_cb):
-            def fn(stop):
-                def cb(row, ids):
-                    stop()
-                    if user_cb is not None:
-                        user_cb(row, ids)
-                kw = dict(overrides)
-                if rationales is not None:
-                    kw["rationales"] = part_rationales
-                if cache is not None:
-                    kw["cache"] = cache
-                return enc.encode(part, settings, return_details=return_details, on_token=cb, **kw)
-            return engine.wait(engine.submit(_Call(ticket=self.ticket, fn=fn)))
-
-        sampled = s is not None and s.rationale and s.sample
-        size = engine.batch_rows if not sampled else max(len(texts), 1)  # sampled: seeds number its own batches
-        if len(texts) <= size:
-            out = call(texts, rationales, on_token)
-        else:
-            parts = []
-            for start in range(0, len(texts), size):
-                cb = None if on_token is None else (lambda row, ids, start=start: on_token(start + row, ids))
-                part_r = None if rationales is None else list(rationales)[start:start + size]
-                parts.append(call(texts[start:start + size], part_r, cb))
-            out = [r for p in parts for r in p] if return_details else np.concatenate(parts)
-        if single:
-            return out[0] if (return_details or (isinstance(out, np.ndarray) and out.ndim == 2)) else out
-        return out
