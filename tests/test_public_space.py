@@ -626,8 +626,8 @@ def test_a_crowd_of_visitors_is_decoded_in_shared_batches(space, tiny_model_dir)
     s = settings(str(tiny_model_dir))
     from grace.ui.common import _panel_fields
 
-    s[_panel_fields().index("max_new_tokens")] = 64
-    jobs = [c.submit(f"query of visitor {i}", "\n".join(f"document {j} of visitor {i}" for j in range(12)),
+    s[_panel_fields().index("max_new_tokens")] = 128  # long enough that the four requests overlap
+    jobs = [c.submit(f"query of visitor {i}", "\n".join(f"document {j} of visitor {i}" for j in range(40)),
                      "raw cosine", *s, api_name="/run_compare") for i, c in enumerate(clients)]
     outs = [j.result(timeout=180) for j in jobs]
     assert all(o[0].startswith("Ranked by GRACE cosine") for o in outs), [o[0] for o in outs]
