@@ -45,7 +45,7 @@ def test_two_owners_share_one_batch_and_get_what_they_get_alone(tiny_encoder):
     eb = engine.encoder(tiny_encoder, Ticket("bob", "map"))
     threads, out = _in_threads(lambda: ea.encode(A, S, return_details=True), lambda: eb.encode(B, S))
     deadline = time.time() + 10
-    while engine.waiting_owners() < 2 and time.time() < deadline:
+    while engine.waiting_shares() < 2 and time.time() < deadline:
         time.sleep(0.01)
     engine.resume()
     for t in threads:
@@ -68,7 +68,7 @@ def test_streamed_tokens_reach_their_own_request(tiny_encoder):
     threads, out = _in_threads(
         lambda: ea.encode(A, S, return_details=True, on_token=lambda r, ids: seen["a"].__setitem__(r, ids)),
         lambda: eb.encode(B, S, return_details=True, on_token=lambda r, ids: seen["b"].__setitem__(r, ids)))
-    while engine.waiting_owners() < 2:
+    while engine.waiting_shares() < 2:
         time.sleep(0.01)
     engine.resume()
     for t in threads:
@@ -128,7 +128,7 @@ def test_round_robin_takes_one_row_per_owner_in_turn():
     engine.pause()
     threads, _ = _in_threads(*[
         (lambda o=o: engine.encoder(rec, Ticket(o)).encode([f"{o}{i}" for i in range(6)], S)) for o in "abc"])
-    while engine.waiting_owners() < 3:
+    while engine.waiting_shares() < 3:
         time.sleep(0.01)
     engine.resume()
     for t in threads:
@@ -144,7 +144,7 @@ def test_a_cancelled_request_stops_and_the_other_goes_on():
     ta, tb = Ticket("a"), Ticket("b")
     threads, out = _in_threads(lambda: engine.encoder(rec, ta).encode(["a1", "a2"], S),
                                lambda: engine.encoder(rec, tb).encode(["b1"], S))
-    while engine.waiting_owners() < 2:
+    while engine.waiting_shares() < 2:
         time.sleep(0.01)
     engine.resume()
     time.sleep(0.05)
@@ -189,7 +189,7 @@ def test_forward_passes_of_two_owners_share_a_batch_and_equal_the_encoder(tiny_e
     threads, out = _in_threads(lambda: ea.encode(A, S, rationales=rats_a),
                                lambda: eb.encode(B, S, rationales=rats_b, return_details=True),
                                lambda: ec.encode(B, S.direct()))
-    while engine.waiting_owners() < 3:
+    while engine.waiting_shares() < 3:
         time.sleep(0.01)
     engine.resume()
     for t in threads:
@@ -230,3 +230,57 @@ def test_background_priority_lowers_only_the_calling_thread():
     t.join()
     assert seen["worker"] == os.getpriority(os.PRIO_PROCESS, 0) + 7 or seen["worker"] == 7
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != seen["worker"]  # this thread kept its own
+
+
+def test_fresh_identities_from_one_address_buy_no_extra_turns():
+    """Three identities behind one address (a flooder minting them) and one calm visitor behind
+    another: a batch alternates the two addresses, so the calm rows get half of it, not a quarter."""
+    rec = Recorder(pause=0.0)
+    engine = Engine(batch_rows=4)
+    engine.pause()
+    flood = [(lambda o=o: engine.encoder(rec, Ticket(o, group="203.0.113.7")).encode([f"{o}-{i}" for i in range(6)], S))
+             for o in ("f1", "f2", "f3")]
+    calm = lambda: engine.encoder(rec, Ticket("calm", group="198.51.100.1")).encode(["calm-0", "calm-1", "calm-2"], S)  # noqa: E731
+    threads, out = _in_threads(*flood, calm)
+    while engine.requests_waiting("203.0.113.7") < 3 or engine.waiting_shares() < 2:
+        time.sleep(0.01)
+    engine.resume()
+    for t in threads:
+        t.join(30)
+    first = rec.batches[0]
+    assert len(first) == 4 and sum(t.startswith("calm") for t in first) == 2
+    assert len({t.split("-")[0] for t in first if t.startswith("f")}) == 2  # the address's owners take turns
+    assert out[3].shape == (3, 2)
+
+
+class Sized(Recorder):
+    """A recorder whose texts say their length in prompt tokens ("name:tokens")."""
+
+    def build_prompts(self, texts, prompt=None):
+        from grace.model.prompts import PromptIds
+
+        return [PromptIds(ids=[0] * (5 + int(t.split(":")[1])), text_start=5, text_end=5 + int(t.split(":")[1]))
+                for t in texts]
+
+
+def test_a_batch_is_bounded_by_its_padded_tokens():
+    """Long texts (400 tokens) and short ones (20) under a 1,000-token budget: no batch pads past
+    it (one row always goes), so the long request cannot make one turn of all its rows, and a
+    batch led by a short row carries no long one."""
+    rec = Sized(pause=0.0)
+    engine = Engine(batch_rows=32, batch_tokens=1000)
+    engine.pause()
+    threads, out = _in_threads(
+        lambda: engine.encoder(rec, Ticket("long")).encode([f"l{i}:400" for i in range(6)], S),
+        lambda: engine.encoder(rec, Ticket("short")).encode([f"s{i}:20" for i in range(20)], S))
+    while engine.waiting_shares() < 2:
+        time.sleep(0.01)
+    engine.resume()
+    for t in threads:
+        t.join(30)
+    assert out[0].shape == (6, 2) and out[1].shape == (20, 2)
+    for batch in rec.batches:
+        assert len(batch) == 1 or len(batch) * max(int(t.split(":")[1]) for t in batch) <= 1000, batch
+    assert max(sum(t.startswith("l") for t in b) for b in rec.batches) == 2
+    assert not any(b[0].startswith("s") and any(t.startswith("l") for t in b) for b in rec.batches)  # no padding to 400
+    assert any(b[0].startswith("s") and len(b) > 2 for b in rec.batches)  # the short rows batch among themselves

@@ -18,7 +18,8 @@ from browser import CHROMIUM, CHROMIUM_ARGS, running_app
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 LIMITS_ENV = {"GRACE_PUBLIC": "1", "GRACE_ALLOW_ANY_MODEL": "1", "GRACE_ABANDON_S": "3",  # the tiny model stands in for the default
-              "GRACE_GUEST_TRAINING": "1"}  # these guests train and export (a Space requires sign-in: see the #26 §4 tests)
+              "GRACE_GUEST_TRAINING": "1",  # these guests train and export (a Space requires sign-in: see the #26 §4 tests)
+              "GRACE_TRUSTED_PROXY": "1"}  # X-Forwarded-For names the visitor, as a Space's proxy writes it
 COOLDOWN_S = 10  # a visitor's wait between jobs (60 s on a Space): short, but long enough to be seen
 
 
@@ -42,11 +43,12 @@ def space(tiny_model_dir):
         shutil.rmtree(data, ignore_errors=True)
 
 
-def visitor(url: str):
-    """A new visitor: their own session and browser token, identified as the page does on load."""
+def visitor(url: str, address: str | None = None):
+    """A new visitor: their own session and browser token, identified as the page does on load;
+    ``address``: the one the proxy reports for them (X-Forwarded-For), else this machine's."""
     from gradio_client import Client
 
-    c = Client(url, verbose=False)
+    c = Client(url, verbose=False, headers={"X-Forwarded-For": address} if address else None)
     c.predict(secrets.token_hex(24), api_name="/identify")
     return c
 
@@ -637,3 +639,32 @@ def test_a_crowd_of_visitors_is_decoded_in_shared_batches(space, tiny_model_dir)
         if what == "explore":
             turns.setdefault((start, end), set()).add(rid)
     assert max(len(r) for r in turns.values()) >= 2  # at least one batch held two visitors' rows
+
+
+def test_fresh_identities_from_one_address_are_capped_and_share_one_turn(space, tiny_model_dir):
+    """A flooder behind one address opens a new identity per request: past REQUESTS_PER_ADDRESS
+    waiting requests it is refused with a sentence, while a visitor at another address is served."""
+    from grace.ui.common import _panel_fields
+    from grace.ui.requests import REQUESTS_PER_ADDRESS
+
+    url, data, _ = space
+    log = data / "slot.log"
+    before = len(log.read_text().splitlines()) if log.exists() else 0
+    s = settings(str(tiny_model_dir))
+    s[_panel_fields().index("max_new_tokens")] = 128
+    docs = "\n".join(f"flood document {j} about the rivers of Peru" for j in range(50))
+    flood = [visitor(url, "203.0.113.7").submit(f"flood query {i}", docs, "raw cosine", *s, api_name="/run_compare")
+             for i in range(REQUESTS_PER_ADDRESS)]
+    deadline = time.time() + 120
+    while time.time() < deadline:  # every flood request has reached the model
+        ids = {line.split()[3] for line in log.read_text().splitlines()[before:] if line.startswith("explore ")}
+        if len(ids) >= REQUESTS_PER_ADDRESS:
+            break
+        time.sleep(0.1)
+    extra = visitor(url, "203.0.113.7").predict("one more", docs, "raw cosine", *s, api_name="/run_compare")
+    calm = visitor(url, "198.51.100.1").predict("a calm query", "a calm document", "raw cosine", *s,
+                                                api_name="/run_compare")
+    assert "already has" in _msg(extra) and "requests waiting" in _msg(extra), _msg(extra)
+    assert calm[0].startswith("Ranked by GRACE cosine"), calm[0]
+    outs = [j.result(timeout=300) for j in flood]
+    assert all(o[0].startswith("Ranked by GRACE cosine") for o in outs)

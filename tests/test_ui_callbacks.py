@@ -265,7 +265,7 @@ def test_evaluate_callback(ui_env, monkeypatch):
     status = run_eval(None, "quick", [], *ui_env, progress=_quiet)[0]
     assert status.startswith("⚠️")
     # Cancel: the evaluation stops at its next chunk of texts and saves nothing
-    monkeypatch.setattr(evaluate_tab.CANCELS, "start", lambda token, kind: _set_flag())
+    monkeypatch.setattr(evaluate_tab.CANCELS, "start", lambda token, kind, session=None: _set_flag())
     before = sorted(evaluate_tab.results_dir().glob("*.json"))
     status = run_eval(None, "quick", ["WordNetClustering"], *ui_env, progress=_quiet)[0]
     assert status == "Cancelled; nothing was saved."

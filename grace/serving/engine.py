@@ -9,9 +9,14 @@ model), the loaded encoders, cancellation and the clock:
   encoder and settings are generated in one batch: a decode step over 32 rows costs far less
   than 32 steps of one row. A request's rows join at the next batch; its answer is what it would
   get alone (the same tokens; vectors equal within float tolerance: tested).
-- **Fair share.** Turns go round-robin over owners, and a batch takes one row from each waiting
-  owner in turn: one visitor's 2,000-text Map holds another's 3-document Compare back by at
-  most the batch that is running.
+- **Fair share.** Turns go round-robin over client addresses (``Ticket.share``; the owner where no
+  address is known), then over the owners behind one address, and a batch takes one row from each
+  waiting address in turn: one visitor's 2,000-text Map holds another's 3-document Compare back by
+  at most the batch that is running, and fresh identities from one address buy no extra turns.
+- **Batches bounded by tokens**, not only rows: a batch's padded prompt (rows x its longest
+  prompt) stays within ``BATCH_TOKENS``, so 32 rows of 512-token texts do not make one turn of
+  minutes that everyone waits behind, and a batch led by short rows takes no long ones
+  (``SHORT_TOKENS``); a row that does not fit waits for a later batch.
 - **Forward passes batch too**: rows with given rationales (what-if, the rationale shift) and
   direct-forward rows of different requests share a forward pass.
 - **Work that does not batch** (sampled rationales, whose seeds number the batches of their own
@@ -38,6 +43,12 @@ from .tickets import Ticket
 from .work import _Call, _Rows, _Work
 
 BATCH_ROWS = 32  # rows per generation batch: where the decode step's cost per row flattens on 2 cores
+# Padded prompt tokens per batch (rows x the longest row's text + cue): 32 rows of a typical
+# 64-token document fit, four 512-token texts do; one row always goes, whatever its length.
+BATCH_TOKENS = 2048
+# A batch led by a short row takes rows up to twice its length (at least this many tokens): one
+# visitor's 512-token texts do not make another's 20-token Compare pay their padding.
+SHORT_TOKENS = 128
 # The niceness of the model's threads. Above 0 they yield the cores to the server's own (status ticks,
 # saves); measured with a crowd at 10: saves p95 3.5 s but Explore p95 114 s; at 0: 8 s and 33 s.
 MODEL_NICE = int(os.environ.get("GRACE_MODEL_NICE", 0))
@@ -65,11 +76,13 @@ class Turn:
 class Engine:
     """One worker thread, a queue per owner, batches across owners (see the module docstring)."""
 
-    def __init__(self, batch_rows: int | None = None, max_backbones: int = 2) -> None:
+    def __init__(self, batch_rows: int | None = None, max_backbones: int = 2, batch_tokens: int | None = None) -> None:
         self.batch_rows = batch_rows or int(os.environ.get("GRACE_ENGINE_BATCH", BATCH_ROWS))
+        self.batch_tokens = batch_tokens or int(os.environ.get("GRACE_ENGINE_TOKENS", BATCH_TOKENS))
         self.max_backbones = max_backbones
-        self._queues: dict[str, deque[_Work]] = {}
-        self._owners: deque[str] = deque()  # round-robin order
+        self._queues: dict[tuple[str, str], deque[_Work]] = {}  # by (share, owner)
+        self._shares: deque[str] = deque()  # round-robin order of the addresses (or owners) waiting
+        self._members: dict[str, deque[tuple[str, str]]] = {}  # share -> its queues, round-robin
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._paused = threading.Event()
@@ -79,6 +92,7 @@ class Engine:
         self._encoders: OrderedDict = OrderedDict()  # least recently used first
         self._load_lock = threading.Lock()
         self._running = False
+        self._current: list[Ticket] = []  # the running turn's requests
 
     # -- loaded encoders ---------------------------------------------------------------------
     def load(self, settings: EncodeSettings, loader: Callable | None = None):
@@ -119,20 +133,28 @@ class Engine:
         with self._cond:
             return any(self._queues.values()) or self._running
 
-    def waiting_owners(self) -> int:
+    def waiting_shares(self) -> int:
+        """How many addresses (or owners, where none is known) have model work waiting."""
         with self._cond:
-            return sum(1 for q in self._queues.values() if q)
+            return len({share for (share, _), q in self._queues.items() if q})
 
-    def is_waiting(self, owner: str) -> bool:
+    def requests_waiting(self, share: str) -> int:
+        """How many requests (tickets) of this address have model work waiting or running."""
         with self._cond:
-            return bool(self._queues.get(owner))
+            queued = {id(w.ticket) for (sh, _), q in self._queues.items() if sh == share for w in q}
+            return len(queued | {id(t) for t in self._current if t.share == share})
 
     def submit(self, work: _Work) -> _Work:
+        t = work.ticket
+        key = (t.share, t.owner)
         with self._cond:
-            if work.ticket.owner not in self._queues:
-                self._queues[work.ticket.owner] = deque()
-                self._owners.append(work.ticket.owner)
-            self._queues[work.ticket.owner].append(work)
+            if key not in self._queues:
+                self._queues[key] = deque()
+                if t.share not in self._members:
+                    self._members[t.share] = deque()
+                    self._shares.append(t.share)
+                self._members[t.share].append(key)
+            self._queues[key].append(work)
             self._start_locked()
             self._cond.notify_all()
         return work
@@ -180,49 +202,76 @@ class Engine:
                     self._stop(w, why)
                 if w.done.is_set():
                     q.remove(w)
-        for owner in [o for o, q in self._queues.items() if not q]:
-            del self._queues[owner]
-            self._owners.remove(owner)
+        for key in [k for k, q in self._queues.items() if not q]:
+            del self._queues[key]
+            members = self._members[key[0]]
+            members.remove(key)
+            if not members:
+                del self._members[key[0]]
+                self._shares.remove(key[0])
 
     def _next_turn_locked(self):
-        """The next owner in turn with work: its oldest call, or a batch of rows with the key of its
-        oldest rows, one row per waiting owner in turn until the batch is full."""
-        if not self._owners:
+        """The next address in turn, and its next owner with work: that owner's oldest call, or a
+        batch of rows with the key of its oldest rows, taking one row per waiting address in turn
+        (each address's owners in turn) until the batch has ``batch_rows`` rows or no waiting row
+        fits its ``batch_tokens``."""
+        if not self._shares:
             return None
-        owner = self._owners[0]
-        self._owners.rotate(-1)
-        head = self._queues[owner][0]
+        share = self._shares[0]
+        self._shares.rotate(-1)
+        members = self._members[share]
+        key = members[0]
+        members.rotate(-1)
+        head = self._queues[key][0]
         if isinstance(head, _Call):
-            self._queues[owner].popleft()
+            self._queues[key].popleft()
             return head
-        order = [owner] + [o for o in self._owners if o != owner]
+        order = {share: [key] + [m for m in members if m != key]}
+        order.update({sh: list(self._members[sh]) for sh in self._shares if sh != share})
+        at = dict.fromkeys(order, 0)  # each address's next owner
         batch: list[tuple[_Rows, int]] = []
+        width = 0  # the batch's longest row, in prompt tokens
+        cap = max(2 * (head.lengths[head.taken] if head.lengths else 0), SHORT_TOKENS)  # rows past it wait
         more = True
         while more and len(batch) < self.batch_rows:
             more = False
-            for o in order:
-                w = next((w for w in self._queues.get(o, ()) if isinstance(w, _Rows) and w.key == head.key
-                          and w.taken < len(w.texts)), None)
-                if w is None:
-                    continue
-                batch.append((w, w.taken))
-                w.taken += 1
-                more = True
-                if w.taken == len(w.texts):
-                    self._queues[o].remove(w)
+            for sh, keys in order.items():
+                for k in range(len(keys)):
+                    m = keys[(at[sh] + k) % len(keys)]
+                    w = next((w for w in self._queues.get(m, ()) if isinstance(w, _Rows) and w.key == head.key
+                              and w.taken < len(w.texts)), None)
+                    if w is None:
+                        continue
+                    n = w.lengths[w.taken] if w.lengths else 0
+                    if batch and (n > cap or (len(batch) + 1) * max(width, n) > self.batch_tokens):
+                        continue  # padded to this row, the batch would pass its budget or cost its head
+                    batch.append((w, w.taken))
+                    width = max(width, n)
+                    w.taken += 1
+                    at[sh] = (at[sh] + k + 1) % len(keys)
+                    more = True
+                    if w.taken == len(w.texts):
+                        self._queues[m].remove(w)
+                    break
                 if len(batch) >= self.batch_rows:
                     break
         return batch
 
     def _run(self, turn) -> None:
         began = time.time()
-        if isinstance(turn, _Call):
-            works, rows = [turn], 1
-            self._run_call(turn)
-        else:
-            works = list(dict.fromkeys(w for w, _ in turn))
-            rows = len(turn)
-            self._run_rows(turn, works)
+        works = [turn] if isinstance(turn, _Call) else list(dict.fromkeys(w for w, _ in turn))
+        with self._cond:
+            self._current = [w.ticket for w in works]
+        try:
+            if isinstance(turn, _Call):
+                rows = 1
+                self._run_call(turn)
+            else:
+                rows = len(turn)
+                self._run_rows(turn, works)
+        finally:
+            with self._cond:
+                self._current = []
         end = time.time()
         owners = tuple(dict.fromkeys(w.ticket.owner for w in works))
         self.turns.append(Turn("call" if isinstance(turn, _Call) else "rows", owners, rows, end - began))

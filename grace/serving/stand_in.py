@@ -29,6 +29,22 @@ def _batchable(encoder, s: EncodeSettings | None, rationales, cache) -> bool:
     return not s.sample and getattr(encoder, "fast", False)
 
 
+def _lengths(encoder, texts: list[str], s: EncodeSettings, given: list[str] | None) -> list[int]:
+    """Each row's prompt tokens past the template's shared prefix (text + cue, plus the given
+    rationale): what the batch is padded to (``Engine.batch_tokens``)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # encode itself warns of a truncated text, once
+            warnings.simplefilter("ignore")
+            prompts = encoder.build_prompts(texts, s.prompt)
+        extra = [0] * len(texts) if given is None else [len(encoder.tokenizer(r, add_special_tokens=False)["input_ids"])
+                                                       for r in given]
+        return [len(p.ids) - p.text_start + e for p, e in zip(prompts, extra)]
+    except Exception:  # an encoder without the GRACE prompt builder: count nothing, rows alone bound the batch
+        return []
+
+
 class EngineEncoder:
     """An encoder as one request sees it: attributes are the encoder's, ``encode`` runs in the engine."""
 
@@ -60,7 +76,7 @@ class EngineEncoder:
                 raise ValueError(f"Got {len(given)} rationales for {len(texts)} texts.")
             key = settings_key(encoder=id(enc), settings=s.with_(batch_size=1).to_dict(), given=given is not None)
             work = engine.submit(_Rows(ticket=self.ticket, encoder=enc, settings=s, key=key, texts=texts,
-                                       rationales=given, on_token=on_token))
+                                       rationales=given, on_token=on_token, lengths=_lengths(enc, texts, s, given)))
             results = engine.wait(work)
             if return_details:
                 return results[0] if single else results

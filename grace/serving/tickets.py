@@ -53,10 +53,17 @@ PULSE: contextvars.ContextVar[Pulse | None] = contextvars.ContextVar("grace_puls
 class Ticket:
     owner: str
     what: str = "model"
+    group: str = ""  # whose turn it counts as: the client's address on a public app ("" -> the owner)
     limit: float | None = None  # wall-clock seconds
     flag: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
     pulse: Pulse = field(default_factory=lambda: PULSE.get() or Pulse())  # the waiting handler's heartbeat
+
+    @property
+    def share(self) -> str:
+        """The engine's unit of fair share: the address when known (fresh identities from one
+        address buy no extra turns), else the owner."""
+        return self.group or self.owner
 
     @property
     def deadline(self) -> float | None:
@@ -114,14 +121,17 @@ class CancelFlags:
     """One cancel flag per (page, kind of work): the Stop button sets it, the engine asks it
     between decode steps and drops the request's rows. Starting new work of a kind sets the page's
     previous flag of that kind first: start, cancel, start again never leaves the first request
-    running. Bounded: the oldest pages' flags drop out (and are set)."""
+    running. Each flag is also filed under the connection (Gradio's session) that asked, so a
+    client that goes away is cancelled whether or not its page ever identified itself. Bounded:
+    the oldest pages' flags drop out (and are set)."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self._flags: OrderedDict[tuple[str, str], threading.Event] = OrderedDict()
+        self._sessions: OrderedDict[str, list[threading.Event]] = OrderedDict()
         self._lock = threading.Lock()
         self.capacity = capacity
 
-    def start(self, token: str | None, kind: str = "model") -> threading.Event:
+    def start(self, token: str | None, kind: str = "model", session: str | None = None) -> threading.Event:
         key = (token or "local", kind)
         with self._lock:
             old = self._flags.pop(key, None)
@@ -130,7 +140,19 @@ class CancelFlags:
             flag = self._flags[key] = threading.Event()
             while len(self._flags) > self.capacity:
                 self._flags.popitem(last=False)[1].set()
+        self.file(flag, session)
         return flag
+
+    def file(self, flag: threading.Event, session: str | None) -> None:
+        """Keep ``flag`` under ``session`` for ``cancel_session`` (no-op without a session)."""
+        if not session:
+            return
+        with self._lock:
+            flags = [f for f in self._sessions.pop(session, []) if not f.is_set()] + [flag]
+            self._sessions[session] = flags
+            while len(self._sessions) > self.capacity:
+                for f in self._sessions.popitem(last=False)[1]:
+                    f.set()
 
     def cancel(self, token: str | None, kind: str | None = None) -> None:
         """Stop the page's work of ``kind`` (every kind when None: the visitor left)."""
@@ -138,3 +160,9 @@ class CancelFlags:
             for (t, k), flag in self._flags.items():
                 if t == (token or "local") and kind in (None, k):
                     flag.set()
+
+    def cancel_session(self, session: str | None) -> None:
+        """Stop every request this connection made (its client went away)."""
+        with self._lock:
+            for flag in self._sessions.pop(session or "", []):
+                flag.set()

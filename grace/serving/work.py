@@ -35,6 +35,7 @@ class _Rows(_Work):
     texts: Sequence[str] = ()
     rationales: Sequence[str] | None = None  # given rationales: a forward pass, nothing generated
     on_token: Callable[[int, list[int]], None] | None = None
+    lengths: Sequence[int] = ()  # each row's prompt tokens (text + given rationale), for the batch's token budget
     taken: int = 0  # rows handed to a batch so far
     left: int = 0  # rows not finished yet
     out: list = field(default_factory=list)

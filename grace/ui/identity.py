@@ -241,12 +241,19 @@ def page_loads_per_minute() -> int:
 PAGE_LOADS = RateLimit(page_loads_per_minute())
 
 
+def trusts_forwarded_for() -> bool:
+    """Whether the X-Forwarded-For header names the visitor: on a Space (its proxy writes it), or
+    where ``GRACE_TRUSTED_PROXY=1`` says a proxy in front of the app overwrites it. Elsewhere the
+    header is anyone's to write."""
+    return get_space() is not None or os.environ.get("GRACE_TRUSTED_PROXY") == "1"
+
+
 def client_key(request) -> str:
-    """Who a rate limit counts: the visitor's address (on a Space the first X-Forwarded-For entry,
-    as its proxy reports the visitor; elsewhere the socket's peer, since a header there is anyone's
-    to write). IPv6 addresses count by their /64, the block one subscriber gets."""
+    """Who a rate limit and the model's fair share count: the visitor's address (the first
+    X-Forwarded-For entry behind a trusted proxy, else the socket's peer). IPv6 addresses count by
+    their /64, the block one subscriber gets."""
     host = ""
-    if get_space() is not None:
+    if trusts_forwarded_for():
         headers = getattr(request, "headers", None) or {}
         host = str(headers.get("x-forwarded-for", "")).split(",")[0].strip()
     if not host:
@@ -262,17 +269,23 @@ def client_key(request) -> str:
     return str(ip)
 
 
-def _session_hash() -> str | None:
+def session_hash() -> str | None:
     """The Gradio session of the event being handled (None outside an event: tests, scripts)."""
     request = LocalContext.request.get(None)
     return getattr(request, "session_hash", None) if request is not None else None
+
+
+def current_client() -> str:
+    """``client_key`` of the event being handled ("" outside an event)."""
+    request = LocalContext.request.get(None)
+    return client_key(request) if request is not None else ""
 
 
 def _restore(page: dict) -> dict:
     """Public mode: a page State without its visitor (Gradio evicted the session's State and made
     a new, empty one) gets the token and visitor that ``identify`` kept for this session."""
     if is_public() and isinstance(page, dict) and not page.get("who"):
-        kept = PAGES.lookup(_session_hash())
+        kept = PAGES.lookup(session_hash())
         if kept and kept.get("who"):
             page.update(kept)  # in place: Gradio keeps this dict as the session's State again
     return page
@@ -283,7 +296,7 @@ def session_visitor() -> Visitor:
     handlers that do not get the page State."""
     if not is_public():
         return LOCAL
-    return visitor_from((PAGES.lookup(_session_hash()) or {}).get("who"))
+    return visitor_from((PAGES.lookup(session_hash()) or {}).get("who"))
 
 
 def page_state() -> gr.State:
@@ -336,6 +349,8 @@ def left(request: gr.Request) -> None:
     """``demo.unload``: the visitor closed or reloaded the tab, so their running work stops."""
     from .common import CANCELS
 
-    token = PAGES.forget(getattr(request, "session_hash", None))
+    session = getattr(request, "session_hash", None)
+    CANCELS.cancel_session(session)  # whatever this connection asked for, identified or not
+    token = PAGES.forget(session)
     if token:
         CANCELS.cancel(token)

@@ -184,7 +184,7 @@ def make_map(page, source, upload, mode, projection, query, *settings_values, pr
 
     RUNNING.add(page_token(page))
     try:
-        if ENGINE.waiting_owners():
+        if ENGINE.waiting_shares():
             progress(None, desc="The model is serving other visitors; your texts join its batches in turn.")
         for n, (title, enc, kw) in enumerate(specs):
             data = embed_corpus(enc, kw, texts, should_stop=ticket.should_stop,
