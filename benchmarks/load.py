@@ -15,8 +15,8 @@ a table per kind of visitor and the goals: Explore p95 ÷ lone Compare ≤ 3x, a
 ≤ 1 s, idle refresh p95 ≤ 1 s, each met or not. Exits non-zero unless every visitor was served
 with 0 errors. ``--timeout`` bounds the whole run.
 
-``--hostile``: the same (lone Compare, calm crowd), then, a minute later, the crowd again with one
-flooding visitor: 6 threads sending the largest requests the page allows (Compare of 50 documents
+``--hostile``: the same (lone Compare, calm crowd), then the crowd again with one flooding visitor
+from an address of its own (every client sends the address a Space's proxy would report): 6 threads sending the largest requests the page allows (Compare of 50 documents
 of 20,000 chars at 128 tokens; a Map of 2,000 rows in a 20 MB upload) and ones it refuses
 (max_new_tokens 512, temperature 1e300, no_repeat_ngram 10**9, bfloat16), each from a new client
 and identity. Goals: the calm Explore p95 within 1.5x of the calm run's, 0 errors for the calm
@@ -268,6 +268,13 @@ SCRIPTS = {"explore": explore_visitor, "map": map_visitor, "train-watch": train_
            "idle": idle_tab}
 
 
+def address(kind: str, i: int) -> dict:
+    """The X-Forwarded-For header of visitor ``i`` of ``kind``: each visitor its own address, as a
+    Space's proxy reports strangers (the app trusts it: GRACE_TRUSTED_PROXY=1 in the crowd runs)."""
+    n = KINDS.index(kind) if kind in KINDS else len(KINDS)
+    return {"X-Forwarded-For": f"198.51.{100 + n}.{i + 1}"}
+
+
 def visit(crowd: Crowd, kind: str, i: int) -> None:
     """One visitor: opens the page (its own client, ``/identify`` as the page does on load),
     waits at the start line for everyone, then follows the script of its kind."""
@@ -278,7 +285,7 @@ def visit(crowd: Crowd, kind: str, i: int) -> None:
         crowd.visitors.append(v)
     client = None
     try:
-        client = Client(crowd.url, verbose=False, download_files=False)
+        client = Client(crowd.url, verbose=False, download_files=False, headers=address(kind, i))
         if call(crowd, client, kind, i, "/identify", secrets.token_hex(24)) is None:
             client = None
     except Exception as exc:
@@ -321,7 +328,7 @@ def lone_compare(url: str, model: str, folder: Path, deadline: float) -> tuple[l
     from gradio_client import Client
 
     crowd = Crowd(url, model, folder, deadline, parties=1, tag="alone")
-    client = Client(url, verbose=False, download_files=False)
+    client = Client(url, verbose=False, download_files=False, headers=address("alone", 0))
     call(crowd, client, "explore", 0, "/identify", secrets.token_hex(24))
     query, docs = TOPICS[0]
     lat = []
@@ -339,7 +346,8 @@ def warm_up(url: str, crowd_deadline: float) -> float:
     from gradio_client import Client
 
     t0 = time.monotonic()
-    job = Client(url, verbose=False, download_files=False).submit("warm-up", "one document", api_name="/run_compare")
+    job = Client(url, verbose=False, download_files=False, headers=address("warm-up", 0)).submit(
+        "warm-up", "one document", api_name="/run_compare")
     try:
         job.result(timeout=max(1.0, crowd_deadline - t0))
     except Exception as exc:
@@ -414,6 +422,7 @@ def cpu_note(cpu: dict, wall: float) -> str:
 # --- --hostile: one visitor flooding the app with the largest requests, fresh identities --------
 
 FLOOD_THREADS = 6  # the flooder's requests in flight at once, each from a new client and identity
+FLOOD_ADDRESS = "203.0.113.7"  # one machine: every identity it mints comes from this address
 FLOOD_DOCS, FLOOD_CHARS = 50, 20_000  # grace.ui.common.MAX_DOCS / MAX_CHARS: the largest legal Compare
 FLOOD_TOKENS = 128  # the page's largest Max rationale tokens (grace.serving.limits)
 FLOOD_MAP_ROWS, FLOOD_MAP_BYTES = 2000, 20_000_000  # map_tab.MAX_MAP_TEXTS in common.MAX_UPLOAD_MB (20 MB)
@@ -468,7 +477,7 @@ def flood_once(crowd: Crowd, name: str, api_name: str, legal: bool, settings: di
     row = {"request": name, "legal": legal, "outcome": ERROR, "sentence": "", "page": ""}
     t0, job = time.monotonic(), None
     try:
-        client = Client(crowd.url, verbose=False, download_files=False)
+        client = Client(crowd.url, verbose=False, download_files=False, headers={"X-Forwarded-For": FLOOD_ADDRESS})
         page = client.predict(secrets.token_hex(24), api_name="/identify")
         refused = [t for t in (page if isinstance(page, (tuple, list)) else [page]) if "⚠️" in str(t)]
         row["page"] = str(refused[0]).replace("⚠️", "").strip()[:160] if refused else "loaded"
@@ -607,12 +616,12 @@ def crowd_phase(url: str, args, files: Path, deadline: float, tag: str, pid: lis
 
 def crowd_main(args) -> None:
     """--mixed: the lone Compare, then the crowd. --hostile: the same, then the crowd again with
-    the flooder (after a minute, so that the first crowd's page loads leave the app's per-address
-    window: every client here shares 127.0.0.1, where on a Space the flooder has its own address)."""
+    the flooder from its own address (each client sends the address a Space's proxy would report)."""
     from browser import running_app
 
     deadline = time.monotonic() + args.timeout
-    env = {"GRACE_PUBLIC": "1", "GRACE_GUEST_TRAINING": "1"}  # the crowd's training watcher is a guest
+    env = {"GRACE_PUBLIC": "1", "GRACE_GUEST_TRAINING": "1",  # the crowd's training watcher is a guest
+           "GRACE_TRUSTED_PROXY": "1"}  # the clients' X-Forwarded-For names them, as on a Space
     if args.model not in ("default", "minilm"):
         env["GRACE_ALLOW_ANY_MODEL"] = "1"
     plan = crowd_plan()
@@ -631,12 +640,9 @@ def crowd_main(args) -> None:
             print(f"warm-up request: {warm:.1f} s; lone Compare {', '.join(f'{x:.1f}' for x in lone)} s; "
                   f"{len(plan)} visitors arrive", flush=True)
             calm_deadline = deadline if args.mixed else time.monotonic() + 0.45 * (deadline - time.monotonic())
-            t_calm = time.monotonic()
             calm, calm_wall, calm_cpu = crowd_phase(url, args, files, calm_deadline, "calm", pid)
             if args.hostile:
-                pause = max(0.0, 61.0 - (time.monotonic() - t_calm))
-                print(f"calm crowd: {calm_wall:.0f} s; the crowd again with the flooder in {pause:.0f} s", flush=True)
-                time.sleep(min(pause, max(0.0, deadline - time.monotonic() - 60)))
+                print(f"calm crowd: {calm_wall:.0f} s; the crowd again with the flooder", flush=True)
                 hostile, hostile_wall, hostile_cpu = crowd_phase(url, args, files, deadline, "hostile", pid,
                                                                  extra=[flooder])
     lone_s = statistics.median(lone)
