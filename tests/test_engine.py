@@ -284,3 +284,31 @@ def test_a_batch_is_bounded_by_its_padded_tokens():
     assert max(sum(t.startswith("l") for t in b) for b in rec.batches) == 2
     assert not any(b[0].startswith("s") and any(t.startswith("l") for t in b) for b in rec.batches)  # no padding to 400
     assert any(b[0].startswith("s") and len(b) > 2 for b in rec.batches)  # the short rows batch among themselves
+
+
+class Priced(Recorder):
+    """A recorder whose "dear" rows take 0.3 s a batch and others 0.01 s."""
+
+    def encode(self, texts, settings=None, **kw):
+        self.pause = 0.3 if any(t.startswith("dear") for t in texts) else 0.01
+        return super().encode(texts, settings, **kw)
+
+
+def test_a_visitor_with_cheap_turns_is_not_made_to_wait_a_dear_turn_per_stage():
+    """One address keeps the model busy with dear turns; another runs a three-stage request of
+    cheap turns (as a Compare: rationales, the shift, the direct pass). Charged by model time, the
+    cheap stages run back to back once the running dear turn ends, not one dear turn between each
+    (round-robin by turns would put two there)."""
+    rec = Priced()
+    engine = Engine(batch_rows=1)
+    dear = engine.encoder(rec, Ticket("flood", group="203.0.113.7"))
+    threads, out = _in_threads(lambda: dear.encode([f"dear-{i}" for i in range(12)], S))
+    while len(rec.batches) < 2:
+        time.sleep(0.01)
+    calm = engine.encoder(rec, Ticket("calm", group="198.51.100.1"))
+    for stage in range(3):
+        calm.encode([f"calm-{stage}"], S)
+    served = [i for i, b in enumerate(rec.batches) if b[0].startswith("calm")]
+    assert len(served) == 3 and served[-1] - served[0] == 2, rec.batches
+    threads[0].join(30)
+    assert out[0].shape == (12, 2)

@@ -9,10 +9,14 @@ model), the loaded encoders, cancellation and the clock:
   encoder and settings are generated in one batch: a decode step over 32 rows costs far less
   than 32 steps of one row. A request's rows join at the next batch; its answer is what it would
   get alone (the same tokens; vectors equal within float tolerance: tested).
-- **Fair share.** Turns go round-robin over client addresses (``Ticket.share``; the owner where no
-  address is known), then over the owners behind one address, and a batch takes one row from each
-  waiting address in turn: one visitor's 2,000-text Map holds another's 3-document Compare back by
-  at most the batch that is running, and fresh identities from one address buy no extra turns.
+- **Fair share of the model's time.** Each client address (``Ticket.share``; the owner where no
+  address is known) is charged the seconds its rows took, and the next turn goes to the waiting
+  address charged least (start-time fair queuing: an address that arrives starts at the charge of
+  the turn in service, so idling earns no credit). A visitor whose turns are cheap (a 3-document
+  Compare) is served between the turns of one whose turns are dear (512-token texts) instead of
+  waiting one of them per stage; fresh identities from one address buy nothing, as the owners
+  behind one address take its turns in rotation. A batch takes one row per waiting address in
+  that order: one visitor's 2,000-text Map holds another's Compare back by at most the running batch.
 - **Batches bounded by tokens**, not only rows: a batch's padded prompt (rows x its longest
   prompt) stays within ``BATCH_TOKENS``, so 32 rows of 512-token texts do not make one turn of
   minutes that everyone waits behind, and a batch led by short rows takes no long ones
@@ -49,6 +53,10 @@ BATCH_TOKENS = 2048
 # A batch led by a short row takes rows up to twice its length (at least this many tokens): one
 # visitor's 512-token texts do not make another's 20-token Compare pay their padding.
 SHORT_TOKENS = 128
+# After a turn, the worker waits this long for its addresses' next stage (a Compare's rationale
+# shift follows its rationales) when they are owed the next turn anyway: without it the dear
+# turn of another address, ready at that moment, would start first.
+ANTICIPATE_S = 0.1
 # The niceness of the model's threads. Above 0 they yield the cores to the server's own (status ticks,
 # saves); measured with a crowd at 10: saves p95 3.5 s but Explore p95 114 s; at 0: 8 s and 33 s.
 MODEL_NICE = int(os.environ.get("GRACE_MODEL_NICE", 0))
@@ -93,6 +101,9 @@ class Engine:
         self._load_lock = threading.Lock()
         self._running = False
         self._current: list[Ticket] = []  # the running turn's requests
+        self._charged: dict[str, float] = {}  # share -> model seconds charged (its virtual time)
+        self._now = 0.0  # the charge of the share whose turn started last (the virtual clock)
+        self._expect: tuple[set[str], float] = (set(), 0.0)  # shares just served, waited for until then
 
     # -- loaded encoders ---------------------------------------------------------------------
     def load(self, settings: EncodeSettings, loader: Callable | None = None):
@@ -153,6 +164,8 @@ class Engine:
                 if t.share not in self._members:
                     self._members[t.share] = deque()
                     self._shares.append(t.share)
+                    # start-time fair queuing: no credit for the time it was away
+                    self._charged[t.share] = max(self._charged.get(t.share, 0.0), self._now)
                 self._members[t.share].append(key)
             self._queues[key].append(work)
             self._start_locked()
@@ -187,7 +200,8 @@ class Engine:
                     turn = self._next_turn_locked() if self._paused.is_set() else None
                     if turn is not None:
                         break
-                    self._cond.wait(timeout=0.5)
+                    self._cond.wait(timeout=min(0.5, max(0.001, self._expect[1] - time.monotonic()))
+                                    if self._anticipating_locked() else 0.5)
                 self._running = True
             try:
                 self._run(turn)
@@ -209,16 +223,28 @@ class Engine:
             if not members:
                 del self._members[key[0]]
                 self._shares.remove(key[0])
+        for share in [sh for sh, c in self._charged.items() if c <= self._now and sh not in self._members]:
+            del self._charged[share]  # it would restart at the clock anyway
+
+    def _anticipating_locked(self) -> bool:
+        """Whether to hold the next turn for a share just served that is owed it (``ANTICIPATE_S``)."""
+        shares, until = self._expect
+        if not shares or time.monotonic() > until:
+            return False
+        best = min((self._charged.get(sh, 0.0) for sh in self._shares), default=float("inf"))
+        return any(sh not in self._members and self._charged.get(sh, 0.0) < best for sh in shares)
 
     def _next_turn_locked(self):
         """The next address in turn, and its next owner with work: that owner's oldest call, or a
         batch of rows with the key of its oldest rows, taking one row per waiting address in turn
         (each address's owners in turn) until the batch has ``batch_rows`` rows or no waiting row
         fits its ``batch_tokens``."""
-        if not self._shares:
+        if not self._shares or self._anticipating_locked():
             return None
-        share = self._shares[0]
-        self._shares.rotate(-1)
+        share = min(self._shares, key=lambda sh: self._charged.get(sh, 0.0))  # ties: the rotation's order
+        self._shares.remove(share)
+        self._shares.append(share)
+        self._now = max(self._now, self._charged.get(share, 0.0))
         members = self._members[share]
         key = members[0]
         members.rotate(-1)
@@ -227,7 +253,8 @@ class Engine:
             self._queues[key].popleft()
             return head
         order = {share: [key] + [m for m in members if m != key]}
-        order.update({sh: list(self._members[sh]) for sh in self._shares if sh != share})
+        others = sorted((sh for sh in self._shares if sh != share), key=lambda sh: self._charged.get(sh, 0.0))
+        order.update({sh: list(self._members[sh]) for sh in others})
         at = dict.fromkeys(order, 0)  # each address's next owner
         batch: list[tuple[_Rows, int]] = []
         width = 0  # the batch's longest row, in prompt tokens
@@ -270,12 +297,21 @@ class Engine:
                 rows = len(turn)
                 self._run_rows(turn, works)
         finally:
+            end = time.time()
             with self._cond:
                 self._current = []
-        end = time.time()
+                self._charge(turn, end - began)
         owners = tuple(dict.fromkeys(w.ticket.owner for w in works))
         self.turns.append(Turn("call" if isinstance(turn, _Call) else "rows", owners, rows, end - began))
         self._log([(w.ticket.what, began, end, w.ticket) for w in works])
+
+    def _charge(self, turn, seconds: float) -> None:
+        """Charge each share of a finished turn its part of the seconds (by rows), and expect the
+        shares served to come back with their next stage (``ANTICIPATE_S``)."""
+        rows = [turn.ticket.share] if isinstance(turn, _Call) else [w.ticket.share for w, _ in turn]
+        for sh in rows:
+            self._charged[sh] = max(self._charged.get(sh, 0.0), self._now) + seconds / len(rows)
+        self._expect = (set(rows), time.monotonic() + ANTICIPATE_S)
 
     def _stop(self, work: _Work, why: BaseException) -> None:
         """``work``'s ticket must stop: it fails with ``why`` (once), and the log says why."""
