@@ -50,6 +50,9 @@ BATCH_ROWS = 32  # rows per generation batch: where the decode step's cost per r
 # Padded prompt tokens per batch (rows x the longest row's text + cue): 32 rows of a typical
 # 64-token document fit, four 512-token texts do; one row always goes, whatever its length.
 BATCH_TOKENS = 2048
+# On a public app, half: a turn of long texts is what a stranger's cheap request may find running
+# (default model, Intel Xeon, 2 cores: four 512-token texts 8.9-10.6 s a batch, two 5.6-6.1 s).
+PUBLIC_BATCH_TOKENS = 1024
 # A batch led by a short row takes rows up to twice its length (at least this many tokens): one
 # visitor's 512-token texts do not make another's 20-token Compare pay their padding.
 SHORT_TOKENS = 128

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from grace.serving.engine import Engine
+from grace.serving.engine import PUBLIC_BATCH_TOKENS, Engine
 from grace.serving.tickets import CancelFlags
 from grace.training.jobs import JobManager
 from grace.files.paths import data_dir
@@ -117,12 +117,14 @@ def adapter_name(settings: EncodeSettings) -> str | None:
 
 MAX_BACKBONES = 2  # loaded causal LMs kept at once (MiniLM, small, is not counted)
 PUBLIC_MODELS = ("default", "minilm")
-ENGINE = Engine(max_backbones=MAX_BACKBONES)  # all of the app's model work runs here (grace.serving)
-
-
 def is_public() -> bool:
     """On a Hugging Face Space, or with GRACE_PUBLIC=1: visitors are strangers."""
     return bool(os.environ.get("SPACE_ID")) or os.environ.get("GRACE_PUBLIC", "") == "1"
+
+
+# All of the app's model work runs here (grace.serving); GRACE_ENGINE_TOKENS replaces the budget
+ENGINE = Engine(max_backbones=MAX_BACKBONES, batch_tokens=PUBLIC_BATCH_TOKENS
+                if is_public() and not os.environ.get("GRACE_ENGINE_TOKENS") else None)
 
 
 def check_model_choice(model: str) -> str:
