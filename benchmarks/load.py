@@ -16,8 +16,9 @@ a table per kind of visitor and the goals: Explore p95 ÷ lone Compare ≤ 3x, a
 with 0 errors. ``--timeout`` bounds the whole run.
 
 ``--hostile``: the same (lone Compare, calm crowd), then the crowd again with one flooding visitor
-from an address of its own (every client sends the address a Space's proxy would report): 6 threads sending the largest requests the page allows (Compare of 50 documents
-of 20,000 chars at 128 tokens; a Map of 2,000 rows in a 20 MB upload) and ones it refuses
+from an address of its own (every client sends the address a Space's proxy would report): 6
+threads sending the largest requests the page allows (Compare of 50 documents of 20,000 chars at
+128 tokens, greedy and sampled; a Map of 2,000 rows in a 20 MB upload) and ones it refuses
 (max_new_tokens 512, temperature 1e300, no_repeat_ngram 10**9, bfloat16), each from a new client
 and identity. Goals: the calm Explore p95 within 1.5x of the calm run's, 0 errors for the calm
 visitors, the flooder refused with sentences (counted by sentence). Exits non-zero only when a
@@ -431,6 +432,8 @@ FLOOD = [
     ("Compare, 50 documents of 20,000 chars, 128 tokens", "/run_compare", True, {"Max rationale tokens": 128}),
     ("Map, 2,000 rows in a 20 MB upload, direct vs with rationale, 128 tokens", "/make_map", True,
      {"Max rationale tokens": 128}),
+    ("Compare, sampled, 50 documents of 20,000 chars, 128 tokens", "/run_compare", True,
+     {"Max rationale tokens": 128, "Sample (else greedy)": True}),
     ("Compare, max_new_tokens 512", "/run_compare", False, {"Max rationale tokens": 512}),
     ("Compare, sampled at temperature 1e300", "/run_compare", False,
      {"Sample (else greedy)": True, "Temperature": 1e300}),

@@ -312,3 +312,20 @@ def test_a_visitor_with_cheap_turns_is_not_made_to_wait_a_dear_turn_per_stage():
     assert len(served) == 3 and served[-1] - served[0] == 2, rec.batches
     threads[0].join(30)
     assert out[0].shape == (12, 2)
+
+
+def test_sampled_rationales_run_one_batch_per_turn_and_draw_what_one_encode_draws(tiny_encoder):
+    """A sampled request is its encoder's own batches (length-sorted, seed + n), each a turn of its
+    own: the same rationales and vectors as one encode, and no turn holds the whole request."""
+    texts = A + B
+    s = S.with_(sample=True, seed=7, batch_size=3, max_new_tokens=8)
+    alone = tiny_encoder.encode(texts, s, return_details=True)
+    engine = Engine()
+    got = engine.encoder(tiny_encoder, Ticket("alice")).encode(texts, s, return_details=True)
+    assert [t.kind for t in engine.turns] == ["call"] * 3  # 7 texts in batches of 3
+    for g, r in zip(got, alone):
+        assert g.text == r.text and g.rationale_ids == r.rationale_ids
+        assert np.abs(g.embedding - r.embedding).max() < 1e-5
+    small = Engine(batch_tokens=1)  # a budget no two rows fit: one row a turn
+    small.encoder(tiny_encoder, Ticket("bob")).encode(texts, s)
+    assert [t.rows for t in small.turns] == [1] * len(texts)

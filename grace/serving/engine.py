@@ -23,9 +23,10 @@ model), the loaded encoders, cancellation and the clock:
   (``SHORT_TOKENS``); a row that does not fit waits for a later batch.
 - **Forward passes batch too**: rows with given rationales (what-if, the rationale shift) and
   direct-forward rows of different requests share a forward pass.
-- **Work that does not batch** (sampled rationales, whose seeds number the batches of their own
-  request; a rationale cache; MiniLM) runs as one turn per call, split into batch-sized calls
-  where splitting changes nothing.
+- **Work that does not batch across requests** runs as turns of its own: sampled rationales (whose
+  seeds number their request's own batches) one batch per turn (``stand_in.EngineEncoder._sampled``),
+  a rationale cache and MiniLM one call per turn, split into batch-sized calls where that changes
+  nothing.
 - **A clock on everything.** A request past its wall-clock limit, cancelled, or abandoned by its
   page is dropped between decode steps with a sentence (``tickets.Ticket.stopped``).
 """

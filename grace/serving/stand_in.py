@@ -29,15 +29,20 @@ def _batchable(encoder, s: EncodeSettings | None, rationales, cache) -> bool:
     return not s.sample and getattr(encoder, "fast", False)
 
 
+def _quiet_prompts(encoder, texts: list[str], s: EncodeSettings) -> list:
+    """``encoder.build_prompts`` without its warning of a truncated text (encode itself gives it)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return encoder.build_prompts(texts, s.prompt)
+
+
 def _lengths(encoder, texts: list[str], s: EncodeSettings, given: list[str] | None) -> list[int]:
     """Each row's prompt tokens past the template's shared prefix (text + cue, plus the given
     rationale): what the batch is padded to (``Engine.batch_tokens``)."""
-    import warnings
-
     try:
-        with warnings.catch_warnings():  # encode itself warns of a truncated text, once
-            warnings.simplefilter("ignore")
-            prompts = encoder.build_prompts(texts, s.prompt)
+        prompts = _quiet_prompts(encoder, texts, s)
         extra = [0] * len(texts) if given is None else [len(encoder.tokenizer(r, add_special_tokens=False)["input_ids"])
                                                        for r in given]
         return [len(p.ids) - p.text_start + e for p, e in zip(prompts, extra)]
@@ -98,6 +103,9 @@ class EngineEncoder:
             return engine.wait(engine.submit(_Call(ticket=self.ticket, fn=fn)))
 
         sampled = s is not None and s.rationale and s.sample
+        if sampled and getattr(enc, "fast", False) and rationales is None and cache is None and texts \
+                and not overrides.get("show_progress_bar"):
+            return self._sampled(texts, s, single, return_details, on_token, overrides)
         size = engine.batch_rows if not sampled else max(len(texts), 1)  # sampled: seeds number its own batches
         if len(texts) <= size:
             out = call(texts, rationales, on_token)
@@ -111,3 +119,34 @@ class EngineEncoder:
         if single:
             return out[0] if (return_details or (isinstance(out, np.ndarray) and out.ndim == 2)) else out
         return out
+
+    def _sampled(self, texts: list[str], s: EncodeSettings, single: bool, return_details: bool, on_token,
+                 overrides: dict):
+        """Sampled rationales, one turn per batch: the encoder's own batches (length-sorted, the
+        n-th drawn with seed + n), each asked for alone with its seed, so no turn holds the model
+        for a whole request. Where a batch's padded prompt would pass the engine's token budget,
+        the batches are smaller (the draws of such long texts then differ from one ``encode``)."""
+        enc, engine = self._encoder, self._engine
+        prompts = _quiet_prompts(enc, texts, s)
+        order = sorted(range(len(texts)), key=lambda i: len(prompts[i].ids))  # as GraceEncoder._encode_fast
+        longest = max(len(p.ids) - p.text_start for p in prompts)
+        size = max(1, min(s.batch_size, engine.batch_tokens // max(longest, 1)))
+        load = {k: v for k, v in overrides.items() if k in EncodeSettings.LOAD}
+        out: list = [None] * len(texts)
+        for n, start in enumerate(range(0, len(order), size)):
+            idx = order[start:start + size]
+            part = s.with_(seed=None if s.seed is None else s.seed + n)
+
+            def fn(stop, idx=idx, part=part):
+                def cb(row, ids):
+                    stop()
+                    if on_token is not None:
+                        on_token(idx[row], ids)
+                return enc.encode([texts[i] for i in idx], part, return_details=True, on_token=cb, **load)
+
+            for i, r in zip(idx, engine.wait(engine.submit(_Call(ticket=self.ticket, fn=fn)))):
+                out[i] = r
+        if return_details:
+            return out[0] if single else out
+        embs = np.stack([r.embedding for r in out]).astype(np.float32)
+        return embs[0] if single else embs
