@@ -643,8 +643,9 @@ def test_a_crowd_of_visitors_is_decoded_in_shared_batches(space, tiny_model_dir)
 
 def test_fresh_identities_from_one_address_are_capped_and_share_one_turn(space, tiny_model_dir):
     """A flooder behind one address opens a new identity per request: past REQUESTS_PER_ADDRESS
-    waiting requests it is refused with a sentence, while a visitor at another address is served."""
-    from grace.ui.common import _panel_fields
+    waiting requests it is refused with a sentence, while a visitor at another address is served
+    (charged less model time, before the flood's long rows)."""
+    from grace.ui.common import MAX_CHARS, MAX_DOCS, _panel_fields
     from grace.ui.requests import REQUESTS_PER_ADDRESS
 
     url, data, _ = space
@@ -652,19 +653,24 @@ def test_fresh_identities_from_one_address_are_capped_and_share_one_turn(space, 
     before = len(log.read_text().splitlines()) if log.exists() else 0
     s = settings(str(tiny_model_dir))
     s[_panel_fields().index("max_new_tokens")] = 128
-    docs = "\n".join(f"flood document {j} about the rivers of Peru" for j in range(50))
+    long = ("The rivers and mountains of Peru, described at the greatest length the page allows. " * 300)[:MAX_CHARS]
+    docs = "\n".join(f"{j} {long}" for j in range(MAX_DOCS))  # the page's largest: minutes of model work
     flood = [visitor(url, "203.0.113.7").submit(f"flood query {i}", docs, "raw cosine", *s, api_name="/run_compare")
              for i in range(REQUESTS_PER_ADDRESS)]
-    deadline = time.time() + 120
-    while time.time() < deadline:  # every flood request has reached the model
-        ids = {line.split()[3] for line in log.read_text().splitlines()[before:] if line.startswith("explore ")}
-        if len(ids) >= REQUESTS_PER_ADDRESS:
-            break
-        time.sleep(0.1)
-    extra = visitor(url, "203.0.113.7").predict("one more", docs, "raw cosine", *s, api_name="/run_compare")
-    calm = visitor(url, "198.51.100.1").predict("a calm query", "a calm document", "raw cosine", *s,
-                                                api_name="/run_compare")
-    assert "already has" in _msg(extra) and "requests waiting" in _msg(extra), _msg(extra)
-    assert calm[0].startswith("Ranked by GRACE cosine"), calm[0]
-    outs = [j.result(timeout=300) for j in flood]
-    assert all(o[0].startswith("Ranked by GRACE cosine") for o in outs)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # every flood request has reached the model
+            lines = log.read_text().splitlines()[before:] if log.exists() else []
+            ids = {line.split()[3] for line in lines if line.startswith("explore ")}
+            if len(ids) >= REQUESTS_PER_ADDRESS:
+                break
+            time.sleep(0.1)
+        extra = visitor(url, "203.0.113.7").predict("one more", docs, "raw cosine", *s, api_name="/run_compare")
+        calm = visitor(url, "198.51.100.1").predict("a calm query", "a calm document", "raw cosine", *s,
+                                                    api_name="/run_compare")
+        assert "already has" in _msg(extra) and "requests waiting" in _msg(extra), _msg(extra)
+        assert calm[0].startswith("Ranked by GRACE cosine"), calm[0]
+        assert not any(j.done() for j in flood)  # served while the flood still waited
+    finally:
+        for j in flood:
+            j.cancel()
