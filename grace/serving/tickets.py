@@ -149,7 +149,7 @@ class CancelFlags:
             return
         with self._lock:
             flags = [f for f in self._sessions.pop(session, []) if not f.is_set()] + [flag]
-            self._sessions[session] = flags
+            self._sessions[session] = flags[-64:]  # a session's recent requests (older ones ended)
             while len(self._sessions) > self.capacity:
                 for f in self._sessions.popitem(last=False)[1]:
                     f.set()
