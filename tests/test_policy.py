@@ -68,6 +68,67 @@ def test_shared_prefix_gives_the_same_embeddings_and_gradients(tiny_model_dir, t
         assert torch.allclose(g0[n], g1[n], atol=1e-4), n
 
 
+def _row_by_row_logprobs(model, prompts, responses, temperature):
+    """The reference: each row [prompt + response] through the whole model alone, log_softmax."""
+    out = []
+    for p, r in zip(prompts, responses):
+        logits = model(input_ids=torch.tensor([list(p.ids) + list(r)])).logits[0].float()
+        ref = torch.log_softmax(logits / temperature, dim=-1)[len(p.ids) - 1:len(p.ids) - 1 + len(r)]
+        out.append(ref.gather(1, torch.tensor(list(r)).unsqueeze(1)).squeeze(1))
+    return out
+
+
+def test_a_groups_shared_prompt_gives_the_row_by_row_log_probabilities_and_gradients(tiny_model_dir, tiny_encoder):
+    """K rollouts of one example share its prompt in the update (run once, the gradient flowing
+    through it): values and LoRA gradients equal each row run alone through the whole model."""
+    prompts = [p for p in tiny_encoder.build_prompts(TEXTS) for _ in range(3)]  # K = 3 per example
+    responses = [[40, 41, 1], [42], [43, 44, 45, 46, 1], [47, 1], [48, 49], [1],
+                 [50, 51, 52, 53, 54, 55, 1], [56], [57, 58, 1]]
+    adv = torch.linspace(-1, 1, len(responses))
+    results = []
+    for shared in (True, False):
+        model = _lora_model(tiny_model_dir)
+        lps = (rollout_logprobs(model, prompts, responses, pad_id=0, temperature=0.7) if shared
+               else _row_by_row_logprobs(model, prompts, responses, 0.7))
+        (sum(a * lp.sum() for a, lp in zip(adv, lps))).backward()
+        results.append(([lp.detach() for lp in lps],
+                        {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (got, g_got), (want, g_want) = results
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-4), (a, b)
+    assert g_got.keys() == g_want.keys() and len(g_got) > 0
+    for n in g_got:
+        assert torch.allclose(g_got[n], g_want[n], atol=1e-4, rtol=1e-3), n
+
+
+@pytest.mark.parametrize("cap", [None, 5.0])
+def test_chunked_output_layer_log_probabilities_and_gradients_equal_autograds(tiny_model_dir, monkeypatch, cap):
+    """``token_logprobs`` (the output layer a chunk of rows at a time, the gradient formed in the
+    forward pass) against autograd through log_softmax(lm_logits), with and without Gemma's
+    soft-cap, over more rows than one chunk."""
+    from grace.model import output_layer
+    from grace.model.embedding import lm_logits
+
+    model = _lora_model(tiny_model_dir)
+    monkeypatch.setattr(model.get_base_model().config, "final_logit_softcapping", cap, raising=False)
+    monkeypatch.setattr(output_layer, "CHUNK_ROWS", 7)
+    d = model.get_base_model().config.hidden_size
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(20, d, generator=g) * 3
+    targets = torch.randint(0, model.get_base_model().config.vocab_size, (20,), generator=g)
+    weights = torch.randn(20, generator=g)
+    a = states.clone().requires_grad_(True)
+    got = output_layer.token_logprobs(model, a, targets, temperature=0.7)
+    (got * weights).sum().backward()
+    b = states.clone().requires_grad_(True)
+    want = torch.log_softmax(lm_logits(model, b) / 0.7, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+    (want * weights).sum().backward()
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(a.grad, b.grad, atol=1e-5)
+    with torch.no_grad():  # and the no-gradient path gives the same values
+        assert torch.allclose(output_layer.token_logprobs(model, states, targets, 0.7), want, atol=1e-5)
+
+
 def test_an_update_raises_positive_and_lowers_negative_advantage_rollouts(tiny_model_dir, tmp_path):
     """One optimizer step: a positive-advantage response (its EOS included) becomes more likely,
     a negative one less; flipping the advantages flips both."""
@@ -203,10 +264,10 @@ def test_grace_step_feeds_the_update_the_right_prompts_responses_and_advantages(
         calls.append((list(anchors), list(rollouts), out, trainer._rollouts(anchors, sample=False, seed=0)))
         return out
 
-    def update(prompts, responses, advantages, batches=None, old_logprobs=None):
+    def update(prompts, responses, advantages, batches=None, old_logprobs=None, finished=None):
         updates.append((list(prompts), [list(r) for r in responses], advantages.detach().clone(), batches,
                         old_logprobs))
-        return real_update(prompts, responses, advantages, batches, old_logprobs)
+        return real_update(prompts, responses, advantages, batches, old_logprobs, finished)
 
     trainer._generate, trainer._policy_update = generate, update
     batch, positions = trainer._batch(1)
@@ -289,6 +350,36 @@ def test_mini_batches_train_each_rollout_once_per_epoch(tiny_model_dir, tmp_path
     res = train(_cfg(tiny_model_dir, tmp_path / "b", batch_size=4, mini_batch_size=2, updates_per_batch=2, steps=1,
                      truncation="none", lr=2e-3))
     assert json.loads((res.output / "metrics.jsonl").read_text().splitlines()[0])["optimizer_steps"] == 4
+
+
+def test_a_cut_rollout_weighs_as_one_average_rollout_under_sequence_mean(tiny_model_dir, tmp_path):
+    """``cut_loss="sequence-mean"``: a cut 5-token rollout in a mini-batch of 4 rollouts (12 tokens,
+    mean 3) has its tokens' losses scaled by 3 / 5, so its gradient equals token-mean's with
+    its advantage scaled the same way (the clipped loss is linear in A at the first step's ratio 1)."""
+    prompts_of = lambda t: [t._build(TEXTS[0])] * 2 + [t._build(TEXTS[1])] * 2  # noqa: E731
+    responses = [[40, 41, 1], [50, 51], [60, 1], [70, 71, 72, 73, 74]]
+    finished = [True, True, True, False]
+    adv = torch.tensor([0.5, -0.5, 0.8, -0.2])
+    grads = []
+    for cut_loss, a in (("sequence-mean", adv), ("token-mean", adv * torch.tensor([1, 1, 1, 3 / 5]))):
+        trainer = Trainer(_cfg(tiny_model_dir, tmp_path / cut_loss, lr=2e-3, rollouts=2))
+        trainer._setup()
+        seen = {}
+        real_step = trainer._optimizer_step
+
+        def step(backward, real_step=real_step, seen=seen):
+            backward()
+            seen.update({n: p.grad.clone() for n, p in trainer.policy.named_parameters() if p.grad is not None})
+            return real_step(lambda: None)
+
+        trainer._optimizer_step = step
+        trainer.cfg.cut_rollout_loss = cut_loss
+        trainer._policy_update(prompts_of(trainer), responses, a, [[0, 1, 2, 3]], None, finished)
+        grads.append(seen)
+    g1, g2 = grads
+    assert g1.keys() == g2.keys() and len(g1) > 0
+    for n in g1:
+        assert torch.allclose(g1[n], g2[n], atol=1e-6, rtol=1e-4), (n, (g1[n] - g2[n]).abs().max(), g2[n].abs().max())
 
 
 def test_each_mini_batch_is_its_own_token_mean(tiny_model_dir, tmp_path):

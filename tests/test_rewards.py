@@ -118,3 +118,21 @@ def test_a_group_with_nothing_finished_under_finished_mean_and_mask():
     assert grace_rewards(a, h, fin, truncation="mask", **kw).advantage.tolist() == [[0.0, 0.0]]
     with pytest.raises(ValueError, match="Unknown truncation rule 'cut'"):
         grace_rewards(a, h, fin, truncation="cut", **kw)
+
+
+def test_group_std_scales_each_groups_advantages_and_keeps_a_cut_rollouts_fixed_value():
+    """GRPO's scale, by hand on the table's group (totals 2, 4, 9, 6; rollout 2 cut): under
+    finished-mean the finished rewards 2, 4, 6 have mean 4 and sample std 2, so -1, 0, 1, and the
+    cut rollout keeps -0.2; under none all four (std of 2, 4, 9, 6) are divided."""
+    a = torch.tensor([[1.0, 0.0]])
+    h = torch.tensor([[[2.0, 0.0], [4.0, 0.0], [9.0, 0.0], [6.0, 0.0]]])
+    fin = torch.tensor([[True, True, False, True]])
+    kw = dict(lambda_consistency=0.0, lambda_hard=0.0, temperature=1.0, advantage_scale="group-std")
+    r = grace_rewards(a, h, fin, truncation="finished-mean", truncated_advantage=-0.2, **kw)
+    assert torch.allclose(r.advantage, torch.tensor([[-1.0, 0.0, -0.2, 1.0]]), atol=1e-5)
+    assert torch.allclose(r.length_penalty, torch.tensor([[0.0, 0.0, -0.2, 0.0]]))  # what the cut one was trained on
+    r = grace_rewards(a, h, fin, truncation="none", **kw)
+    x = torch.tensor([2.0, 4.0, 9.0, 6.0])
+    assert torch.allclose(r.advantage[0], (x - x.mean()) / x.std(), atol=1e-5)
+    with pytest.raises(ValueError, match="advantage scale"):
+        grace_rewards(a, h, fin, lambda_consistency=0.0, lambda_hard=0.0, temperature=1.0, advantage_scale="z")

@@ -170,6 +170,55 @@ def forward_states(model: torch.nn.Module, prompts: Sequence[PromptIds], continu
                           ids=ids)
 
 
+def response_states(model: torch.nn.Module, prompts: Sequence[PromptIds], responses: Sequence[Sequence[int]],
+                    *, pad_id: int) -> torch.Tensor | None:
+    """The last-layer state that predicts each response token ([sum of lengths, d], row after row:
+    the prompt's last position predicts a response's first token, its token j the next), with each
+    distinct prompt run once however many responses share it (a GRACE group's K rollouts share
+    their positive's), the instruction prefix every prompt shares once too; gradients flow through
+    the shared parts. Rows are [prefix | padding | prompt rest | response, right-padded]: the
+    padding is masked and position ids skip it (tested equal to one row at a time). None when the
+    layout would not fit the model's sliding window (then ``forward_states`` is the way)."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    body = decoder_body(model)
+    first: dict[tuple[int, ...], int] = {}
+    which = [first.setdefault(tuple(p.ids), len(first)) for p in prompts]
+    unique = [prompts[which.index(u)] for u in range(len(first))]
+    n_pre = common_prefix(unique)
+    suffixes = [p.ids[n_pre:] for p in unique]
+    ids, smask = left_pad(suffixes, pad_id, device)
+    width = max([len(r) - 1 for r in responses] + [0])
+    if not fits_window(model, n_pre + ids.shape[1] + width + 1):
+        return None
+    cache = shared_prefix_cache(model, unique, n_pre) if n_pre else DynamicCache(config=base_model(model).config)
+    attn = torch.cat([torch.ones((len(unique), n_pre), dtype=torch.long, device=device), smask], dim=1)
+    pos = n_pre + smask.cumsum(-1) - 1
+    key = cache_keyword(body)
+    prompt_last = body(input_ids=ids, attention_mask=attn, position_ids=pos.clamp(min=0), use_cache=True,
+                       **{key: cache}).last_hidden_state[:, -1]
+    rows = torch.tensor(which, device=device)
+    parts = []
+    if width:
+        cache.batch_select_indices(rows)
+        rest = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+        rmask = torch.zeros_like(rest)
+        for i, r in enumerate(responses):
+            if len(r) > 1:
+                rest[i, :len(r) - 1] = torch.tensor(list(r[:-1]), device=device)
+                rmask[i, :len(r) - 1] = 1
+        rpos = pos[rows, -1:] + 1 + torch.arange(width, device=device)
+        after = body(input_ids=rest, attention_mask=torch.cat([attn[rows], rmask], dim=1), position_ids=rpos,
+                     use_cache=True, **{key: cache}).last_hidden_state
+    for i, r in enumerate(responses):
+        if len(r):
+            parts.append(prompt_last[which[i]].unsqueeze(0))
+        if len(r) > 1:
+            parts.append(after[i, :len(r) - 1])
+    return torch.cat(parts) if parts else prompt_last[:0]
+
+
 def embed_ids(
     model: torch.nn.Module,
     prompts: Sequence[PromptIds],

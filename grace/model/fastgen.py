@@ -32,6 +32,7 @@ from .embedding import (EmbedBatch, cache_keyword, common_prefix, decoder_body, 
 from .generation import RationaleNoRepeatNgram, RationaleRepetitionPenalty, _eos_ids, cut_rationale, left_pad
 from .pooling import PAD, RATIONALE, TEXT
 from .prompts import PromptIds
+from .sampling import sample, sample_rows
 from .settings import EncodeSettings
 
 
@@ -65,34 +66,6 @@ def supports(model, prompts: Sequence[PromptIds], settings: EncodeSettings) -> b
     """The fast path needs a KV cache with batch selection and rows inside any sliding window."""
     longest = max(len(p.ids) for p in prompts) + settings.max_new_tokens + 1
     return common_prefix(prompts) > 0 and fits_window(model, longest)
-
-
-def _probs(logits: torch.Tensor, settings: EncodeSettings) -> torch.Tensor:
-    """softmax(logits / T) restricted to the top-p nucleus (not renormalised: sampling does not need it)."""
-    probs = torch.softmax(logits / settings.temperature, dim=-1)
-    if settings.top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        keep = sorted_p.cumsum(dim=-1) - sorted_p < settings.top_p
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
-    return probs
-
-
-def _sample(logits: torch.Tensor, settings: EncodeSettings, gen: torch.Generator | None) -> torch.Tensor:
-    if not settings.sample:
-        return logits.argmax(dim=-1)
-    return torch.multinomial(_probs(logits, settings), 1, generator=gen).squeeze(-1)
-
-
-def _sample_rows(logits: torch.Tensor, settings: EncodeSettings, gens: Sequence[torch.Generator]) -> torch.Tensor:
-    """One token per row, row j drawn with its own generator ``gens[j]`` (inverse CDF of one
-    uniform number): the same distribution as ``_sample``, and row j's draw depends on nothing
-    but its own logits and generator."""
-    probs = _probs(logits, settings).double()  # float64: u * total stays below the last bin's edge
-    cdf = probs.cumsum(dim=-1)
-    u = torch.tensor([float(torch.rand((), generator=g)) for g in gens], dtype=cdf.dtype, device=cdf.device)
-    tok = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
-    last = probs.shape[1] - 1 - (probs.flip(-1) > 0).int().argmax(dim=-1)  # the last token with mass
-    return torch.minimum(tok, last)
 
 
 def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings: EncodeSettings, *,
@@ -152,23 +125,32 @@ class _Start:
 
 
 def _prefill(model, tokenizer, prompts: Sequence[PromptIds], run: Forward) -> _Start:
-    """1) the shared prefix, once (its KV cache repeated for the batch); 2) each row's text + cue,
-    right-aligned after it, with position ids that skip the padding in the middle."""
+    """1) the shared prefix, once (its KV cache repeated for the batch); 2) each distinct row's text +
+    cue, right-aligned after it, with position ids that skip the padding in the middle; rows with
+    the same prompt (a GRACE group's K rollouts) then copy that row's cache, logits and states."""
     device = next(model.parameters()).device
-    b = len(prompts)
-    n_pre = common_prefix(prompts)
-    cache = shared_prefix_cache(model, prompts, n_pre)
-    suffixes = [p.ids[n_pre:] for p in prompts]
+    first: dict[tuple[int, ...], int] = {}
+    which = [first.setdefault(tuple(p.ids), len(first)) for p in prompts]
+    unique = [prompts[which.index(u)] for u in range(len(first))]
+    b = len(unique)
+    n_pre = common_prefix(unique)
+    cache = shared_prefix_cache(model, unique, n_pre)
+    suffixes = [p.ids[n_pre:] for p in unique]
     ids, smask = left_pad(suffixes, tokenizer.pad_token_id, device)
     width = ids.shape[1]
     attn = torch.cat([torch.ones((b, n_pre), dtype=torch.long, device=device), smask], dim=1)
     pos = n_pre + smask.cumsum(-1) - 1
     states, logits = run(ids, attn, pos.clamp(min=0), cache)
     text_states = []
-    for i, p in enumerate(prompts):
+    for i, p in enumerate(unique):
         off = width - len(suffixes[i])
         text_states.append(states[i, off + p.text_start - n_pre: off + p.text_end - n_pre])
-    return _Start(cache=cache, attn=attn, next_pos=pos[:, -1] + 1, logits=logits, text_states=text_states)
+    if b < len(prompts):
+        rows = torch.tensor(which, device=device)
+        cache.batch_select_indices(rows)
+        attn, pos, logits = attn[rows], pos[rows], logits[rows]
+    return _Start(cache=cache, attn=attn, next_pos=pos[:, -1] + 1, logits=logits,
+                  text_states=[text_states[u] for u in which])
 
 
 class _Rows:
@@ -260,7 +242,7 @@ class _Chooser:
             logits = _process(self.processors, rows, alive, logits)
         if rows.fixed_length and rows.stop_ids:
             logits[:, sorted(rows.stop_ids)] = float("-inf")
-        return _sample(logits, self.settings, self.gen)
+        return sample(logits, self.settings, self.gen)
 
 
 class _PlannedChooser:
@@ -282,17 +264,20 @@ class _PlannedChooser:
             sel = torch.tensor(js, device=logits.device)
             sub = logits[sel]
             procs = self.greedy_proc if greedy else self.sample_proc
-            raw = sub if greedy or not self.plan.logprobs else sub.clone()
-            if procs and step > 0:
+            processed = bool(procs) and step > 0
+            raw = sub.clone() if processed and not greedy and self.plan.logprobs else sub
+            if processed:
                 sub = _process(procs, rows, [alive[j] for j in js], sub)
             if greedy:
                 tok[sel] = sub.argmax(dim=-1)
                 continue
-            t = _sample_rows(sub, self.settings, [self.gens[alive[j]] for j in js])
+            t, lp = sample_rows(sub, self.settings, [self.gens[alive[j]] for j in js])
             tok[sel] = t
             if self.plan.logprobs:  # eq. 19's pi_old: the policy's own distribution at temperature T
-                lp = torch.log_softmax(raw.float() / self.settings.temperature, dim=-1).gather(1, t.unsqueeze(1))
-                for j, v in zip(js, lp.squeeze(1).tolist()):
+                if processed:  # the draw's softmax was of processed logits: not the policy's
+                    lp = torch.log_softmax(raw.float() / self.settings.temperature, dim=-1).gather(
+                        1, t.unsqueeze(1)).squeeze(1)
+                for j, v in zip(js, lp.tolist()):
                     self.logprobs[alive[j]].append(v)
         return tok
 

@@ -17,7 +17,8 @@ from typing import Optional
 from ..files.run_folder import METRICS, SAMPLES
 from ..model.pooling import POOLINGS
 from ..model.settings import DTYPES, EncodeSettings
-from .rewards import TRUNCATION_RULES
+from .policy import CUT_ROLLOUT_LOSSES
+from .rewards import ADVANTAGE_SCALES, TRUNCATION_RULES
 
 E = EncodeSettings  # the encoder's defaults, which a run's embeddings share
 
@@ -74,6 +75,12 @@ class GraceConfig:
                          choices=TRUNCATION_RULES)
     truncated_advantage: float = _f(-0.2, "the advantage of a rollout that hit the length limit under "
                                     "--truncation finished-mean")
+    advantage_scale: str = _f("none", "none (eq. 18 and the reference: reward minus the group mean) or group-std "
+                              "(GRPO: also divided by the group's reward standard deviation)",
+                              choices=ADVANTAGE_SCALES)
+    cut_rollout_loss: str = _f("token-mean", "how a rollout cut at the length limit weighs in the loss: token-mean "
+                               "(each of its tokens like any other: the reference) or sequence-mean (as much as "
+                               "the mini-batch's average rollout)", choices=CUT_ROLLOUT_LOSSES)
     max_new_tokens: int = _f(E.max_new_tokens, "rationale length limit (the same default as encoding)")
     sampling_temperature: float = _f(0.7, "temperature of the sampled rollouts (0.7 by the validation sweep: "
                                           "72.5 vs 67.4 at 1.0; closer to the greedy decoding used at inference)")

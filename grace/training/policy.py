@@ -13,9 +13,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..model.embedding import forward_states, lm_logits
+from ..model.embedding import forward_states, response_states
+from ..model.output_layer import token_logprobs
 from ..model.prompts import PromptIds
 
+CUT_ROLLOUT_LOSSES = ("token-mean", "sequence-mean")  # how a rollout cut at the length limit weighs (policy_update)
 OptimizerStep = Callable[[Callable[[], None]], float]  # runs the backward passes, steps; the gradient norm
 
 
@@ -25,23 +27,23 @@ def rollout_logprobs(model, prompts: Sequence[PromptIds], responses: Sequence[Se
 
     A response is the rationale plus the token(s) that ended it (EOS or the stop string), so the
     decision to stop is scored too. Logits are computed only at the positions that predict
-    response tokens: the 262k-way output layer never runs over the prompt.
+    response tokens, a chunk of rows at a time (``token_logprobs``): the 262k-way output layer
+    never runs over the prompt. ``share_prefix``: each distinct prompt runs once for all the
+    responses that share it (``response_states``); off, every row runs its whole prompt.
     """
     device = next(model.parameters()).device
-    fs = forward_states(model, prompts, responses, pad_id=pad_id, share_prefix=share_prefix)
-    width = fs.ids.shape[1]
-    rows, cols, targets, lengths = [], [], [], []
-    for i, r in enumerate(responses):
-        n = len(r)
-        rows += [i] * n
-        cols += list(range(width - n - 1, width - 1))  # position t-1 predicts token t
-        targets += list(r)
-        lengths.append(n)
-    if not targets:
-        return [fs.last.sum() * 0.0 for _ in responses]
-    logp = torch.log_softmax(lm_logits(model, fs.last[rows, cols]) / temperature, dim=-1)
-    tok = logp.gather(1, torch.tensor(targets, device=device).unsqueeze(1)).squeeze(1)
-    return list(torch.split(tok, lengths))
+    lengths = [len(r) for r in responses]
+    targets = torch.tensor([t for r in responses for t in r], dtype=torch.long, device=device)
+    states = response_states(model, prompts, responses, pad_id=pad_id) if share_prefix else None
+    if states is None:
+        fs = forward_states(model, prompts, responses, pad_id=pad_id)
+        width = fs.ids.shape[1]
+        rows = [i for i, n in enumerate(lengths) for _ in range(n)]
+        cols = [c for n in lengths for c in range(width - n - 1, width - 1)]  # position t-1 predicts token t
+        states = fs.last[rows, cols]
+    if not len(targets):
+        return [states.sum() * 0.0 for _ in responses]
+    return list(torch.split(token_logprobs(model, states, targets, temperature), lengths))
 
 
 LOG_RATIO_BOUND = 20.0  # verl clamps log(pi / pi_old) to [-20, 20] before exp (compute_policy_loss)
@@ -95,7 +97,8 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
                   batches: Sequence[Sequence[int]], epochs: int, clip_eps: float, temperature: float,
                   kl_beta: float = 0.0, dual_clip: float | None = None,
                   old_logprobs: Sequence[torch.Tensor] | None = None,
-                  reduce: Callable[[torch.Tensor], torch.Tensor] = _sum) -> dict:
+                  reduce: Callable[[torch.Tensor], torch.Tensor] = _sum,
+                  finished: Sequence[bool] | None = None, cut_loss: str = "token-mean") -> dict:
     """eq. 19 with a PPO-clipped ratio (and ``dual_clip``: ``clipped_policy_loss``): ``epochs``
     passes over one step's rollouts, one optimizer step per mini-batch (``batches``: the rollout
     indices of each, ``mini_batches``), so with one epoch each rollout is trained once, as in verl.
@@ -109,7 +112,12 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
     with none left takes no optimizer step. Returns the mean loss and gradient norm of the
     optimizer steps, the clip and dual-clip fractions over every trained token, the KL (with
     ``kl_beta``), how many rollouts were skipped, and (``rollout_clip_fraction``, a list, this
-    process's rollouts) the clipped share of each rollout's tokens."""
+    process's rollouts) the clipped share of each rollout's tokens. ``cut_loss`` "sequence-mean": a
+    rollout that did not finish (``finished``) weighs as much as the mini-batch's average rollout
+    (its tokens' losses times mean length / its length) instead of one unit per token."""
+    if cut_loss not in CUT_ROLLOUT_LOSSES:
+        raise ValueError(f"Unknown cut-rollout loss {cut_loss!r}: use one of {', '.join(CUT_ROLLOUT_LOSSES)}.")
+    reweigh = cut_loss == "sequence-mean" and finished is not None and not all(finished)
     policy.eval()  # LoRA dropout off: the rollouts were sampled without it
     device = next(policy.parameters()).device
     nonzero = (advantages != 0).tolist()  # one device sync, not one per rollout
@@ -130,9 +138,9 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
     for _ in range(epochs):
         for rows in batches:
             run = [i for i in rows if i in keep]
-            counts = reduce(torch.tensor([float(sum(len(responses[i]) for i in rows)), float(len(run))],
-                                         device=device))
-            n_tokens, n_run = float(counts[0]), float(counts[1])
+            counts = reduce(torch.tensor([float(sum(len(responses[i]) for i in rows)), float(len(run)),
+                                          float(len(rows))], device=device))
+            n_tokens, n_run, mean_len = float(counts[0]), float(counts[1]), float(counts[0] / counts[2].clamp(min=1))
             if n_run == 0:
                 continue
             box: dict = {}
@@ -147,6 +155,10 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
                 old = torch.cat([old_logprobs[i].to(lp.device, lp.dtype) for i in run])
                 adv = torch.cat([advantages[i].expand(len(x)) for i, x in zip(run, lps)]).to(lp.dtype)
                 tok_loss, was_clipped, was_capped = clipped_policy_loss(lp, old, adv, clip_eps, dual_clip)
+                if reweigh:  # a cut rollout counts as one average rollout, not as its many tokens
+                    w = [1.0 if finished[i] else mean_len / max(len(x), 1) for i, x in zip(run, lps)]
+                    tok_loss = tok_loss * torch.cat([torch.full((len(x),), v, dtype=tok_loss.dtype, device=lp.device)
+                                                     for v, x in zip(w, lps)])
                 loss = tok_loss.sum() / n_tokens  # token-mean over the mini-batch, every process's tokens
                 kl_value = 0.0
                 if kl_beta > 0:

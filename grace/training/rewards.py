@@ -121,10 +121,24 @@ def finished_advantage(rewards: torch.Tensor, finished: torch.Tensor, unfinished
     return torch.where(f, rewards - mean, torch.full_like(rewards, unfinished))
 
 
+ADVANTAGE_SCALES = ("none", "group-std")  # eq. 18 as printed (and the reference), or GRPO's A / std
+
+
+def scale_by_group_std(advantage: torch.Tensor, rewards: torch.Tensor, counted: torch.Tensor,
+                       eps: float = 1e-6) -> torch.Tensor:
+    """GRPO's normalisation: each group's advantages of the ``counted`` rollouts divided by the
+    standard deviation of their rewards (the others keep theirs: a cut rollout's fixed value)."""
+    c = counted.to(torch.bool)
+    n = c.sum(dim=1, keepdim=True)
+    mean = (rewards * c).sum(dim=1, keepdim=True) / n.clamp(min=1)
+    var = (((rewards - mean) * c) ** 2).sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)
+    return torch.where(c & (n > 1), advantage / (var.sqrt() + eps), advantage)
+
+
 def grace_rewards(anchors: torch.Tensor, rollouts: torch.Tensor, finished: torch.Tensor, *,
                   lambda_consistency: float, lambda_hard: float, temperature: float,
                   length_penalty: float = -1.0, truncation: str = "penalty",
-                  truncated_advantage: float = -0.2) -> RewardBreakdown:
+                  truncated_advantage: float = -0.2, advantage_scale: str = "none") -> RewardBreakdown:
     """One step's rewards and advantages from embeddings: anchors [B,d] (the query's rationale, or
     the passage's anchor rationale unsupervised), rollouts [B,K,d], finished [B,K] (False: the
     rollout hit the length limit). Every tensor is made on the inputs' device.
@@ -132,8 +146,12 @@ def grace_rewards(anchors: torch.Tensor, rollouts: torch.Tensor, finished: torch
     main = sim(anchor, rollout): eq. 13's positive term (supervised) or eq. 20 (unsupervised).
     Eq. 13's negative term, - mean_m sim(h_q, h_d-_m), has one value per example and cancels in
     the advantage (eq. 18), so its rationales are not generated for the reward. ``truncation``:
-    one of ``TRUNCATION_RULES`` (the reference code's is ``penalty``).
+    one of ``TRUNCATION_RULES`` (the reference code's is ``penalty``); under ``finished-mean`` and
+    ``mask`` the ``length_penalty`` component holds what a cut rollout was trained on (its fixed
+    advantage). ``advantage_scale``: one of ``ADVANTAGE_SCALES``.
     """
+    if advantage_scale not in ADVANTAGE_SCALES:
+        raise ValueError(f"Unknown advantage scale {advantage_scale!r}: use one of {', '.join(ADVANTAGE_SCALES)}.")
     if truncation not in TRUNCATION_RULES:
         raise ValueError(f"Unknown truncation rule {truncation!r}: use one of {', '.join(TRUNCATION_RULES)}.")
     b = rollouts.shape[0]
@@ -144,8 +162,14 @@ def grace_rewards(anchors: torch.Tensor, rollouts: torch.Tensor, finished: torch
                      lambda_hard=lambda_hard if b > 1 else 0.0, temperature=temperature,
                      truncated=~finished.to(torch.bool) if truncation == "penalty" else None,
                      length_penalty=length_penalty)
+    counted = torch.ones_like(finished, dtype=torch.bool)
     if truncation in ("finished-mean", "mask"):
-        r.advantage = finished_advantage(r.total, finished, truncated_advantage if truncation == "finished-mean" else 0.0)
+        fixed = truncated_advantage if truncation == "finished-mean" else 0.0
+        r.advantage = finished_advantage(r.total, finished, fixed)
+        counted = finished.to(torch.bool)
+        r.length_penalty = torch.where(counted, torch.zeros_like(r.total), torch.full_like(r.total, fixed))
     else:
         r.advantage = group_advantage(r.total)  # eq. 18
+    if advantage_scale == "group-std":
+        r.advantage = scale_by_group_std(r.advantage, r.total, counted)
     return r

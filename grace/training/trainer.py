@@ -238,7 +238,7 @@ class Trainer:
         exact = next(self.policy.parameters()).dtype == torch.float32
         stats = self._policy_update(p_roll, roll.responses, r.advantage[mine].flatten(),
                                     mini_batches(positions, k, cfg.mini_batch_size, cfg.batch_size),
-                                    roll.logprobs if exact else None)
+                                    roll.logprobs if exact else None, roll.finished)
         clip = stats.pop("rollout_clip_fraction")
         if logs_rollouts(step):
             self._log_rollouts(step, batch, positions, anchors, roll, r, clip)
@@ -288,15 +288,15 @@ class Trainer:
                                     stop_strings=self.prompts.stop_strings(), pad_id=self.pad_id)
 
     def _policy_update(self, prompts: list[PromptIds], responses: list[list[int]], advantages: torch.Tensor,
-                       batches: list[list[int]] | None = None, old_logprobs: list[torch.Tensor] | None = None
-                       ) -> dict:
+                       batches: list[list[int]] | None = None, old_logprobs: list[torch.Tensor] | None = None,
+                       finished: list[bool] | None = None) -> dict:
         """eq. 19 on one step's rollouts (``policy_update``); ``batches`` (default: one mini-batch)."""
         cfg = self.cfg
         return policy_update(self.policy, prompts, responses, advantages, pad_id=self.pad_id,
                              optimizer_step=self._optimizer_step, batches=batches or [list(range(len(responses)))],
                              epochs=cfg.updates_per_batch, clip_eps=cfg.clip_eps, temperature=cfg.sampling_temperature,
                              kl_beta=cfg.kl_beta, dual_clip=cfg.dual_clip, old_logprobs=old_logprobs,
-                             reduce=self.reduce)
+                             reduce=self.reduce, finished=finished, cut_loss=cfg.cut_rollout_loss)
 
     def _rewards(self, h_anchor: torch.Tensor, h_roll: torch.Tensor, finished: torch.Tensor
                  ) -> tuple[RewardBreakdown, slice]:
@@ -310,7 +310,7 @@ class Trainer:
         r = grace_rewards(anchors, rollouts, done.bool(), lambda_consistency=cfg.lambda_consistency,
                           lambda_hard=cfg.lambda_hard, temperature=cfg.reward_temperature,
                           length_penalty=cfg.length_penalty, truncation=cfg.truncation,
-                          truncated_advantage=cfg.truncated_advantage)
+                          truncated_advantage=cfg.truncated_advantage, advantage_scale=cfg.advantage_scale)
         return r, slice(offset, offset + h_anchor.shape[0])
 
     def _contrastive_with_negatives(self, batch, h_anchor, h_roll, step) -> dict:
