@@ -60,6 +60,18 @@ SETTINGS: dict[str, tuple[dict | None, dict]] = {
     "B=8,truncation=finished-mean": ({"truncation": "finished-mean"}, {}),
     "B=8,truncation=mask": ({"truncation": "mask"}, {}),
     "B=8,truncation=penalty,len=96": ({"truncation": "penalty"}, {"max_new_tokens": 96}),
+    # -- an objective that keeps learning (#27, item 3): each against the defaults, 2 seeds each
+    **{f"#27 {name},seed={seed}": ({**over, "seed": seed}, enc) for seed in (0, 1) for name, (over, enc) in {
+        "defaults": ({}, {}),
+        "lambda_hard=0": ({"lambda_hard": 0.0}, {}),  # the reference's effective supervised reward
+        "rollout_temp=0.5": ({"sampling_temperature": 0.5}, {}),  # closer to greedy inference
+        "cut=sequence-mean": ({"cut_rollout_loss": "sequence-mean"}, {}),
+        "epochs=2": ({"updates_per_batch": 2}, {}),
+        "advantage=group-std": ({"advantage_scale": "group-std"}, {}),
+        "lora=attention+mlp": ({"lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                 "down_proj"]}, {}),
+        "len=32": ({}, {"max_new_tokens": 32}),  # the decode tail: trained and scored at 32 tokens
+    }.items()},
 }
 
 

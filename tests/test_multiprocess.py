@@ -46,7 +46,8 @@ def test_two_processes_stay_in_sync(tiny_model_dir, tmp_path, method, batch, min
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     cfg = _cfg(tiny_model_dir, tmp_path, method=method, steps=2, sample_every=1, save_every=1,
-               truncation="none", lora_dropout=0.0, lr=1e-3, batch_size=batch, mini_batch_size=mini).to_dict()
+               truncation="none", lora_dropout=0.0, lr=1e-3, batch_size=batch, mini_batch_size=mini,
+               log_negatives_every=1 if method == "grace" else 0).to_dict()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     # accelerate's torchrun launcher (--multi_gpu); the job itself runs on the CPU (device="cpu"
     # -> Accelerator(cpu=True) -> gloo). accelerate's --cpu flag alone would need MPI for 2 processes.
@@ -67,7 +68,8 @@ def test_two_processes_stay_in_sync(tiny_model_dir, tmp_path, method, batch, min
     one = train(_cfg(tiny_model_dir, tmp_path / "one", **{k: v for k, v in cfg.items() if k != "output"}))
     single = [json.loads(r) for r in (one.output / "metrics.jsonl").read_text().splitlines()]
     double = [json.loads(r) for r in rows]
-    keys = (["reward/hard_negative", "reward/total", "advantage_std", "grad_norm", "rationale_length"]
+    keys = (["reward/hard_negative", "reward/total", "advantage_std", "grad_norm", "rationale_length",
+             "reward/contrastive"]  # the contrastive log: every process's rollouts, not the main one's
             if method == "grace" else ["loss", "in_batch_accuracy", "grad_norm"])
     if method == "grace":
         assert all(abs(r["reward/hard_negative"]) > 1e-3 for r in double)
@@ -90,3 +92,26 @@ def test_two_processes_stay_in_sync(tiny_model_dir, tmp_path, method, batch, min
         for (s2, ex2), (s1, ex1) in zip(two, alone):
             assert s2 == s1 and [e[:2] for e in ex2] == [e[:2] for e in ex1]
             assert [e[2] for e in ex2] == [pytest.approx(e[2], rel=1e-4) for e in ex1]
+
+
+@pytest.mark.slow
+def test_a_refused_output_folder_stops_every_process(tiny_model_dir, tmp_path):
+    """The main process finds the output folder holding another run: every process raises
+    RunExistsError (the others do not wait for it in a collective) and the launch ends at once."""
+    import time
+
+    from grace.training.trainer import train
+
+    train(_cfg(tiny_model_dir, tmp_path, steps=1, save_every=1, sample_every=0))  # another run in the folder
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    cfg = _cfg(tiny_model_dir, tmp_path, steps=1, lr=5e-4, sample_every=0).to_dict()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           str(script), json.dumps(cfg), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert (proc.stdout + proc.stderr).count("already holds a different run") >= 2, proc.stderr[-3000:]
+    assert time.time() - t0 < 120

@@ -483,7 +483,7 @@ def test_simcse_views_differ_at_step_zero(tiny_model_dir, tmp_path):
                            data=str(SAMPLE_PASSAGES)))
     trainer._setup()
     trainer.policy.train()
-    p = [trainer._build(t) for t in TEXTS]
+    p = list(TEXTS)
     with torch.no_grad():
         a, b = trainer._embed_grad(p), trainer._embed_grad(p)
     assert not torch.allclose(a, b, atol=1e-6)  # attention dropout, set when the model was built
@@ -516,19 +516,20 @@ def test_kl_grows_and_a_larger_beta_keeps_the_policy_closer(tiny_model_dir, tiny
 def test_length_penalty_end_to_end(tiny_model_dir, tmp_path):
     """3 new tokens: every rollout is cut. The reference's rule gives each the penalty, so every
     group's advantages are 0 and nothing is trained (no optimizer step); finished-mean gives each
-    the fixed negative advantage, and the step trains them down."""
+    the fixed negative advantage, and the step trains them down (the log says so)."""
     res = train(_cfg(tiny_model_dir, tmp_path / "p", max_new_tokens=3, steps=1, truncation="penalty"))
     row = json.loads((res.output / "metrics.jsonl").read_text().splitlines()[0])
     assert row["truncation_rate"] == 1.0 and row["reward/length_penalty"] == -1.0
     assert row["skipped_rollouts"] == 1.0 and row["optimizer_steps"] == 0
     res = train(_cfg(tiny_model_dir, tmp_path / "f", max_new_tokens=3, steps=1, truncation="finished-mean"))
     row = json.loads((res.output / "metrics.jsonl").read_text().splitlines()[0])
-    assert row["skipped_rollouts"] == 0.0 and row["optimizer_steps"] == 1 and row["reward/length_penalty"] == 0.0
+    assert row["skipped_rollouts"] == 0.0 and row["optimizer_steps"] == 1
+    assert row["reward/length_penalty"] == pytest.approx(-0.2)  # what every cut rollout was trained on
 
 
 def test_new_refusals(tiny_model_dir, tmp_path, monkeypatch):
     from grace.model import backbone
-    from grace.training.trainer import training_dtype
+    from grace.training.lora import training_dtype
 
     with pytest.raises(ValueError, match="--updates-per-batch must be at least 1"):
         _cfg(tiny_model_dir, tmp_path, updates_per_batch=0).validate()
@@ -539,8 +540,8 @@ def test_new_refusals(tiny_model_dir, tmp_path, monkeypatch):
         Trainer(_cfg(tiny_model_dir, tmp_path))
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.setattr(backbone, "cpu_has_native_bf16", lambda: False)
-    import grace.training.trainer as tr
+    import grace.training.lora as lora
 
-    monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(lora, "cpu_has_native_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bfloat16"):
         assert training_dtype("bfloat16", torch.device("cpu")) == "float32"

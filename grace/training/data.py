@@ -7,6 +7,7 @@ number and reason; ``skip_bad=True`` drops them instead of refusing the file.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,3 +141,18 @@ def load_passages(path: str | Path, *, skip_bad: bool = False) -> LoadReport:
             seen.add(text)
             records.append(text)
     return _finish(p, records, bad, skip_bad)
+
+
+def step_batch(n_records: int, batch_size: int, seed: int, step: int, rank: int = 0, world: int = 1
+               ) -> tuple[list[int], list[int]]:
+    """The records of step ``step`` (1-based) that process ``rank`` of ``world`` takes, and their
+    positions in the whole batch: a fresh seeded permutation each epoch, the batch dealt out by
+    position (which decides an example's mini-batch and its rollouts' seeds, whatever the number
+    of processes)."""
+    per_epoch = n_records // batch_size
+    epoch, k = divmod(step - 1, per_epoch)
+    order = list(range(n_records))
+    random.Random(seed * 1000 + epoch).shuffle(order)
+    idx = order[k * batch_size:(k + 1) * batch_size]
+    positions = list(range(batch_size))[rank::world]
+    return [idx[p] for p in positions], positions

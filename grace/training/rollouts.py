@@ -10,8 +10,9 @@ embedding states; anchors and rollouts share one pass) or plain ``generate`` fol
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..model.embedding import embed_ids
@@ -81,6 +82,12 @@ def anchors_and_rollouts(policy, tokenizer, anchors: Sequence[PromptIds], rollou
     return anchor_part, both.take(slice(n_a, n))
 
 
+def rollout_seed(seed: int, step: int, position: int, k: int) -> int:
+    """The seed of rollout ``k`` of the example at ``position`` in step ``step``: a hash of the four,
+    so no two rollouts of a run share one."""
+    return int(np.random.SeedSequence([seed, step, position, k]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def logs_rollouts(step: int) -> bool:
     """Whether step ``step``'s rollouts go to ``rollouts.jsonl``: every step up to 100, then every
     10th up to 1,000, every 100th up to 10,000 and so on, so a run of any length logs at most about
@@ -105,3 +112,34 @@ def rollout_log(step: int, examples: Sequence[tuple[str, str]], anchors: Sequenc
             {"rationale": rationales[i][j], **{k: values[k][i][j] for k in values}, "length": lengths[i][j],
              "finished": bool(finished[i][j]), "clip_fraction": clip[i][j]} for j in range(len(rationales[i]))]})
     return {"step": step, "examples": out}
+
+
+def write_rollout_log(accelerator, append: Callable[[dict], None], tokenizer, step: int,
+                      texts: Sequence[tuple[str, str]], positions: Sequence[int], anchors: Rollouts, roll: Rollouts,
+                      rewards, clip: Sequence[float], k: int) -> None:
+    """Step ``step``'s row of ``rollouts.jsonl`` (``rollout_log``), passed to ``append`` by the main
+    process: every process's examples (``texts``: this process's, at ``positions`` in the whole
+    batch) in their places in the whole batch, so "example 3" is the same example with any number of
+    processes. ``rewards`` is the whole batch's ``RewardBreakdown`` in process order."""
+    from .rewards import RewardBreakdown
+
+    def text(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
+    mine = [{"texts": t, "anchor": text(anchors.rationales[i]),
+             "rationales": [text(x) for x in roll.rationales[i * k:(i + 1) * k]],
+             "lengths": [len(x) for x in roll.responses[i * k:(i + 1) * k]],
+             "finished": roll.finished[i * k:(i + 1) * k], "clip": clip[i * k:(i + 1) * k],
+             "position": pos} for i, (t, pos) in enumerate(zip(texts, positions))]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        mine = gather_object(mine)
+    if not accelerator.is_main_process:
+        return
+    order = sorted(range(len(mine)), key=lambda j: mine[j]["position"])  # rewards are in process order
+    rows = [mine[j] for j in order]
+    ordered = RewardBreakdown(**{f: getattr(rewards, f)[order] for f in ("main", "consistency", "hard_negative",
+                                                                         "length_penalty", "total", "advantage")})
+    append(rollout_log(step, [m["texts"] for m in rows], [m["anchor"] for m in rows], [m["rationales"] for m in rows],
+                       ordered, [m["finished"] for m in rows], [m["lengths"] for m in rows], [m["clip"] for m in rows]))

@@ -25,34 +25,28 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from ..files.run_folder import RunFolder
-from ..model.backbone import cpu_has_native_bf16, load_backbone
+from ..model.backbone import load_backbone
 from ..model.embedding import embed_ids
 from ..model.encoder import MAX_TEXT_TOKENS  # training texts are cut like the encoder cuts them
 from ..model.prompts import PromptBuilder, PromptIds
 from .config import GraceConfig
-from .data import load_passages, load_triplets
-from .distributed import gather_rows, summing, with_local
+from .data import load_passages, load_triplets, step_batch
+from .distributed import gather_rows, summing
+from .infonce import infonce_backward
+from .lora import add_lora, training_dtype
 from .optim import OptimizerStep
 from .policy import mini_batches, policy_update
 from .rewards import RewardBreakdown, contrastive_reward, grace_rewards, negatives_by_example
-from .rollouts import Rollouts, anchors_and_rollouts, generate, logs_rollouts, rollout_log, rollout_settings
-
-
-def rollout_seed(seed: int, step: int, position: int, k: int) -> int:
-    """The seed of rollout ``k`` of the example at ``position`` in step ``step``: a hash of the four,
-    so no two rollouts of a run share one."""
-    return int(np.random.SeedSequence([seed, step, position, k]).generate_state(1, np.uint64)[0] >> 1)
+from .rollouts import (Rollouts, anchors_and_rollouts, generate, logs_rollouts, rollout_seed, rollout_settings,
+                       write_rollout_log)
 
 
 class RunExistsError(ValueError):
@@ -65,31 +59,6 @@ class RunResult:
     steps_done: int
     stopped_early: bool
     adapter: Path
-
-
-def training_dtype(requested: str | None, device: torch.device) -> str | None:
-    """The dtype the backbone loads in; a bfloat16 request on a CPU without native bf16 falls back
-    to float32 with one warning (it would be several times slower there, not faster)."""
-    if requested == "bfloat16" and device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn("This CPU has no native bfloat16 matmuls: training in float32 instead.")
-        return "float32"
-    return requested
-
-
-def _lora(model, cfg: GraceConfig):
-    from peft import LoraConfig, get_peft_model
-
-    targets = list(cfg.lora_targets)
-    names = {n.split(".")[-1] for n, _ in model.named_modules()}
-    missing = [t for t in targets if t not in names]
-    if missing:
-        raise ValueError(f"LoRA targets {missing} are not modules of this model.")
-    dropout = max(cfg.lora_dropout, 0.1) if cfg.method == "simcse" else cfg.lora_dropout
-    # autocast_adapter_dtype keeps the LoRA weights (and so the optimizer state) in float32 when
-    # the frozen base model runs in bfloat16
-    return get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=dropout,
-                                            target_modules=targets, task_type="CAUSAL_LM"),
-                          autocast_adapter_dtype=True)
 
 
 class Trainer:
@@ -119,7 +88,14 @@ class Trainer:
                              f"{cfg.batch_size}.")
         self.folder = RunFolder(cfg.output)
         self.main_process = os.environ.get("RANK", "0") == "0"
-        self.start_step = self._prepare_output(overwrite) if self.main_process else 0
+        self.start_step, self._refused = 0, None
+        if self.main_process:
+            try:
+                self.start_step = self._prepare_output(overwrite)
+            except RunExistsError as e:
+                if world == 1:
+                    raise
+                self._refused = str(e)  # every process raises it once they can talk (``_setup``)
 
     def _prepare_output(self, overwrite: bool) -> int:
         """Refuse (or with ``overwrite`` replace) a folder holding another run; save the config;
@@ -145,6 +121,11 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.accelerator = Accelerator(cpu=cfg.device == "cpu")
+        from accelerate.utils import broadcast_object_list
+
+        refused = broadcast_object_list([self._refused])[0]  # the main process's verdict on the folder
+        if refused:
+            raise RunExistsError(refused)
         self.accelerator.wait_for_everyone()  # the main process has prepared the run folder
         self.start_step = self.folder.resume_step()
         self.reduce = summing(self.accelerator)
@@ -156,7 +137,7 @@ class Trainer:
         self.tokenizer = backbone.tokenizer
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.prompts = PromptBuilder(self.tokenizer, cfg.prompt)
-        model = _lora(backbone.model, cfg)
+        model = add_lora(backbone.model, cfg)
         self.params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self._resume(model, optimizer)
@@ -188,18 +169,10 @@ class Trainer:
         return self.accelerator.unwrap_model(self.model)
 
     def _batch(self, step: int) -> tuple[list, list[int]]:
-        """Examples of step ``step`` (1-based): a fresh seeded permutation each epoch; under several
-        processes each takes its share. Also each example's position in the whole batch (which
-        decides its mini-batch and its rollouts' seeds, whatever the number of processes)."""
-        n, b = len(self.report.records), self.cfg.batch_size
-        per_epoch = n // b
-        epoch, k = divmod(step - 1, per_epoch)
-        order = list(range(n))
-        random.Random(self.cfg.seed * 1000 + epoch).shuffle(order)
-        rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        idx = order[k * b:(k + 1) * b]
-        positions = list(range(b))[rank::world]
-        return [self.report.records[idx[p]] for p in positions], positions
+        """This process's examples of step ``step`` and their positions in the whole batch."""
+        idx, positions = step_batch(len(self.report.records), self.cfg.batch_size, self.cfg.seed, step,
+                                    self.accelerator.process_index, self.accelerator.num_processes)
+        return [self.report.records[i] for i in idx], positions
 
     def _build(self, text: str) -> PromptIds:
         return self.prompts.build(text, MAX_TEXT_TOKENS)
@@ -241,7 +214,9 @@ class Trainer:
                                     roll.logprobs if exact else None, roll.finished)
         clip = stats.pop("rollout_clip_fraction")
         if logs_rollouts(step):
-            self._log_rollouts(step, batch, positions, anchors, roll, r, clip)
+            texts = [(t.query, t.positive) if supervised else (t, t) for t in batch]
+            write_rollout_log(self.accelerator, self.folder.append_rollouts, self.tokenizer, step, texts, positions,
+                              anchors, roll, r, clip, k)
         counts = self.reduce(torch.tensor([float(sum(len(x) for x in roll.responses)), float(sum(roll.finished)),
                                            float(len(roll.responses))], device=self.accelerator.device)).tolist()
         return {"reward/positive" if supervised else "reward/self": float(r.main.mean()), **logged,
@@ -251,36 +226,6 @@ class Trainer:
                 "advantage_std": float(r.advantage.std()), **stats,
                 "rationale_length": counts[0] / counts[2], "truncation_rate": 1.0 - counts[1] / counts[2],
                 "rollout_tokens": counts[0], "time/generate": t_gen, "time/backward": time.perf_counter() - t1}
-
-    def _log_rollouts(self, step: int, batch: list, positions: list[int], anchors: Rollouts, roll: Rollouts,
-                      r: RewardBreakdown, clip: list[float]) -> None:
-        """This step's row of ``rollouts.jsonl`` (``rollout_log``), written by the main process: every
-        process's examples, in their places in the whole batch (so "example 3" is the same example
-        with any number of processes)."""
-        k, supervised = self.cfg.rollouts, self.cfg.mode == "supervised"
-
-        def text(ids: list[int]) -> str:
-            return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-        mine = [{"texts": (t.query, t.positive) if supervised else (t, t), "anchor": text(anchors.rationales[i]),
-                 "rationales": [text(x) for x in roll.rationales[i * k:(i + 1) * k]],
-                 "lengths": [len(x) for x in roll.responses[i * k:(i + 1) * k]],
-                 "finished": roll.finished[i * k:(i + 1) * k], "clip": clip[i * k:(i + 1) * k],
-                 "position": pos} for i, (t, pos) in enumerate(zip(batch, positions))]
-        if self.accelerator.num_processes > 1:
-            from accelerate.utils import gather_object
-
-            mine = gather_object(mine)
-        if not self.accelerator.is_main_process:
-            return
-        order = sorted(range(len(mine)), key=lambda j: mine[j]["position"])  # rewards are in process order
-        rows = [mine[j] for j in order]
-        rewards = RewardBreakdown(**{f: getattr(r, f)[order] for f in ("main", "consistency", "hard_negative",
-                                                                         "length_penalty", "total", "advantage")})
-        self.folder.append_rollouts(rollout_log(step, [m["texts"] for m in rows], [m["anchor"] for m in rows],
-                                                [m["rationales"] for m in rows], rewards,
-                                                [m["finished"] for m in rows], [m["lengths"] for m in rows],
-                                                [m["clip"] for m in rows]))
 
     def _generate(self, anchors: list[PromptIds], rollouts: list[PromptIds], seeds: list[int]
                   ) -> tuple[Rollouts, Rollouts]:
@@ -320,45 +265,27 @@ class Trainer:
             return {}
         h = self._rollouts([self._build(n) for n in negs], sample=False, seed=self.cfg.seed + step).embeddings
         h_neg, mask = negatives_by_example(h, [len(t.negatives) for t in batch])
-        return {"reward/contrastive": float(contrastive_reward(h_anchor, h_roll, h_neg, mask).mean())}
+        r = contrastive_reward(h_anchor, h_roll, h_neg, mask)
+        total = self.reduce(torch.stack([r.sum(), torch.tensor(float(r.numel()), device=r.device)]))
+        return {"reward/contrastive": float(total[0] / total[1])}  # every process's rollouts
 
     def _infonce_step(self, batch: list, step: int) -> dict:
-        """cl (eq. 1-2): InfoNCE of each query against every positive and negative in the whole
-        batch, on the direct-forward embedding. simcse: two dropout views of each passage are
-        positives. Under several processes each computes the whole batch's loss from the gathered
-        embeddings, its own carrying the gradient: the summed gradients are the whole batch's."""
-        cfg, acc = self.cfg, self.accelerator
+        """cl and simcse (eq. 1-2): one optimizer step of InfoNCE over the whole batch."""
         t0 = time.perf_counter()
         self.policy.train()  # SimCSE's views come from dropout
         box: dict = {}
 
-        def whole(local: torch.Tensor) -> torch.Tensor:
-            gathered, offset = gather_rows(acc, local)
-            return with_local(gathered, local, offset)
-
         def backward() -> None:
-            if cfg.method == "cl":
-                q = [self._build(t.query) for t in batch]
-                docs = [self._build(t.positive) for t in batch] + [self._build(n) for t in batch for n in t.negatives]
-                hq, hd_local = whole(self._embed_grad(q)), self._embed_grad(docs)
-                parts = [whole(hd_local[:len(batch)])]  # positives first: query i's label is i
-                if float(self.reduce(torch.tensor([float(len(docs) - len(batch))], device=acc.device))) > 0:
-                    parts.append(whole(hd_local[len(batch):]))  # every process joins, with or without negatives
-                hd = torch.cat(parts)
-            else:
-                p = [self._build(x) for x in batch]
-                hq, hd = whole(self._embed_grad(p)), whole(self._embed_grad(p))  # dropout makes the views differ
-            logits = hq @ hd.T / cfg.cl_temperature
-            labels = torch.arange(hq.shape[0], device=logits.device)
-            loss = torch.nn.functional.cross_entropy(logits, labels)
-            loss.backward()
-            box.update(loss=loss.item(), acc=float((logits.argmax(1) == labels).float().mean()))
+            box.update(infonce_backward(self.accelerator, self.reduce, self._embed_grad, batch, self.cfg.method,
+                                        self.cfg.cl_temperature))
 
         norm = self._optimizer_step(backward)
         return {"loss": box["loss"], "in_batch_accuracy": box["acc"], "grad_norm": norm,
                 "time/backward": time.perf_counter() - t0}
 
-    def _embed_grad(self, prompts: list[PromptIds]) -> torch.Tensor:
+    def _embed_grad(self, texts: list[str]) -> torch.Tensor:
+        """The direct-forward embedding of ``texts``, with gradients (what CL and SimCSE train)."""
+        prompts = [self._build(t) for t in texts]
         direct = self.cfg.encode_settings().direct()
         return embed_ids(self.policy, prompts, [[] for _ in prompts], pad_id=self.pad_id,
                          pooling=direct.pooling, layer=direct.layer, share_prefix=True).embeddings
