@@ -264,10 +264,10 @@ def test_grace_step_feeds_the_update_the_right_prompts_responses_and_advantages(
         calls.append((list(anchors), list(rollouts), out, trainer._rollouts(anchors, sample=False, seed=0)))
         return out
 
-    def update(prompts, responses, advantages, batches=None, old_logprobs=None, finished=None):
+    def update(prompts, responses, advantages, batches=None, old_logprobs=None, finished=None, **kw):
         updates.append((list(prompts), [list(r) for r in responses], advantages.detach().clone(), batches,
                         old_logprobs))
-        return real_update(prompts, responses, advantages, batches, old_logprobs, finished)
+        return real_update(prompts, responses, advantages, batches, old_logprobs, finished, **kw)
 
     trainer._generate, trainer._policy_update = generate, update
     batch, positions = trainer._batch(1)
@@ -545,3 +545,64 @@ def test_new_refusals(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(lora, "cpu_has_native_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bfloat16"):
         assert training_dtype("bfloat16", torch.device("cpu")) == "float32"
+
+
+def test_the_updates_embeddings_are_the_one_embedding_paths(tiny_model_dir, tiny_encoder):
+    """GRACE + InfoNCE pools the rollouts' embeddings from the update's own pass: they equal
+    ``embed_ids`` on (prompt, rationale), with the log-probabilities unchanged, for a rationale that
+    ended by EOS, one cut at the limit (rationale = response) and one whose stop string spans two
+    tokens (rationale = response minus two)."""
+    from grace.training.policy import logprobs_and_embeddings
+
+    model = _lora_model(tiny_model_dir)
+    prompts = [p for p in tiny_encoder.build_prompts(TEXTS[:2]) for _ in range(2)]
+    responses = [[40, 41, 1], [42, 43, 44], [45, 46, 47, 48], [49, 1]]
+    rationales = [[40, 41], [42, 43, 44], [45, 46], [49]]
+    for pooling, layer in (("mean", -1), ("rationale-mean", -2)):
+        lps, emb = logprobs_and_embeddings(model, prompts, responses, rationales, 0, 0.7, pooling=pooling,
+                                           layer=layer)
+        want = embed_ids(model, prompts, rationales, pad_id=0, pooling=pooling, layer=layer).embeddings
+        assert torch.allclose(emb, want, atol=1e-5), pooling
+        for a, b in zip(lps, rollout_logprobs(model, prompts, responses, 0, 0.7)):
+            assert torch.allclose(a, b, atol=1e-5)
+    assert emb.requires_grad
+
+
+def test_the_infonce_term_pulls_each_rollout_toward_its_own_anchor(tiny_model_dir, tmp_path):
+    """Sign test: with every advantage 0 the policy loss adds no gradient, so the step is InfoNCE's
+    alone; after it each rollout's embedding is closer to its own example's anchor, relative to the
+    others (the InfoNCE of the same rollouts is lower)."""
+    from grace.training.policy import ContrastiveTerm, logprobs_and_embeddings
+
+    trainer = Trainer(_cfg(tiny_model_dir, tmp_path, lr=5e-3, rollouts=2, contrastive_weight=1.0))
+    trainer._setup()
+    prompts = [trainer._build(t) for t in TEXTS for _ in range(2)]
+    responses = [[40, 41, 1], [42, 1], [43, 44, 1], [45, 1], [46, 47, 1], [48, 1]]
+    rationales = [r[:-1] for r in responses]
+    with torch.no_grad():
+        anchors = embed_ids(trainer.policy, [trainer._build(t) for t in TEXTS], [[50], [51], [52]],
+                            pad_id=trainer.pad_id).embeddings
+    term = ContrastiveTerm(anchors, [0, 0, 1, 1, 2, 2], rationales, weight=1.0, temperature=0.05)
+
+    def nce() -> float:
+        with torch.no_grad():
+            _, emb = logprobs_and_embeddings(trainer.policy, prompts, responses, rationales, trainer.pad_id, 0.7,
+                                             pooling="mean", layer=-1)
+        return float(torch.nn.functional.cross_entropy(emb @ anchors.T / 0.05, torch.tensor([0, 0, 1, 1, 2, 2])))
+
+    before = nce()
+    stats = trainer._policy_update(prompts, responses, torch.zeros(6), [list(range(6))], None,
+                                   [True] * 6, contrastive=term)
+    assert stats["optimizer_steps"] == 1 and stats["skipped_rollouts"] == 0.0  # zero advantages still run
+    assert stats["infonce"] == pytest.approx(before, rel=1e-3)
+    assert nce() < before
+
+
+def test_grace_with_infonce_trains_end_to_end_and_is_labelled_as_its_own_method(tiny_model_dir, tmp_path):
+    cfg = _cfg(tiny_model_dir, tmp_path, steps=1, contrastive_weight=0.5)
+    assert cfg.method_label == "GRACE + InfoNCE (weight 0.5) supervised"
+    assert _cfg(tiny_model_dir, tmp_path).method_label == "GRACE supervised"
+    row = json.loads((train(cfg).output / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["infonce"] > 0
+    with pytest.raises(ValueError, match="needs --method grace"):
+        _cfg(tiny_model_dir, tmp_path, method="cl", contrastive_weight=0.5).validate()

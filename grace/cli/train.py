@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
         nonlocal bar
         if e["event"] == "start":
             print(e["summary"], file=sys.stderr)
-            bar = tqdm(total=e["steps"], initial=e["start_step"], desc=f"{cfg.method} {cfg.mode}", unit="step")
+            bar = tqdm(total=e["steps"], initial=e["start_step"], desc=cfg.method_label, unit="step")
         elif e["event"] == "step":
             bar.update(1)
             keys = [k for k in e if k.startswith("reward/")] + ["loss"]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .generation import left_pad
-from .pooling import INSTRUCTION, RATIONALE, TEXT, check_pooling, pool, pool_mask
+from .pooling import INSTRUCTION, PAD, RATIONALE, TEXT, check_pooling, pool, pool_mask
 from .prompts import PromptIds
 
 SEGMENT_NAMES = {INSTRUCTION: "instruction", TEXT: "text", RATIONALE: "rationale"}
@@ -170,14 +170,26 @@ def forward_states(model: torch.nn.Module, prompts: Sequence[PromptIds], continu
                           ids=ids)
 
 
+@dataclass
+class ResponseStates:
+    """What ``response_states`` computed: the last-layer state predicting each response token
+    ([sum of lengths, d], row after row), and with ``keep_layer`` each row's states of that layer
+    over its text and over its response tokens (what ``pool_segments`` pools)."""
+
+    predicting: torch.Tensor
+    text: list[torch.Tensor] | None = None
+    response: list[torch.Tensor] | None = None
+
+
 def response_states(model: torch.nn.Module, prompts: Sequence[PromptIds], responses: Sequence[Sequence[int]],
-                    *, pad_id: int) -> torch.Tensor | None:
-    """The last-layer state that predicts each response token ([sum of lengths, d], row after row:
-    the prompt's last position predicts a response's first token, its token j the next), with each
-    distinct prompt run once however many responses share it (a GRACE group's K rollouts share
-    their positive's), the instruction prefix every prompt shares once too; gradients flow through
-    the shared parts. Rows are [prefix | padding | prompt rest | response, right-padded]: the
-    padding is masked and position ids skip it (tested equal to one row at a time). None when the
+                    *, pad_id: int, keep_layer: int | None = None) -> ResponseStates | None:
+    """The decoder body over each prompt and its response, with each distinct prompt run once
+    however many responses share it (a GRACE group's K rollouts share their positive's), the
+    instruction prefix every prompt shares once too; gradients flow through the shared parts. The
+    prompt's last position predicts a response's first token, its token j the next. Rows are
+    [prefix | padding | prompt rest | response, right-padded]: the padding is masked and position
+    ids skip it (tested equal to one row at a time). ``keep_layer``: also keep that layer's states
+    over each text and each response (the last response token is then run too). None when the
     layout would not fit the model's sliding window (then ``forward_states`` is the way)."""
     from transformers import DynamicCache
 
@@ -189,34 +201,50 @@ def response_states(model: torch.nn.Module, prompts: Sequence[PromptIds], respon
     n_pre = common_prefix(unique)
     suffixes = [p.ids[n_pre:] for p in unique]
     ids, smask = left_pad(suffixes, pad_id, device)
-    width = max([len(r) - 1 for r in responses] + [0])
+    fed = [list(r) if keep_layer is not None else list(r[:-1]) for r in responses]
+    width = max([len(f) for f in fed] + [0])
     if not fits_window(model, n_pre + ids.shape[1] + width + 1):
         return None
     cache = shared_prefix_cache(model, unique, n_pre) if n_pre else DynamicCache(config=base_model(model).config)
     attn = torch.cat([torch.ones((len(unique), n_pre), dtype=torch.long, device=device), smask], dim=1)
     pos = n_pre + smask.cumsum(-1) - 1
-    key = cache_keyword(body)
-    prompt_last = body(input_ids=ids, attention_mask=attn, position_ids=pos.clamp(min=0), use_cache=True,
-                       **{key: cache}).last_hidden_state[:, -1]
+    key, want_all = cache_keyword(body), keep_layer not in (None, -1)
+    out = body(input_ids=ids, attention_mask=attn, position_ids=pos.clamp(min=0), use_cache=True,
+               output_hidden_states=want_all, **{key: cache})
+    prompt_last = out.last_hidden_state[:, -1]
+    kept = (out.hidden_states[keep_layer] if want_all else out.last_hidden_state) if keep_layer is not None else None
     rows = torch.tensor(which, device=device)
-    parts = []
+    after = kept_after = None
     if width:
         cache.batch_select_indices(rows)
         rest = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
         rmask = torch.zeros_like(rest)
-        for i, r in enumerate(responses):
-            if len(r) > 1:
-                rest[i, :len(r) - 1] = torch.tensor(list(r[:-1]), device=device)
-                rmask[i, :len(r) - 1] = 1
+        for i, f in enumerate(fed):
+            if f:
+                rest[i, :len(f)] = torch.tensor(f, device=device)
+                rmask[i, :len(f)] = 1
         rpos = pos[rows, -1:] + 1 + torch.arange(width, device=device)
-        after = body(input_ids=rest, attention_mask=torch.cat([attn[rows], rmask], dim=1), position_ids=rpos,
-                     use_cache=True, **{key: cache}).last_hidden_state
+        out2 = body(input_ids=rest, attention_mask=torch.cat([attn[rows], rmask], dim=1), position_ids=rpos,
+                    use_cache=True, output_hidden_states=want_all, **{key: cache})
+        after = out2.last_hidden_state
+        if keep_layer is not None:
+            kept_after = out2.hidden_states[keep_layer] if want_all else after
+    parts = []
     for i, r in enumerate(responses):
         if len(r):
             parts.append(prompt_last[which[i]].unsqueeze(0))
         if len(r) > 1:
             parts.append(after[i, :len(r) - 1])
-    return torch.cat(parts) if parts else prompt_last[:0]
+    result = ResponseStates(torch.cat(parts) if parts else prompt_last[:0])
+    if keep_layer is not None:
+        texts = []
+        for u, p in enumerate(unique):
+            off = ids.shape[1] - len(suffixes[u]) - n_pre
+            texts.append(kept[u, off + p.text_start: off + p.text_end])
+        result.text = [texts[u] for u in which]
+        result.response = [kept_after[i, :len(r)] if kept_after is not None else kept[:0, 0] for i, r in
+                           enumerate(responses)]
+    return result
 
 
 def embed_ids(
@@ -241,6 +269,30 @@ def embed_ids(
     check_pooling(pooling)
     fs = forward_states(model, prompts, rationales, pad_id=pad_id, layer=layer, share_prefix=share_prefix)
     return pool_states(fs.states, fs.segments, fs.ids, pooling=pooling, keep_states=keep_states)
+
+
+def pool_segments(prompts: Sequence[PromptIds], text_states: Sequence[torch.Tensor],
+                  rationale_states: Sequence[torch.Tensor | Sequence[torch.Tensor]], rationales: Sequence[Sequence[int]],
+                  pad_id: int, *, pooling: str, keep_states: bool = False) -> EmbedBatch:
+    """Pool states collected piecewise (generation's, or the update's): row r is its text's states
+    then the first len(rationales[r]) of ``rationale_states[r]`` (a [n, d] tensor or a list of [d]),
+    left-padded with its segment codes and token ids, through ``pool_states``. Differentiable."""
+    rows = []
+    for r, (t, rat) in enumerate(zip(text_states, rationale_states)):
+        n = len(rationales[r])
+        part = rat[:n] if isinstance(rat, torch.Tensor) else (torch.stack(list(rat[:n])) if n else t[:0])
+        rows.append(torch.cat([t, part.to(t.dtype)], dim=0))
+    length = max(x.shape[0] for x in rows)
+    device = rows[0].device
+    states = torch.stack([torch.nn.functional.pad(x, (0, 0, length - x.shape[0], 0)) for x in rows])
+    seg = torch.full((len(rows), length), PAD, dtype=torch.long, device=device)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long, device=device)
+    for r, p in enumerate(prompts):
+        n_t, n_r = text_states[r].shape[0], len(rationales[r])
+        start = length - n_t - n_r
+        seg[r, start:start + n_t], seg[r, start + n_t:] = TEXT, RATIONALE
+        ids[r, start:] = torch.tensor(list(p.ids[p.text_start:p.text_end]) + list(rationales[r]), device=device)
+    return pool_states(states, seg, ids, pooling=pooling, keep_states=keep_states)
 
 
 def pool_states(states: torch.Tensor, segments: torch.Tensor, ids: torch.Tensor, *, pooling: str,

@@ -27,10 +27,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .embedding import (EmbedBatch, cache_keyword, common_prefix, decoder_body, fits_window, lm_logits, pool_states,
+from .embedding import (EmbedBatch, cache_keyword, common_prefix, decoder_body, fits_window, lm_logits, pool_segments,
                         shared_prefix_cache)
 from .generation import RationaleNoRepeatNgram, RationaleRepetitionPenalty, _eos_ids, cut_rationale, left_pad
-from .pooling import PAD, RATIONALE, TEXT
 from .prompts import PromptIds
 from .sampling import sample, sample_rows
 from .settings import EncodeSettings
@@ -90,7 +89,7 @@ def generate_and_embed(model, tokenizer, prompts: Sequence[PromptIds], settings:
     chooser = _PlannedChooser(plan, settings, device) if plan is not None else _Chooser(settings, gen)
     _decode(run, start, rows, chooser)
     rationales, finished, responses = rows.finish()
-    embed = _pool(prompts, start.text_states, rows.states, rationales, tokenizer.pad_token_id,
+    embed = pool_segments(prompts, start.text_states, rows.states, rationales, tokenizer.pad_token_id,
                   pooling=settings.pooling, keep_states=keep_states)
     logprobs = None
     if plan is not None and plan.logprobs:
@@ -308,27 +307,3 @@ def _decode(run: Forward, start: _Start, rows: _Rows, choose) -> None:
         for j, r in enumerate(alive):
             rows.states[r].append(st[j, 0])
         next_pos = next_pos + 1
-
-
-def _pool(prompts: Sequence[PromptIds], text_states: list[torch.Tensor], rat_states: list[list[torch.Tensor]],
-          rationales: list[list[int]], pad_id: int, *, pooling: str, keep_states: bool) -> EmbedBatch:
-    """4) pool the collected states through the shared pooling path: each row [text | rationale],
-    left-padded, with its segment codes and token ids."""
-    b = len(prompts)
-    device = text_states[0].device
-    rows = [torch.cat([text_states[r]] + [s.unsqueeze(0) for s in rat_states[r][:len(rationales[r])]], dim=0)
-            for r in range(b)]
-    length = max(x.shape[0] for x in rows)
-    d = rows[0].shape[1]
-    states_b = torch.zeros((b, length, d), dtype=rows[0].dtype, device=device)
-    seg_b = torch.full((b, length), PAD, dtype=torch.long, device=device)
-    ids_b = torch.full((b, length), pad_id, dtype=torch.long, device=device)
-    for r in range(b):
-        n_t, n_r = text_states[r].shape[0], len(rationales[r])
-        start = length - n_t - n_r
-        states_b[r, start:] = rows[r]
-        seg_b[r, start:start + n_t] = TEXT
-        seg_b[r, start + n_t:] = RATIONALE
-        p = prompts[r]
-        ids_b[r, start:] = torch.tensor(p.ids[p.text_start:p.text_end] + rationales[r], device=device)
-    return pool_states(states_b, seg_b, ids_b, pooling=pooling, keep_states=keep_states)

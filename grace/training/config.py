@@ -81,6 +81,9 @@ class GraceConfig:
     cut_rollout_loss: str = _f("token-mean", "how a rollout cut at the length limit weighs in the loss: token-mean "
                                "(each of its tokens like any other: the reference) or sequence-mean (as much as "
                                "the mini-batch's average rollout)", choices=CUT_ROLLOUT_LOSSES)
+    contrastive_weight: float = _f(0.0, "GRACE + InfoNCE, a method beside the paper's (0 = GRACE as published): "
+                                   "weight of an InfoNCE loss (--cl-temperature) on the rollouts' embeddings, pooled "
+                                   "from the update's hidden states, against the batch's anchors")
     max_new_tokens: int = _f(E.max_new_tokens, "rationale length limit (the same default as encoding)")
     sampling_temperature: float = _f(0.7, "temperature of the sampled rollouts (0.7 by the validation sweep: "
                                           "72.5 vs 67.4 at 1.0; closer to the greedy decoding used at inference)")
@@ -148,6 +151,10 @@ class GraceConfig:
             raise ValueError(f"--method {self.method} needs --batch-size >= 2 (in-batch negatives).")
         if self.lambda_consistency < 0:
             raise ValueError("--lambda-consistency must be 0 (off) or more.")
+        if self.contrastive_weight < 0:
+            raise ValueError("--contrastive-weight must be 0 (GRACE as published) or more.")
+        if self.contrastive_weight and self.method != "grace":
+            raise ValueError("--contrastive-weight adds InfoNCE to GRACE's policy loss: it needs --method grace.")
         if self.lambda_hard < 0:
             raise ValueError("--lambda-hard must be 0 (off) or more.")
         if self.sampling_temperature <= 0:
@@ -172,6 +179,15 @@ class GraceConfig:
             raise ValueError("--lora-rank must be at least 1.")
         if not self.data:
             raise ValueError("--data is required.")
+
+    @property
+    def method_label(self) -> str:
+        """The method's name in every table, the CLI and the Train tab: GRACE with an InfoNCE term is
+        not the paper's method and never shows as plain GRACE."""
+        name = {"grace": "GRACE", "cl": "CL", "simcse": "SimCSE"}.get(self.method, self.method)
+        if self.method == "grace" and self.contrastive_weight:
+            name = f"GRACE + InfoNCE (weight {self.contrastive_weight:g})"
+        return f"{name} {self.mode}"
 
     def to_dict(self) -> dict:
         return asdict(self)

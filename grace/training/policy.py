@@ -9,11 +9,12 @@ across processes).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
-from ..model.embedding import forward_states, response_states
+from ..model.embedding import embed_ids, forward_states, pool_segments, response_states
 from ..model.output_layer import token_logprobs
 from ..model.prompts import PromptIds
 
@@ -34,7 +35,8 @@ def rollout_logprobs(model, prompts: Sequence[PromptIds], responses: Sequence[Se
     device = next(model.parameters()).device
     lengths = [len(r) for r in responses]
     targets = torch.tensor([t for r in responses for t in r], dtype=torch.long, device=device)
-    states = response_states(model, prompts, responses, pad_id=pad_id) if share_prefix else None
+    shared = response_states(model, prompts, responses, pad_id=pad_id) if share_prefix else None
+    states = shared.predicting if shared is not None else None
     if states is None:
         fs = forward_states(model, prompts, responses, pad_id=pad_id)
         width = fs.ids.shape[1]
@@ -44,6 +46,36 @@ def rollout_logprobs(model, prompts: Sequence[PromptIds], responses: Sequence[Se
     if not len(targets):
         return [states.sum() * 0.0 for _ in responses]
     return list(torch.split(token_logprobs(model, states, targets, temperature), lengths))
+
+
+@dataclass
+class ContrastiveTerm:
+    """GRACE + InfoNCE, a method beside the paper's: an InfoNCE loss (eq. 1-2) on the rollouts'
+    embeddings, pooled from the update's own hidden states, against the step's anchors."""
+
+    anchors: torch.Tensor  # [all examples, d]: the step's anchor embeddings, every process's (no gradient)
+    labels: Sequence[int]  # per rollout: its example's row of ``anchors``
+    rationales: Sequence[Sequence[int]]  # per rollout: the rationale its embedding pools
+    weight: float
+    temperature: float
+    pooling: str = "mean"
+    layer: int = -1
+
+
+def logprobs_and_embeddings(model, prompts: Sequence[PromptIds], responses: Sequence[Sequence[int]],
+                            rationales: Sequence[Sequence[int]], pad_id: int, temperature: float, *, pooling: str,
+                            layer: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``rollout_logprobs`` and each rollout's embedding (eq. 10-11, ``pool_segments``) from one pass
+    with gradients; where the shared layout does not fit, two passes (``rollout_logprobs``, ``embed_ids``)."""
+    shared = response_states(model, prompts, responses, pad_id=pad_id, keep_layer=layer)
+    if shared is None:
+        emb = embed_ids(model, prompts, rationales, pad_id=pad_id, pooling=pooling, layer=layer).embeddings
+        return rollout_logprobs(model, prompts, responses, pad_id, temperature, share_prefix=False), emb
+    device = shared.predicting.device
+    targets = torch.tensor([t for r in responses for t in r], dtype=torch.long, device=device)
+    lps = torch.split(token_logprobs(model, shared.predicting, targets, temperature), [len(r) for r in responses])
+    emb = pool_segments(prompts, shared.text, shared.response, rationales, pad_id, pooling=pooling).embeddings
+    return list(lps), emb
 
 
 LOG_RATIO_BOUND = 20.0  # verl clamps log(pi / pi_old) to [-20, 20] before exp (compute_policy_loss)
@@ -98,7 +130,8 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
                   kl_beta: float = 0.0, dual_clip: float | None = None,
                   old_logprobs: Sequence[torch.Tensor] | None = None,
                   reduce: Callable[[torch.Tensor], torch.Tensor] = _sum,
-                  finished: Sequence[bool] | None = None, cut_loss: str = "token-mean") -> dict:
+                  finished: Sequence[bool] | None = None, cut_loss: str = "token-mean",
+                  contrastive: ContrastiveTerm | None = None) -> dict:
     """eq. 19 with a PPO-clipped ratio (and ``dual_clip``: ``clipped_policy_loss``): ``epochs``
     passes over one step's rollouts, one optimizer step per mini-batch (``batches``: the rollout
     indices of each, ``mini_batches``), so with one epoch each rollout is trained once, as in verl.
@@ -114,14 +147,16 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
     ``kl_beta``), how many rollouts were skipped, and (``rollout_clip_fraction``, a list, this
     process's rollouts) the clipped share of each rollout's tokens. ``cut_loss`` "sequence-mean": a
     rollout that did not finish (``finished``) weighs as much as the mini-batch's average rollout
-    (its tokens' losses times mean length / its length) instead of one unit per token."""
+    (its tokens' losses times mean length / its length) instead of one unit per token.
+    ``contrastive`` (GRACE + InfoNCE): each mini-batch's loss also has its weight times the mean
+    InfoNCE of its rollouts' embeddings against the anchors; every rollout is then run."""
     if cut_loss not in CUT_ROLLOUT_LOSSES:
         raise ValueError(f"Unknown cut-rollout loss {cut_loss!r}: use one of {', '.join(CUT_ROLLOUT_LOSSES)}.")
     reweigh = cut_loss == "sequence-mean" and finished is not None and not all(finished)
     policy.eval()  # LoRA dropout off: the rollouts were sampled without it
     device = next(policy.parameters()).device
     nonzero = (advantages != 0).tolist()  # one device sync, not one per rollout
-    trained = [i for i in range(len(responses)) if kl_beta > 0 or nonzero[i]]
+    trained = [i for i in range(len(responses)) if kl_beta > 0 or contrastive is not None or nonzero[i]]
     keep = set(trained)
     if old_logprobs is None:
         with torch.no_grad():
@@ -132,7 +167,8 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
                                                        [responses[i] for i in run], pad_id, temperature)
                                  if run else []):
                     old_logprobs[i] = lp.detach()
-    totals = {"loss": 0.0, "clipped": 0.0, "capped": 0.0, "kl": 0.0, "grad_norm": 0.0, "tokens": 0.0}
+    totals = {"loss": 0.0, "clipped": 0.0, "capped": 0.0, "kl": 0.0, "grad_norm": 0.0, "tokens": 0.0,
+              "infonce": 0.0}
     clipped_of = [0.0] * len(responses)  # per rollout, over every epoch: the rollout inspector's column
     steps = 0
     for _ in range(epochs):
@@ -140,17 +176,24 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
             run = [i for i in rows if i in keep]
             counts = reduce(torch.tensor([float(sum(len(responses[i]) for i in rows)), float(len(run)),
                                           float(len(rows))], device=device))
-            n_tokens, n_run, mean_len = float(counts[0]), float(counts[1]), float(counts[0] / counts[2].clamp(min=1))
+            n_tokens, n_run, n_rows = float(counts[0]), float(counts[1]), float(counts[2])
+            mean_len = n_tokens / max(n_rows, 1.0)
             if n_run == 0:
                 continue
             box: dict = {}
 
             def backward() -> None:
                 if not run:  # nothing here on this process; the others' gradients still arrive
-                    box.update(loss=0.0, clipped=0.0, capped=0.0, kl=0.0, tokens=0.0)
+                    box.update(loss=0.0, clipped=0.0, capped=0.0, kl=0.0, tokens=0.0, infonce=0.0)
                     return
-                lps = rollout_logprobs(policy, [prompts[i] for i in run], [responses[i] for i in run], pad_id,
-                                       temperature)
+                emb = None
+                if contrastive is not None:
+                    lps, emb = logprobs_and_embeddings(policy, [prompts[i] for i in run], [responses[i] for i in run],
+                                                       [contrastive.rationales[i] for i in run], pad_id, temperature,
+                                                       pooling=contrastive.pooling, layer=contrastive.layer)
+                else:
+                    lps = rollout_logprobs(policy, [prompts[i] for i in run], [responses[i] for i in run], pad_id,
+                                           temperature)
                 lp = torch.cat(lps)
                 old = torch.cat([old_logprobs[i].to(lp.device, lp.dtype) for i in run])
                 adv = torch.cat([advantages[i].expand(len(x)) for i, x in zip(run, lps)]).to(lp.dtype)
@@ -168,17 +211,24 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
                     kl = kl_k3(lp, ref).sum() / n_tokens
                     loss = loss + kl_beta * kl
                     kl_value = kl.item()
+                infonce_sum = 0.0
+                if emb is not None:  # eq. 1-2 on the rollouts, a mean over the mini-batch's rollouts
+                    logits = emb @ contrastive.anchors.to(emb.device, emb.dtype).T / contrastive.temperature
+                    labels = torch.tensor([contrastive.labels[i] for i in run], device=emb.device)
+                    nce = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+                    loss = loss + contrastive.weight * nce / n_rows
+                    infonce_sum = nce.item()
                 loss.backward()
                 parts = torch.split(was_clipped, [len(x) for x in lps])
                 for i, n in zip(run, torch.stack([x.float().sum() for x in parts]).tolist()):  # one sync
                     clipped_of[i] += n
                 box.update(loss=loss.item(), clipped=float(was_clipped.sum()), capped=float(was_capped.sum()),
-                           kl=kl_value, tokens=float(lp.numel()))
+                           kl=kl_value, tokens=float(lp.numel()), infonce=infonce_sum)
 
             norm = optimizer_step(backward)
-            part = reduce(torch.tensor([box["loss"], box["clipped"], box["capped"], box["kl"], box["tokens"]],
-                                       device=device)).tolist()
-            for key, v in zip(("loss", "clipped", "capped", "kl", "tokens"), part):
+            part = reduce(torch.tensor([box["loss"], box["clipped"], box["capped"], box["kl"], box["tokens"],
+                                        box["infonce"]], device=device)).tolist()
+            for key, v in zip(("loss", "clipped", "capped", "kl", "tokens", "infonce"), part):
                 totals[key] += v
             totals["grad_norm"] += float(norm)
             steps += 1
@@ -192,4 +242,6 @@ def policy_update(policy, prompts: Sequence[PromptIds], responses: Sequence[Sequ
         out["dual_clip_fraction"] = totals["capped"] / tokens
     if kl_beta > 0:
         out["kl"] = totals["kl"] / max(steps, 1)
+    if contrastive is not None:  # the mean InfoNCE of a rollout, over every epoch
+        out["infonce"] = totals["infonce"] / max(float(skipped[1]) * epochs, 1.0)
     return out

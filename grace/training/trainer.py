@@ -43,7 +43,7 @@ from .distributed import gather_rows, summing
 from .infonce import infonce_backward
 from .lora import add_lora, training_dtype
 from .optim import OptimizerStep
-from .policy import mini_batches, policy_update
+from .policy import ContrastiveTerm, mini_batches, policy_update
 from .rewards import RewardBreakdown, contrastive_reward, grace_rewards, negatives_by_example
 from .rollouts import (Rollouts, anchors_and_rollouts, generate, logs_rollouts, rollout_seed, rollout_settings,
                        write_rollout_log)
@@ -199,7 +199,7 @@ class Trainer:
         with torch.no_grad():
             anchors, roll = self._generate(p_anchor, p_roll, seeds)
             finished = torch.tensor(roll.finished, device=self.accelerator.device).view(b, k)
-            r, mine = self._rewards(anchors.embeddings, roll.embeddings.view(b, k, -1), finished)
+            r, mine, every_anchor = self._rewards(anchors.embeddings, roll.embeddings.view(b, k, -1), finished)
             logged = {}
             if supervised and cfg.log_negatives_every and step % cfg.log_negatives_every == 0:
                 logged = self._contrastive_with_negatives(batch, anchors.embeddings, roll.embeddings.view(b, k, -1),
@@ -209,9 +209,14 @@ class Trainer:
         # pi_old from the sampling pass in float32; in bfloat16 one-token decoding and the full-sequence
         # training pass round differently, so it is recomputed there (as verl always does)
         exact = next(self.policy.parameters()).dtype == torch.float32
+        contrastive = None
+        if cfg.contrastive_weight:  # GRACE + InfoNCE: rollout i*k+j of this process belongs to anchor mine.start+i
+            contrastive = ContrastiveTerm(every_anchor, [mine.start + i for i in range(b) for _ in range(k)],
+                                          roll.rationales, cfg.contrastive_weight, cfg.cl_temperature, cfg.pooling,
+                                          cfg.layer)
         stats = self._policy_update(p_roll, roll.responses, r.advantage[mine].flatten(),
                                     mini_batches(positions, k, cfg.mini_batch_size, cfg.batch_size),
-                                    roll.logprobs if exact else None, roll.finished)
+                                    roll.logprobs if exact else None, roll.finished, contrastive=contrastive)
         clip = stats.pop("rollout_clip_fraction")
         if logs_rollouts(step):
             texts = [(t.query, t.positive) if supervised else (t, t) for t in batch]
@@ -234,19 +239,20 @@ class Trainer:
 
     def _policy_update(self, prompts: list[PromptIds], responses: list[list[int]], advantages: torch.Tensor,
                        batches: list[list[int]] | None = None, old_logprobs: list[torch.Tensor] | None = None,
-                       finished: list[bool] | None = None) -> dict:
+                       finished: list[bool] | None = None, contrastive: ContrastiveTerm | None = None) -> dict:
         """eq. 19 on one step's rollouts (``policy_update``); ``batches`` (default: one mini-batch)."""
         cfg = self.cfg
         return policy_update(self.policy, prompts, responses, advantages, pad_id=self.pad_id,
                              optimizer_step=self._optimizer_step, batches=batches or [list(range(len(responses)))],
                              epochs=cfg.updates_per_batch, clip_eps=cfg.clip_eps, temperature=cfg.sampling_temperature,
                              kl_beta=cfg.kl_beta, dual_clip=cfg.dual_clip, old_logprobs=old_logprobs,
-                             reduce=self.reduce, finished=finished, cut_loss=cfg.cut_rollout_loss)
+                             reduce=self.reduce, finished=finished, cut_loss=cfg.cut_rollout_loss,
+                             contrastive=contrastive)
 
     def _rewards(self, h_anchor: torch.Tensor, h_roll: torch.Tensor, finished: torch.Tensor
-                 ) -> tuple[RewardBreakdown, slice]:
-        """eq. 13-18 over the whole batch (every process's examples gathered); and which rows are
-        this process's."""
+                 ) -> tuple[RewardBreakdown, slice, torch.Tensor]:
+        """eq. 13-18 over the whole batch (every process's examples gathered); which rows are this
+        process's; and every process's anchors."""
         cfg = self.cfg
         acc = self.accelerator
         anchors, offset = gather_rows(acc, h_anchor)
@@ -256,7 +262,7 @@ class Trainer:
                           lambda_hard=cfg.lambda_hard, temperature=cfg.reward_temperature,
                           length_penalty=cfg.length_penalty, truncation=cfg.truncation,
                           truncated_advantage=cfg.truncated_advantage, advantage_scale=cfg.advantage_scale)
-        return r, slice(offset, offset + h_anchor.shape[0])
+        return r, slice(offset, offset + h_anchor.shape[0]), anchors
 
     def _contrastive_with_negatives(self, batch, h_anchor, h_roll, step) -> dict:
         """eq. 13 in full, for the log: greedy rationales of the negatives, - their mean similarity."""
