@@ -71,6 +71,9 @@ SETTINGS: dict[str, tuple[dict | None, dict]] = {
         "lora=attention+mlp": ({"lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                  "down_proj"]}, {}),
         "len=32": ({}, {"max_new_tokens": 32}),  # the decode tail: trained and scored at 32 tokens
+        # a method beside the paper's, never reported as GRACE
+        "GRACE + InfoNCE weight=0.01": ({"contrastive_weight": 0.01}, {}),
+        "GRACE + InfoNCE weight=0.1": ({"contrastive_weight": 0.1}, {}),
     }.items()},
 }
 

@@ -182,12 +182,7 @@ class GraceConfig:
 
     @property
     def method_label(self) -> str:
-        """The method's name in every table, the CLI and the Train tab: GRACE with an InfoNCE term is
-        not the paper's method and never shows as plain GRACE."""
-        name = {"grace": "GRACE", "cl": "CL", "simcse": "SimCSE"}.get(self.method, self.method)
-        if self.method == "grace" and self.contrastive_weight:
-            name = f"GRACE + InfoNCE (weight {self.contrastive_weight:g})"
-        return f"{name} {self.mode}"
+        return method_label(self.method, self.mode, self.contrastive_weight)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -219,6 +214,15 @@ class GraceConfig:
         a = {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE}
         b = {k: v for k, v in other.to_dict().items() if k not in self.RESUMABLE}
         return a == b
+
+
+def method_label(method: str | None, mode: str | None, contrastive_weight: float | None = 0.0) -> str:
+    """A run's method in every table, the CLI and the Train tab: GRACE with an InfoNCE term is not
+    the paper's method and never shows as plain GRACE."""
+    name = {"grace": "GRACE", "cl": "CL", "simcse": "SimCSE"}.get(method or "", str(method))
+    if method == "grace" and contrastive_weight:
+        name = f"GRACE + InfoNCE (weight {contrastive_weight:g})"
+    return f"{name} {mode}"
 
 
 def _annotation(cls, f) -> str:

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..files.run_folder import RunFolder, RunsFolder
-from .config import GraceConfig
+from .config import GraceConfig, method_label
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch: "$" accepts a final "\n"
 
@@ -249,6 +249,7 @@ class JobManager:
             st = self.status(name) if run.status.exists() else {
                 "state": "finished" if run.has_adapter() else "unknown"}
             out.append({"name": name, "method": cfg.get("method"), "mode": cfg.get("mode"),
+                        "label": method_label(cfg.get("method"), cfg.get("mode"), cfg.get("contrastive_weight")),
                         "model": cfg.get("model"), "state": st.get("state"), "step": st.get("step"),
                         "steps": cfg.get("steps"), "error": st.get("error"),
                         "adapter": str(run.adapter) if run.has_adapter() else None,

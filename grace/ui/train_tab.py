@@ -351,7 +351,7 @@ def refresh(name, who=None, drawn=None):
             line_busy = (f" The training slot is busy: another visitor's job is at step {active.get('step', 0)} of "
                          f"{active.get('steps')}.")
     runs = jm.runs()
-    table = [[r["name"], f"{r['method']}/{r['mode']}", r["state"], f"{r['step'] or 0}/{r['steps']}",
+    table = [[r["name"], r.get("label") or f"{r['method']}/{r['mode']}", r["state"], f"{r['step'] or 0}/{r['steps']}",
               _owner_label(r["name"], who), for_visitors(r["error"] or "")] for r in runs]
     # ``drawn`` holds what the page shows: the curves' signature, then "#" and the adapter list's;
     # what is unchanged is skipped (each update costs Gradio a component, on its event loop)
