@@ -1,24 +1,16 @@
-"""GRACE training: contrastive similarity as a reward for a rationale policy (eq. 12-19),
-with the CL (InfoNCE, eq. 1-2) and SimCSE baselines on the same data, LoRA and budget.
+"""GRACE training: contrastive similarity as a reward for a rationale policy (eq. 12-19), with the
+CL (InfoNCE, eq. 1-2) and SimCSE baselines on the same data, LoRA and budget.
 
-One step of GRACE, supervised (eq. 12), in the reference code's batch shape: the current policy
-writes one greedy rationale for each of the B queries (the fixed anchors) and K sampled rationales
-for each positive, all in one generation pass that also yields their embeddings and the sampled
-tokens' log-probabilities (``rollouts``); ``grace_rewards`` scores the B x K rollouts over the whole
-batch and takes the advantage (reward minus its group mean); then ``policy_update`` (``policy``)
-trains each rollout once (``updates_per_batch`` epochs), one optimizer step per mini-batch of
-``mini_batch_size`` examples, with a PPO-style clipped ratio and token-mean aggregation over every
-response token, the ending token included (eq. 19 and the reference code). Unsupervised (eq. 20-21):
-an anchor rationale and K rollouts of the same passage.
-
-This module keeps the data, the set-up (LoRA, resuming, processes), the two step functions and the
-loop; the run folder's files are ``RunFolder``'s. A GRACE step's rollouts, rewards and advantages
-go to ``rollouts.jsonl`` (``logs_rollouts`` bounds how many steps), for the Train tab's inspector.
-Every forward pass with gradients runs the prompt prefix shared by its rows once
-(``share_prefix=True``). Under ``accelerate launch`` each process
-takes its share of the batch and gathers the others' embeddings (``distributed``), so rewards and
-InfoNCE see the whole batch; each process's loss is its share of the whole batch's and the
-gradients are summed, so several processes take the step one would.
+A GRACE step, in the reference code's batch shape: one generation pass writes a greedy anchor for
+each of the B queries and K sampled rollouts for each positive, with their embeddings and the
+sampled tokens' log-probabilities (``rollouts``); ``grace_rewards`` scores them over the whole
+batch (eq. 13-18); ``policy_update`` trains each rollout once per epoch, an optimizer step per
+mini-batch, PPO-clipped, token-mean (eq. 19; ``policy``). Unsupervised (eq. 20-21): an anchor
+rationale and K rollouts of one passage. This module holds the set-up, the step functions and the
+loop; LoRA and checkpoints are ``lora``'s, the step's batch ``data``'s, InfoNCE ``infonce``'s, the
+rollout log ``rollouts``'s, files ``RunFolder``'s. Under ``accelerate launch`` each process takes
+its share of the batch and gathers the others' embeddings, and the gradients are summed, so
+several processes take the step one would.
 """
 
 from __future__ import annotations
@@ -41,7 +33,7 @@ from .config import GraceConfig
 from .data import load_passages, load_triplets, step_batch
 from .distributed import gather_rows, summing
 from .infonce import infonce_backward
-from .lora import add_lora, training_dtype
+from .lora import add_lora, resume_from, save_to, tokenizer_info, training_dtype
 from .optim import OptimizerStep
 from .policy import ContrastiveTerm, mini_batches, policy_update
 from .rewards import RewardBreakdown, contrastive_reward, grace_rewards, negatives_by_example
@@ -64,8 +56,7 @@ class RunResult:
 class Trainer:
     """Runs one training job; ``callback(event)`` sees every step, ``should_stop()`` cancels."""
 
-    def __init__(self, cfg: GraceConfig, *, overwrite: bool = False,
-                 callback: Callable[[dict], None] | None = None,
+    def __init__(self, cfg: GraceConfig, *, overwrite: bool = False, callback: Callable[[dict], None] | None = None,
                  should_stop: Callable[[], bool] | None = None, started: float | None = None):
         # ``cfg.max_minutes`` counts from ``started`` (wall clock; default: now), so loading the
         # data and the model is inside the limit (a job passes its process's start)
@@ -140,26 +131,11 @@ class Trainer:
         model = add_lora(backbone.model, cfg)
         self.params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self._resume(model, optimizer)
+        resume_from(self.folder, model, optimizer)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self._optimizer_step = OptimizerStep(self.accelerator, self.model, self.params, self.optimizer,
                                              cfg.max_grad_norm)
-        self.tokenizer_info = {"model": cfg.model, "vocab_size": len(self.tokenizer),
-                               "pad_token_id": self.pad_id, "eos_token_id": self.tokenizer.eos_token_id,
-                               "chat_template": bool(getattr(self.tokenizer, "chat_template", None)),
-                               "prompt": self.prompts.template.to_dict()}
-
-    def _resume(self, model, optimizer: torch.optim.Optimizer) -> None:
-        """Load the newest checkpoint's LoRA weights and optimizer state, when there is one."""
-        ckpt = self.folder.latest_checkpoint()
-        if ckpt is None:
-            return
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        set_peft_model_state_dict(model, load_file(str(RunFolder.checkpoint_weights(ckpt))))
-        if RunFolder.checkpoint_optimizer(ckpt).exists():
-            optimizer.load_state_dict(torch.load(RunFolder.checkpoint_optimizer(ckpt), weights_only=True))
+        self.tokenizer_info = tokenizer_info(cfg.model, self.tokenizer, self.prompts)
 
     @property
     def policy(self):
@@ -316,17 +292,8 @@ class Trainer:
 
     def _save(self, step: int) -> None:
         """A checkpoint (to resume from) and a published adapter version (to encode with)."""
-        if not self.accelerator.is_main_process:
-            return
-        policy = self.policy
-
-        def weights(folder: Path) -> None:
-            policy.save_pretrained(folder, safe_serialization=True)
-
-        self.folder.save_checkpoint(step, weights, lambda path: torch.save(self.optimizer.state_dict(), path))
-        self.folder.publish_adapter(step, weights, config=self.cfg.to_dict(),
-                                    encode_settings=self.cfg.encode_settings().to_dict(),
-                                    tokenizer_info=self.tokenizer_info, keep=self.cfg.keep_adapters)
+        if self.accelerator.is_main_process:
+            save_to(self.folder, step, self.policy, self.optimizer, self.cfg, self.tokenizer_info)
 
     def _all_stop(self, mine: bool) -> bool:
         """Whether any process stops (a cancel or the time limit seen by one): all stop at the same
