@@ -36,15 +36,24 @@ PNG = Path(__file__).with_name("validation_curves.png")
 HTML = Path(__file__).parents[1] / "docs" / "validation_curves.html"
 
 
+def trained_minutes(folder: RunFolder) -> float:
+    """The run's cumulative step time so far, in minutes (0 when it has not started)."""
+    if not folder.metrics.exists():
+        return 0.0
+    return sum(json.loads(x)["step_time"] for x in folder.metrics.read_text().splitlines() if x.strip()) / 60
+
+
 def run_for(method: str, seed: int, minutes: float, out: Path, triplets: Path) -> RunFolder:
-    """Train (or find) the run of ``method`` with ``seed`` for ``minutes`` of wall clock, every
-    version kept."""
+    """Train (or find) the run of ``method`` with ``seed`` until ``minutes`` of step time, every
+    version kept. A run cut short (a session that ended, a crash) resumes from its last checkpoint
+    for the minutes it still lacks; one within a minute of the target counts as done."""
     folder = RunFolder(out / "runs" / f"{method}-seed{seed}")
-    if not folder.adapter.exists():
+    lacking = minutes - trained_minutes(folder)
+    if lacking > 1.0 or not folder.adapter.exists():
         cfg = GraceConfig(method=method, data=str(triplets), output=str(folder.path), steps=100_000,
-                          max_minutes=minutes, save_every=SAVE_EVERY[method], keep_adapters=0, sample_every=0,
+                          max_minutes=lacking + 0.5, save_every=SAVE_EVERY[method], keep_adapters=0, sample_every=0,
                           device="cpu", seed=seed)
-        train(cfg, overwrite=True)  # a run cut short by a crash is redone: its minutes would not add up
+        train(cfg)  # max_minutes may change on a resume; anything else would be refused
     return folder
 
 
@@ -78,7 +87,7 @@ def point(method: str, seed: int, mark: float, args, out: Path, triplets: Path) 
     if mark == 0:
         step, adapter, minutes = 0, None, 0.0
     else:
-        step, adapter, minutes = version_at(run_for(method, seed, max(args.marks) + 0.5, out, triplets), mark)
+        step, adapter, minutes = version_at(run_for(method, seed, max(args.marks), out, triplets), mark)
     r = score(method, adapter, args.limit, out)
     row = {"method": method, "seed": seed, "mark": mark, "step": step, "minutes": minutes,
            "average": r["average"], "categories": r["categories"], "measured": machine()}
