@@ -64,16 +64,16 @@ SETTINGS: dict[str, tuple[dict | None, dict]] = {
     **{f"#27 {name},seed={seed}": ({**over, "seed": seed}, enc) for seed in (0, 1) for name, (over, enc) in {
         "defaults": ({}, {}),
         "lambda_hard=0": ({"lambda_hard": 0.0}, {}),  # the reference's effective supervised reward
+        "advantage=group-std": ({"advantage_scale": "group-std"}, {}),
+        # a method beside the paper's, never reported as GRACE
+        "GRACE + InfoNCE weight=0.1": ({"contrastive_weight": 0.1}, {}),
+        "epochs=2": ({"updates_per_batch": 2}, {}),
         "rollout_temp=0.5": ({"sampling_temperature": 0.5}, {}),  # closer to greedy inference
         "cut=sequence-mean": ({"cut_rollout_loss": "sequence-mean"}, {}),
-        "epochs=2": ({"updates_per_batch": 2}, {}),
-        "advantage=group-std": ({"advantage_scale": "group-std"}, {}),
         "lora=attention+mlp": ({"lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                  "down_proj"]}, {}),
         "len=32": ({}, {"max_new_tokens": 32}),  # the decode tail: trained and scored at 32 tokens
-        # a method beside the paper's, never reported as GRACE
         "GRACE + InfoNCE weight=0.01": ({"contrastive_weight": 0.01}, {}),
-        "GRACE + InfoNCE weight=0.1": ({"contrastive_weight": 0.1}, {}),
     }.items()},
 }
 
