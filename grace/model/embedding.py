@@ -170,6 +170,14 @@ def forward_states(model: torch.nn.Module, prompts: Sequence[PromptIds], continu
                           ids=ids)
 
 
+def distinct_prompts(prompts: Sequence[PromptIds]) -> tuple[list[PromptIds], list[int]]:
+    """The distinct prompts (by token ids, in order of first appearance) and each row's index
+    among them: rows sharing a prompt (a GRACE group's K rollouts) run it once."""
+    first: dict[tuple[int, ...], int] = {}
+    which = [first.setdefault(tuple(p.ids), len(first)) for p in prompts]
+    return [prompts[which.index(u)] for u in range(len(first))], which
+
+
 @dataclass
 class ResponseStates:
     """What ``response_states`` computed: the last-layer state predicting each response token
@@ -195,9 +203,7 @@ def response_states(model: torch.nn.Module, prompts: Sequence[PromptIds], respon
 
     device = next(model.parameters()).device
     body = decoder_body(model)
-    first: dict[tuple[int, ...], int] = {}
-    which = [first.setdefault(tuple(p.ids), len(first)) for p in prompts]
-    unique = [prompts[which.index(u)] for u in range(len(first))]
+    unique, which = distinct_prompts(prompts)
     n_pre = common_prefix(unique)
     suffixes = [p.ids[n_pre:] for p in unique]
     ids, smask = left_pad(suffixes, pad_id, device)
@@ -272,8 +278,8 @@ def embed_ids(
 
 
 def pool_segments(prompts: Sequence[PromptIds], text_states: Sequence[torch.Tensor],
-                  rationale_states: Sequence[torch.Tensor | Sequence[torch.Tensor]], rationales: Sequence[Sequence[int]],
-                  pad_id: int, *, pooling: str, keep_states: bool = False) -> EmbedBatch:
+                  rationale_states: Sequence[torch.Tensor | Sequence[torch.Tensor]],
+                  rationales: Sequence[Sequence[int]], pad_id: int, *, pooling: str, keep_states: bool = False) -> EmbedBatch:
     """Pool states collected piecewise (generation's, or the update's): row r is its text's states
     then the first len(rationales[r]) of ``rationale_states[r]`` (a [n, d] tensor or a list of [d]),
     left-padded with its segment codes and token ids, through ``pool_states``. Differentiable."""

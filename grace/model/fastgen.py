@@ -27,8 +27,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .embedding import (EmbedBatch, cache_keyword, common_prefix, decoder_body, fits_window, lm_logits, pool_segments,
-                        shared_prefix_cache)
+from .embedding import (EmbedBatch, cache_keyword, common_prefix, decoder_body, distinct_prompts, fits_window,
+                        lm_logits, pool_segments, shared_prefix_cache)
 from .generation import RationaleNoRepeatNgram, RationaleRepetitionPenalty, _eos_ids, cut_rationale, left_pad
 from .prompts import PromptIds
 from .sampling import sample, sample_rows
@@ -128,9 +128,7 @@ def _prefill(model, tokenizer, prompts: Sequence[PromptIds], run: Forward) -> _S
     cue, right-aligned after it, with position ids that skip the padding in the middle; rows with
     the same prompt (a GRACE group's K rollouts) then copy that row's cache, logits and states."""
     device = next(model.parameters()).device
-    first: dict[tuple[int, ...], int] = {}
-    which = [first.setdefault(tuple(p.ids), len(first)) for p in prompts]
-    unique = [prompts[which.index(u)] for u in range(len(first))]
+    unique, which = distinct_prompts(prompts)
     b = len(unique)
     n_pre = common_prefix(unique)
     cache = shared_prefix_cache(model, unique, n_pre)
