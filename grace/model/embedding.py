@@ -279,7 +279,8 @@ def embed_ids(
 
 def pool_segments(prompts: Sequence[PromptIds], text_states: Sequence[torch.Tensor],
                   rationale_states: Sequence[torch.Tensor | Sequence[torch.Tensor]],
-                  rationales: Sequence[Sequence[int]], pad_id: int, *, pooling: str, keep_states: bool = False) -> EmbedBatch:
+                  rationales: Sequence[Sequence[int]], pad_id: int, *, pooling: str,
+                  keep_states: bool = False) -> EmbedBatch:
     """Pool states collected piecewise (generation's, or the update's): row r is its text's states
     then the first len(rationales[r]) of ``rationale_states[r]`` (a [n, d] tensor or a list of [d]),
     left-padded with its segment codes and token ids, through ``pool_states``. Differentiable."""
